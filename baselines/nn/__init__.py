@@ -1,0 +1,1 @@
+"""Shared network pieces used by several families (one copy of each)."""

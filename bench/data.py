@@ -1,0 +1,267 @@
+"""Datasets as in-memory 8-bit tensors, with offline paths and integrity checks.
+
+Every dataset loads to :class:`ImageData` (uint8 [N, C, H, W] + optional labels) so bits/dim and
+metrics see exactly the 8-bit pixels (conventions in :mod:`bench.conventions`). Loaders:
+
+- ``digits``: scikit-learn's bundled 8x8 digits (ships with the package; the embedded default).
+  Its 17 grey levels (0..16) are mapped to 0..255 and the images resized to ``image_size``.
+- ``mnist``: torchvision's MNIST, resized 28 -> ``image_size`` (32 as the seeds do).
+- ``cifar10``: torchvision's CIFAR-10 (pickled batches, md5-checked by torchvision).
+- ``celeba``: torchvision's CelebA, centre crop 140 and resize to ``image_size`` (64).
+- ``folder``: a folder of images (class sub-folders optional), ``path`` in the suite.
+- ``npz``: a ``.npz`` with uint8 ``x`` ([N,H,W], [N,H,W,C] or [N,C,H,W]) and optional ``y``.
+
+Nothing is downloaded unless ``download=True`` (``bench prefetch`` / ``--download``); offline,
+``--data-root`` points at staged files and a missing or corrupt file is a one-line error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.errors import BenchError, did_you_mean
+from bench.registry import DataSpec
+
+DEFAULT_DATA_ROOT = os.environ.get("GENBENCH_DATA_ROOT", str(Path.home() / ".cache" / "genbench" / "data"))
+
+# md5 of the uncompressed MNIST idx files (byte-identical to the official ones).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+
+@dataclasses.dataclass
+class ImageData:
+    """A split held in memory as 8-bit images."""
+
+    x: torch.Tensor  # uint8 [N, C, H, W]
+    y: torch.Tensor | None  # int64 [N] or None
+    num_classes: int
+    name: str  # e.g. "digits/train@16"
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def spec(self) -> DataSpec:
+        _, c, h, w = self.x.shape
+        return DataSpec(channels=c, height=h, width=w, num_classes=self.num_classes if self.y is not None else 0)
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear (antialiased) resize of uint8 [N,C,H,W] images, rounded back to 8 bits."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    out = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- loaders ----------------------------------------------------------------------------------
+
+def load_digits(split: str, cfg: dict[str, Any]) -> ImageData:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(d.target.astype(np.int64))
+    # Fixed split: a seeded permutation, 80% train / 20% test.
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    n_train = int(0.8 * len(labels))
+    idx = perm[:n_train] if split == "train" else perm[n_train:]
+    return ImageData(images[idx], labels[idx], 10, "digits")
+
+
+def _torchvision():
+    try:
+        import torchvision
+    except Exception as e:  # pragma: no cover - depends on the install
+        raise BenchError(f"torchvision is not importable ({e}); reinstall with `pip install -e .`") from None
+    return torchvision
+
+
+def load_mnist(split: str, cfg: dict[str, Any]) -> ImageData:
+    root = Path(cfg["root"])
+    raw = root / "MNIST" / "raw"
+    prefix = "train" if split == "train" else "t10k"
+    if cfg.get("download"):
+        _torchvision().datasets.MNIST(str(root), train=split == "train", download=True)
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        f = raw / f"{prefix}-{kind}"
+        if not f.is_file():
+            raise BenchError(f"MNIST file {f} is missing: stage MNIST's raw files in {raw} "
+                             "(or pass --data-root DIR holding MNIST/raw/, or run `bench prefetch` with internet)")
+        if cfg.get("verify", True) and _md5(f) != MNIST_MD5[f.name]:
+            raise BenchError(f"MNIST file {f} is corrupt (md5 mismatch): delete it and stage a fresh copy")
+    ds = _torchvision().datasets.MNIST(str(root), train=split == "train", download=False)
+    x = ds.data.unsqueeze(1).contiguous()
+    return ImageData(x, ds.targets.long(), 10, "mnist")
+
+
+def load_cifar10(split: str, cfg: dict[str, Any]) -> ImageData:
+    tv = _torchvision()
+    root = Path(cfg["root"])
+    try:
+        ds = tv.datasets.CIFAR10(str(root), train=split == "train", download=bool(cfg.get("download")))
+    except RuntimeError as e:
+        raise BenchError(f"CIFAR-10 not found or corrupt under {root / 'cifar-10-batches-py'} ({e}); stage the "
+                         "python-version batches there (or pass --data-root, or run `bench prefetch` with internet)") from None
+    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageData(x, torch.tensor(ds.targets, dtype=torch.long), 10, "cifar10")
+
+
+def load_celeba(split: str, cfg: dict[str, Any]) -> ImageData:
+    tv = _torchvision()
+    root = Path(cfg["root"])
+    size = int(cfg.get("image_size") or 64)
+    transform = tv.transforms.Compose([tv.transforms.CenterCrop(140), tv.transforms.Resize(size),
+                                       tv.transforms.PILToTensor()])
+    try:
+        ds = tv.datasets.CelebA(str(root), split="train" if split == "train" else "test", transform=transform,
+                                download=bool(cfg.get("download")))
+    except RuntimeError as e:
+        raise BenchError(f"CelebA not found or corrupt under {root / 'celeba'} ({e}); stage img_align_celeba/ and "
+                         "the list_*.txt files there (or pass --data-root)") from None
+    limit = cfg.get("limit") or len(ds)
+    x = torch.stack([ds[i][0] for i in range(min(limit, len(ds)))])
+    return ImageData(x, None, 0, "celeba")
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def load_folder(split: str, cfg: dict[str, Any]) -> ImageData:
+    """``path/<split>/[class/]*.png`` if a split folder exists, else ``path/[class/]*.png``."""
+    from PIL import Image
+
+    base = Path(cfg.get("path") or "")
+    if not base.is_dir():
+        raise BenchError(f"image folder {base} not found: set data.path in the suite to a folder of images")
+    if (base / split).is_dir():
+        base = base / split
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BenchError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {base}")
+    classes = sorted({p.parent.name for p in files}) if any(p.parent != base for p in files) else []
+    mode = "L" if int(cfg.get("channels") or 3) == 1 else "RGB"
+    arrays = []
+    for p in files:
+        try:
+            arrays.append(np.asarray(Image.open(p).convert(mode)))
+        except Exception as e:
+            raise BenchError(f"cannot read image {p} ({e}): remove or replace it") from None
+    if len({a.shape for a in arrays}) != 1:
+        raise BenchError(f"images under {base} differ in size; resize them to one size first")
+    x = torch.from_numpy(np.stack(arrays))
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    y = torch.tensor([classes.index(p.parent.name) for p in files]) if classes else None
+    return ImageData(x.contiguous(), y, len(classes), f"folder:{base}")
+
+
+def load_npz(split: str, cfg: dict[str, Any]) -> ImageData:
+    path = Path(cfg.get("path") or "")
+    if not path.is_file():
+        raise BenchError(f".npz file {path} not found: set data.path in the suite")
+    try:
+        arrays = np.load(path)
+        key = f"x_{split}" if f"x_{split}" in arrays else "x"
+        x = arrays[key]
+        y = arrays.get(f"y_{split}" if f"y_{split}" in arrays else "y")
+    except Exception as e:
+        raise BenchError(f"cannot read {path} ({e}); it must be a .npz with a uint8 array 'x' (and optional 'y')") from None
+    if x.dtype != np.uint8:
+        raise BenchError(f"{path}: '{key}' must be uint8 (8-bit images), got {x.dtype}")
+    t = torch.from_numpy(x)
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+        t = t.permute(0, 3, 1, 2)
+    yt = torch.from_numpy(np.asarray(y)).long() if y is not None else None
+    return ImageData(t.contiguous(), yt, int(yt.max()) + 1 if yt is not None else 0, f"npz:{path.name}")
+
+
+LOADERS: dict[str, Callable[[str, dict[str, Any]], ImageData]] = {
+    "digits": load_digits, "mnist": load_mnist, "cifar10": load_cifar10, "celeba": load_celeba,
+    "folder": load_folder, "npz": load_npz,
+}
+DEFAULT_SIZE = {"digits": 16, "mnist": 32, "cifar10": 32, "celeba": 64}
+
+
+def load_split(data_cfg: dict[str, Any], split: str, data_root: str | None = None, download: bool = False) -> ImageData:
+    """Load one split of the suite's dataset, resized to ``image_size``; BenchError if unavailable."""
+    name = data_cfg["dataset"]
+    if name not in LOADERS:
+        raise BenchError(f"unknown dataset {name!r}{did_you_mean(name, LOADERS)}; known: {', '.join(LOADERS)}")
+    cfg = {**data_cfg, "root": data_root or data_cfg.get("root") or DEFAULT_DATA_ROOT, "download": download}
+    data = LOADERS[name](split, cfg)
+    size = data_cfg.get("image_size") or DEFAULT_SIZE.get(name)
+    x = resize_uint8(data.x, int(size)) if size else data.x
+    channels = data_cfg.get("channels")
+    if channels and int(channels) != x.shape[1]:
+        if int(channels) == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        else:
+            raise BenchError(f"data.channels={channels} but {name} has {x.shape[1]} channels")
+    limit = data_cfg.get(f"limit_{'train' if split == 'train' else 'eval'}")
+    y = data.y
+    if limit:
+        x, y = x[: int(limit)], (y[: int(limit)] if y is not None else None)
+    return ImageData(x, y, data.num_classes, f"{name}/{split}@{x.shape[-1]}")
+
+
+class EpochLoader:
+    """Deterministic, resumable batches from an in-memory split.
+
+    Epoch ``e`` visits every image once in the order ``randperm(N, seed=(seed, e))``; the last
+    batch of an epoch may be smaller. The position (epoch, offset) is all the state there is, so
+    a checkpoint restores the data order exactly.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, seed: int):
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.epoch, self.offset = 0, 0
+        self._perm: torch.Tensor | None = None
+
+    def _order(self) -> torch.Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            self._perm = torch.randperm(len(self.data), generator=g)
+        return self._perm
+
+    def next(self, max_images: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        """(x, y, epoch_finished) of the next batch, at most ``max_images`` images."""
+        n = min(self.batch_size, len(self.data) - self.offset)
+        if max_images is not None:
+            n = min(n, max_images)
+        idx = self._order()[self.offset:self.offset + n]
+        x = self.data.x[idx]
+        y = self.data.y[idx] if self.data.y is not None else None
+        self.offset += n
+        finished = self.offset >= len(self.data)
+        if finished:
+            self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
+        return x, y, finished
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.offset, self._perm = int(state["epoch"]), int(state["offset"]), None

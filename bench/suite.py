@@ -1,0 +1,254 @@
+"""Declarative suites: one TOML file per suite, a budget profile chosen at run time, overrides.
+
+A suite file (``bench/suites/<name>.toml``) holds the shared settings at top level and named
+profiles under ``[profiles.<name>]``. A profile is a partial suite deep-merged over the base
+(so ``[profiles.paper.models.ddpm]`` can swap the tiny smoke U-Net for the thesis one) and must
+give a ``budget``. ``--set key.path=value`` overrides (TOML literals) are applied last and
+recorded. See ``bench/suites/digits.toml`` for a commented example.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError, did_you_mean
+
+SUITES_DIR = Path(__file__).parent / "suites"
+DEFAULT_SUITE = "digits"
+BUDGET_KINDS = ("epochs", "steps", "images", "seconds")
+
+TOP_KEYS = {"name", "description", "mirrors", "data", "train", "eval", "models", "profiles", "budget"}
+DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "root", "path", "limit_train", "limit_eval"}
+TRAIN_KEYS = {"batch_size", "seeds", "precision", "device", "eval_fractions", "warmup_steps", "log_every",
+              "checkpoint_every_s", "grad_clip", "eval_batch_size"}
+EVAL_KEYS = {"metrics", "num_samples", "repeats", "feature_extractor", "sample_batch_size", "speed_batch",
+             "samplers", "num_real", "bpd_batches"}
+
+TRAIN_DEFAULTS = {"batch_size": 64, "seeds": [0], "precision": "fp32", "device": "auto", "eval_fractions": [1.0],
+                  "warmup_steps": 3, "log_every": 10, "checkpoint_every_s": 300.0, "grad_clip": 0.0,
+                  "eval_batch_size": 256}
+EVAL_DEFAULTS = {"metrics": ["bits_per_dim", "sampling_speed"], "num_samples": 256, "repeats": 1,
+                 "feature_extractor": "auto", "sample_batch_size": 256, "speed_batch": 128, "samplers": {},
+                 "num_real": 0, "bpd_batches": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long every model of a suite trains: ``value`` units of ``kind``."""
+
+    kind: str
+    value: float
+
+    def __str__(self) -> str:
+        v = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{v} {self.kind}"
+
+    @classmethod
+    def parse(cls, spec: Any, where: str) -> "Budget":
+        """From ``{steps = 200}`` or the CLI string ``"steps=200"``."""
+        if isinstance(spec, str):
+            if "=" not in spec:
+                raise BenchError(f"{where}: budget {spec!r} must look like 'steps=200' (one of {', '.join(BUDGET_KINDS)})")
+            k, v = spec.split("=", 1)
+            try:
+                spec = {k.strip(): float(v)}
+            except ValueError:
+                raise BenchError(f"{where}: budget value {v!r} is not a number") from None
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise BenchError(f"{where}: budget must name exactly one of {', '.join(BUDGET_KINDS)}, e.g. budget = {{ steps = 200 }}")
+        (kind, value), = spec.items()
+        if kind not in BUDGET_KINDS:
+            raise BenchError(f"{where}: unknown budget kind {kind!r}{did_you_mean(kind, BUDGET_KINDS)}; use one of {', '.join(BUDGET_KINDS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise BenchError(f"{where}: budget {kind} must be a positive number, got {value!r}")
+        if kind in ("epochs", "steps", "images") and not float(value).is_integer():
+            raise BenchError(f"{where}: budget {kind} must be a whole number, got {value!r}")
+        return cls(kind, float(value))
+
+
+@dataclasses.dataclass
+class Suite:
+    """A resolved suite: base merged with one profile and the overrides."""
+
+    name: str
+    profile: str
+    budget: Budget
+    data: dict[str, Any]
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    models: dict[str, dict[str, Any]]  # run name -> {"model": registered name, **config}
+    description: str = ""
+    mirrors: list[str] = dataclasses.field(default_factory=list)
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["budget"] = {self.budget.kind: self.budget.value}
+        return d
+
+    def config_hash(self, model: str) -> str:
+        """Hash of everything that determines a run of ``model`` except the seed."""
+        payload = {"data": self.data, "train": {k: v for k, v in self.train.items() if k != "seeds"},
+                   "eval": self.eval, "budget": str(self.budget), "model": self.models[model]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def suite_path(name_or_path: str) -> Path:
+    """A suite name (shipped with genbench) or a path to a user's TOML file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise BenchError(f"suite file {name_or_path} not found")
+        return p
+    candidate = SUITES_DIR / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        raise BenchError(f"unknown suite {name_or_path!r}{did_you_mean(name_or_path, suite_names())}; "
+                         "`bench list` shows the suites, or pass a path to your own .toml")
+    return candidate
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise BenchError(f"malformed suite file {path}: {e}") from None
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``models.ddpm.lr=1e-4`` -> (["models", "ddpm", "lr"], 1e-4). Values are TOML literals; bare words are strings."""
+    if "=" not in text:
+        raise BenchError(f"--set {text!r} must look like key.path=value, e.g. --set models.ddpm.lr=1e-4")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not all(path):
+        raise BenchError(f"--set {text!r}: empty key component")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise BenchError(f"--set {'.'.join(path)}: {part!r} is not a table")
+    node[path[-1]] = value
+
+
+def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overrides: list[str] | None = None,
+               budget: str | None = None, check_models: bool = True) -> Suite:
+    """Load, merge, override and validate a suite. Every problem is a one-line :class:`BenchError`."""
+    path = suite_path(name_or_path)
+    raw = read_toml(path)
+    where = str(path)
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        k = sorted(unknown)[0]
+        raise BenchError(f"{where}: unknown top-level key {k!r}{did_you_mean(k, TOP_KEYS)}")
+    profiles = raw.get("profiles", {})
+    if profile not in profiles:
+        raise BenchError(f"{where}: no profile {profile!r}{did_you_mean(profile, profiles)}; "
+                         f"this suite has: {', '.join(sorted(profiles)) or 'none'}")
+    merged = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles[profile])
+    overrides = list(overrides or [])
+    for text in overrides:
+        keypath, value = parse_override(text)
+        apply_override(merged, keypath, value)
+
+    for section, allowed in (("data", DATA_KEYS), ("train", TRAIN_KEYS), ("eval", EVAL_KEYS)):
+        table = merged.get(section, {})
+        if not isinstance(table, dict):
+            raise BenchError(f"{where}: [{section}] must be a table")
+        for k in table:
+            if k not in allowed:
+                raise BenchError(f"{where}: unknown key {section}.{k}{did_you_mean(k, allowed)}")
+    data = dict(merged.get("data", {}))
+    if "dataset" not in data:
+        raise BenchError(f"{where}: missing key data.dataset (e.g. dataset = \"digits\")")
+    train = {**TRAIN_DEFAULTS, **merged.get("train", {})}
+    evaluation = {**EVAL_DEFAULTS, **merged.get("eval", {})}
+    _check_train(train, where)
+
+    budget_spec = budget if budget is not None else merged.get("budget")
+    if budget_spec is None:
+        raise BenchError(f"{where}: profile {profile!r} has no budget (e.g. budget = {{ steps = 200 }})")
+    parsed_budget = Budget.parse(budget_spec, where if budget is None else "--budget")
+
+    models = merged.get("models", {})
+    if not isinstance(models, dict) or not models:
+        raise BenchError(f"{where}: the suite lists no models (add a [models.<name>] table)")
+    resolved: dict[str, dict[str, Any]] = {}
+    for run_name, cfg in models.items():
+        if not isinstance(cfg, dict):
+            raise BenchError(f"{where}: models.{run_name} must be a table")
+        cfg = dict(cfg)
+        cfg.setdefault("model", run_name)
+        resolved[run_name] = cfg
+    if check_models:
+        validate_models(resolved, where)
+    return Suite(name=raw.get("name", path.stem), profile=profile, budget=parsed_budget, data=data, train=train,
+                 eval=evaluation, models=resolved, description=raw.get("description", ""),
+                 mirrors=list(raw.get("mirrors", [])), overrides=overrides, path=str(path))
+
+
+def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
+    """Every model is registered and every config key is one its wrapper declares."""
+    from bench import registry
+
+    for run_name, cfg in models.items():
+        cls = registry.get(cfg["model"])
+        known = set(cls.defaults) | {"model", "sampler"}
+        for key in cfg:
+            if key not in known:
+                raise BenchError(f"{where}: unknown key models.{run_name}.{key} for model {cls.name!r}"
+                                 f"{did_you_mean(key, known)}; known keys: {', '.join(sorted(known))}")
+
+
+def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config handed to the wrapper (harness-level keys removed)."""
+    return {k: v for k, v in cfg.items() if k not in ("model", "sampler")}
+
+
+def _check_train(train: dict[str, Any], where: str) -> None:
+    bs = train["batch_size"]
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs <= 0:
+        raise BenchError(f"{where}: train.batch_size must be a positive integer, got {bs!r}")
+    seeds = train["seeds"]
+    if isinstance(seeds, int):
+        train["seeds"] = seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise BenchError(f"{where}: train.seeds must be a list of integers, got {seeds!r}")
+    if train["precision"] not in ("fp32", "bf16"):
+        raise BenchError(f"{where}: train.precision must be 'fp32' or 'bf16', got {train['precision']!r}")
+    fr = train["eval_fractions"]
+    if not isinstance(fr, list) or not fr or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fr):
+        raise BenchError(f"{where}: train.eval_fractions must be fractions in (0, 1], got {fr!r}")
+    train["eval_fractions"] = sorted(set(float(f) for f in fr) | {1.0})
