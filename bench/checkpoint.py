@@ -1,0 +1,101 @@
+"""Atomic, verified checkpoints so preempted or killed runs resume where they stopped.
+
+Layout of a run's checkpoint folder::
+
+    ckpt-<step>.pt      torch.save payload (model, optimizers, RNG states, loader position, timings)
+    latest.json         {"files": [{"file", "sha256", "step"}, ...]} newest first, written atomically
+
+A checkpoint file is written to a temp name, fsynced and renamed, and only then listed in
+``latest.json``; loading verifies the sha256 and falls back to the previous good checkpoint
+when the newest is truncated or corrupt. The two newest are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.records import atomic_write_text
+
+KEEP = 2
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _index(folder: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads((folder / "latest.json").read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def save(folder: Path, state: dict[str, Any], step: int) -> Path:
+    """Write ``state`` as the newest checkpoint of ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    path = folder / f"ckpt-{step}.pt"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    entries = [e for e in _index(folder) if e.get("file") != path.name]
+    entries.insert(0, {"file": path.name, "sha256": _sha256(data), "step": step})
+    atomic_write_text(folder / "latest.json", json.dumps({"files": entries[:KEEP]}, indent=1))
+    for old in entries[KEEP:]:
+        try:
+            (folder / old["file"]).unlink()
+        except OSError:
+            pass
+    return path
+
+
+def load(folder: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any] | None, list[str]]:
+    """(newest state that verifies, notes about skipped corrupt checkpoints); (None, notes) if none."""
+    notes = []
+    for entry in _index(folder):
+        path = folder / entry["file"]
+        try:
+            data = path.read_bytes()
+        except OSError:
+            notes.append(f"{path.name} missing")
+            continue
+        if _sha256(data) != entry.get("sha256"):
+            notes.append(f"{path.name} corrupt (checksum mismatch), used the previous checkpoint")
+            continue
+        try:
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False), notes
+        except Exception as e:  # a checksum match makes this unlikely, but never crash a resume on it
+            notes.append(f"{path.name} unreadable ({type(e).__name__})")
+    return None, notes
+
+
+def clear(folder: Path) -> None:
+    """Remove a finished run's checkpoints."""
+    for entry in _index(folder):
+        try:
+            (folder / entry["file"]).unlink()
+        except OSError:
+            pass
+    try:
+        (folder / "latest.json").unlink()
+        folder.rmdir()
+    except OSError:
+        pass

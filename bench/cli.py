@@ -1,0 +1,217 @@
+"""The `bench` command. Sub-commands beyond list/run/results live in their own modules and
+register themselves through ``register_cli(subparsers)`` (see COMMAND_MODULES), so features
+such as reports or SLURM submission add a command without editing this file's logic.
+
+Every user error is printed as one line (``error: ...``) with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from bench import __version__
+from bench.errors import BenchError
+
+# Modules that add sub-commands; each defines register_cli(subparsers).
+COMMAND_MODULES = ("bench.report", "bench.compare", "bench.launch", "bench.prefetch")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 3
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `bench run` and `bench submit`."""
+    p.add_argument("--suite", default=None, help="suite name (see `bench list`) or path to a .toml file; default: digits")
+    p.add_argument("--profile", default="smoke", help="budget profile of the suite (default: smoke)")
+    p.add_argument("--budget", default=None, help="override the profile's budget, e.g. steps=500, epochs=2, images=10000, seconds=60")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any suite value, e.g. --set models.ddpm.lr=1e-4 (repeatable; recorded)")
+    p.add_argument("--model", dest="models", action="append", default=None, help="run only this model (repeatable)")
+    p.add_argument("--seed", dest="seeds", action="append", type=int, default=None, help="run only this seed (repeatable)")
+    p.add_argument("--results", default="results", help="results directory (default: ./results)")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint directory (default: ./checkpoints)")
+    p.add_argument("--data-root", default=None, help="folder with pre-staged datasets (offline use), e.g. ../shared/data")
+    p.add_argument("--download", action="store_true", help="download missing datasets (needs internet)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the suite's, usually auto)")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last checkpoint")
+    p.add_argument("--cache-dir", default=None, help="cache for reference statistics and classifiers (default: ~/.cache/genbench or $GENBENCH_CACHE)")
+
+
+def run_options(args: argparse.Namespace):
+    from bench.runner import RunOptions
+
+    opts = RunOptions(results_dir=Path(args.results), checkpoint_dir=Path(args.checkpoints), data_root=args.data_root,
+                      download=args.download, resume=args.resume, device=args.device, models=args.models,
+                      seeds=args.seeds, progress=not getattr(args, "quiet", False))
+    if args.cache_dir:
+        opts.cache_dir = Path(args.cache_dir)
+    return opts
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench import registry, suite
+
+    console = Console()
+    models = Table(title="models")
+    for col in ("name", "family", "likelihood", "conditional", "summary"):
+        models.add_column(col)
+    for name, cls in registry.available().items():
+        doc = (cls.__doc__ or "").strip().splitlines()
+        models.add_row(name, cls.family, "yes" if cls.has_likelihood else "not defined",
+                       "yes" if cls.conditional else "", doc[0] if doc else "")
+    console.print(models)
+    suites = Table(title="suites")
+    for col in ("suite", "profiles", "models", "description"):
+        suites.add_column(col)
+    for name in suite.suite_names():
+        raw = suite.read_toml(suite.suite_path(name))
+        suites.add_row(name, ", ".join(raw.get("profiles", {})), ", ".join(raw.get("models", {})),
+                       raw.get("description", ""))
+    console.print(suites)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import records
+    from bench.runner import run_suite
+    from bench.suite import DEFAULT_SUITE, load_suite
+
+    suite = load_suite(args.suite or DEFAULT_SUITE, args.profile, args.overrides, args.budget)
+    opts = run_options(args)
+    print(f"suite {suite.name} [{suite.profile}], budget {suite.budget}, "
+          f"models: {', '.join(opts.models or suite.models)}, seeds: {opts.seeds or suite.train['seeds']}")
+    paths = run_suite(suite, opts)
+    recs = [records.load_records(Path(args.results), suite.name, suite.profile)]
+    written = {str(p) for p in paths}
+    fresh = [r for r in recs[0] if r["_path"] in written]
+    print_table(fresh)
+    print(f"{len(paths)} record(s) written under {Path(args.results) / records.RUNS_SUBDIR / suite.name / suite.profile}")
+    if not args.no_report:
+        try:
+            report = importlib.import_module("bench.report")
+        except ModuleNotFoundError:
+            report = None
+        if report is not None and hasattr(report, "render"):
+            out = report.render(suite.name, Path(args.results), Path(args.reports), profile=suite.profile)
+            for p in out:
+                print(f"report: {p}")
+    bad = [r for r in fresh if r["status"] != "ok"]
+    return 1 if bad and len(bad) == len(fresh) else 0
+
+
+SUMMARY_COLUMNS = ("model", "family", "seed", "status", "parameters", "bits_per_dim", "fid", "is", "kid",
+                   "train_images_per_second", "sample_seconds_per_image", "nfe")
+
+
+def print_table(recs: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.records import records_table
+
+    if not recs:
+        return
+    df = records_table(recs)
+    cols = [c for c in SUMMARY_COLUMNS if c in df.columns]
+    table = Table()
+    for c in cols:
+        table.add_column(c, justify="right" if c not in ("model", "family", "status") else "left")
+    for _, row in df.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if c == "bits_per_dim" and (v is None or v != v) and row.get("status") == "ok":
+                cells.append("not defined" if row.get("family") == "gan" else "")
+            elif isinstance(v, float):
+                cells.append("" if v != v else f"{v:.4g}")
+            else:
+                cells.append("" if v is None else str(v))
+        table.add_row(*cells)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from bench.records import latest_per_run, load_records, records_table
+
+    recs = load_records(Path(args.results), args.suite, args.profile)
+    if not args.all:
+        recs = latest_per_run(recs)
+    if not recs:
+        raise BenchError(f"no result records under {Path(args.results)}; run `bench run` first (or pass --results DIR)")
+    df = records_table(recs)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"wrote {len(df)} rows to {args.csv}")
+    else:
+        print_table(recs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="genbench: train generative model families to the same "
+                                     "budget and compare them. `bench run` runs the embedded default suite.")
+    parser.add_argument("--version", action="version", version=f"genbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="registered models and shipped suites")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="train and evaluate every model of a suite; write records and a report")
+    add_run_arguments(p)
+    p.add_argument("--reports", default="reports", help="report directory (default: ./reports)")
+    p.add_argument("--no-report", action="store_true", help="skip rendering the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("results", help="load result records into a table")
+    p.add_argument("--results", default="results")
+    p.add_argument("--suite", default=None)
+    p.add_argument("--profile", default=None)
+    p.add_argument("--all", action="store_true", help="every record, not only the newest per (model, seed)")
+    p.add_argument("--csv", default=None, help="write the table as CSV to this file")
+    p.set_defaults(func=cmd_results)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue  # feature module not installed/written yet
+            raise
+        if hasattr(module, "register_cli"):
+            module.register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        return int(args.func(args) or 0)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; results already written are kept. Resume with `bench run --resume ...`", file=sys.stderr)
+        return 130
+    except Exception as e:  # Interrupted (preemption) and anything unexpected: one line, no traceback
+        from bench.runner import Interrupted
+
+        if isinstance(e, Interrupted):
+            print(f"interrupted: {e}. Resume with the same command plus --resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"error: unexpected {type(e).__name__}: {e} (please report this; records already written are kept)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Metric registry and the evaluation context every metric reads from.
+
+A metric is a function ``fn(ctx: EvalContext) -> dict[str, MetricValue-dict]`` registered with
+:func:`metric`; suites name metrics in ``eval.metrics``. Sample-based metrics share one set of
+generated samples per evaluation (``ctx.samples()``), so FID, IS and class coverage see the
+same images and sampling is paid once. Every value carries its ``protocol`` (how it was
+computed) so a reader can tell which numbers are comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+from typing import Any, Callable
+
+import torch
+
+from bench.data import ImageData
+from bench.errors import BenchError, did_you_mean
+from bench.registry import Batch, GenerativeModel, Samples
+
+MetricFn = Callable[["EvalContext"], dict[str, dict[str, Any]]]
+METRICS: dict[str, MetricFn] = {}
+
+
+def metric(name: str) -> Callable[[MetricFn], MetricFn]:
+    """Register a metric under ``name`` (the name suites use in ``eval.metrics``)."""
+
+    def wrap(fn: MetricFn) -> MetricFn:
+        METRICS[name] = fn
+        return fn
+
+    return wrap
+
+
+def value(v: float | None, *, std: float | None = None, n: int | None = None, note: str | None = None,
+          **protocol: Any) -> dict[str, Any]:
+    """A metric value with its protocol; ``None`` means "not defined" (say why in ``note``)."""
+    out: dict[str, Any] = {"value": None if v is None else float(v)}
+    if std is not None:
+        out["std"] = float(std)
+    if n is not None:
+        out["n"] = int(n)
+    if note:
+        out["note"] = note
+    out["protocol"] = protocol
+    return out
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """Everything a metric may need; built by the runner for each evaluation."""
+
+    model: GenerativeModel
+    real: ImageData  # the evaluation split (uint8)
+    train: ImageData  # the training split (some metrics need it, e.g. to fit a domain classifier)
+    eval_cfg: dict[str, Any]
+    device: torch.device
+    precision: str
+    seed: int
+    sampler: dict[str, Any]  # sampler options for this evaluation
+    cache_dir: str  # where reference statistics / classifiers are cached
+    dataset: dict[str, Any]  # the suite's data table (dataset name, image size, ...)
+    final: bool = True  # False for intermediate (budget-fraction) evaluations
+    _samples: Samples | None = None
+    _sample_seconds: float | None = None
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh generator on the model's device, seeded from the run seed (evaluation never perturbs training RNG)."""
+        return torch.Generator(self.device).manual_seed(10_000 + 97 * self.seed + offset)
+
+    def labels(self, n: int) -> torch.Tensor | None:
+        """Balanced class labels for conditional models (0, 1, ..., K-1, 0, ...), else None."""
+        k = self.model.data.num_classes
+        if not (self.model.conditional and k):
+            return None
+        return torch.arange(n, device=self.device) % k
+
+    def draw(self, n: int, offset: int = 0) -> Samples:
+        """Generate ``n`` images in batches of ``eval.sample_batch_size``; images on the CPU."""
+        bs = int(self.eval_cfg.get("sample_batch_size") or n)
+        gen = self.generator(offset)
+        chunks, nfe, info = [], None, {}
+        labels = self.labels(n)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, n, bs):
+                m = min(bs, n - start)
+                lab = labels[start:start + m] if labels is not None else None
+                with torch.no_grad(), self.autocast():
+                    s = self.model.sample(m, labels=lab, generator=gen, **self.sampler)
+                chunks.append(s.images.float().clamp(0, 1).cpu())
+                nfe, info = s.nfe, s.info
+        finally:
+            self.model.train(was_training)
+        out = Samples(torch.cat(chunks), nfe=nfe, info=dict(info))
+        if labels is not None:
+            out.info["labels"] = labels.cpu()
+        return out
+
+    def samples(self) -> Samples:
+        """The shared sample set of this evaluation (``eval.num_samples`` images), generated once."""
+        if self._samples is None:
+            t0 = time.perf_counter()
+            self._samples = self.draw(int(self.eval_cfg["num_samples"]))
+            self._sample_seconds = time.perf_counter() - t0
+        return self._samples
+
+
+def compute(names: list[str], ctx: EvalContext) -> dict[str, dict[str, Any]]:
+    """Run the named metrics; a metric that fails records its error instead of stopping the run."""
+    from bench.metrics import builtin  # noqa: F401  (registers the built-in metrics)
+
+    _load_optional_metrics()
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name not in METRICS:
+            raise BenchError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}; known: {', '.join(sorted(METRICS))}")
+        try:
+            out.update(METRICS[name](ctx))
+        except BenchError:
+            raise
+        except Exception as e:  # keep the other metrics and the run's record
+            out[name] = value(None, note=f"error: {type(e).__name__}: {e}")
+    return out
+
+
+def known_metrics() -> list[str]:
+    from bench.metrics import builtin  # noqa: F401
+
+    _load_optional_metrics()
+    return sorted(METRICS)
+
+
+def _load_optional_metrics() -> None:
+    """Import every module of this package so their @metric registrations run."""
+    import importlib
+    import pkgutil
+
+    import bench.metrics as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"bench.metrics.{info.name}")
+
+
+def mean_and_stderr(x: torch.Tensor) -> tuple[float, float]:
+    x = x.double()
+    n = x.numel()
+    return float(x.mean()), (float(x.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0)
+
+
+def make_batch(real: ImageData, start: int, stop: int, device: torch.device, generator: torch.Generator) -> Batch:
+    y = real.y[start:stop].to(device) if real.y is not None else None
+    return Batch(real.x[start:stop].to(device), y, generator)

@@ -1,0 +1,79 @@
+"""Metrics every family shares: bits/dim on the test split and sampling latency."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from bench.metrics import EvalContext, make_batch, metric, synchronize, value
+
+
+@metric("bits_per_dim")
+def bits_per_dim(ctx: EvalContext) -> dict:
+    """Mean bits/dim of the 8-bit evaluation images; ``std`` is the standard error of that mean.
+
+    For stochastic estimators (residual flows, Hutchinson) the estimator's own standard error
+    is added in quadrature and also reported separately.
+    """
+    model = ctx.model
+    if not model.has_likelihood:
+        return {"bits_per_dim": value(None, note="not defined (implicit model, no likelihood)")}
+    bs = int(ctx.eval_cfg.get("eval_batch_size") or 256)
+    max_batches = int(ctx.eval_cfg.get("bpd_batches") or 0)
+    n_total = len(ctx.real) if not max_batches else min(len(ctx.real), max_batches * bs)
+    gen = ctx.generator(offset=1)
+    per_image, est_var, kinds, info = [], [], set(), {}
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, n_total, bs):
+            batch = make_batch(ctx.real, start, min(start + bs, n_total), ctx.device, gen)
+            with ctx.autocast():
+                lik = model.nll_bits_per_dim(batch)
+            per_image.append(lik.bits_per_dim.detach().double().cpu())
+            if lik.stderr is not None:
+                est_var.append(lik.stderr.detach().double().cpu() ** 2)
+            kinds.add(lik.kind)
+            info.update(lik.info)
+    finally:
+        model.train(was_training)
+    bpd = torch.cat(per_image)
+    n = bpd.numel()
+    data_se = float(bpd.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
+    est_se = math.sqrt(float(torch.cat(est_var).sum())) / n if est_var else 0.0
+    kind = "upper-bound" if "upper-bound" in kinds else ("estimate" if "estimate" in kinds else "exact")
+    return {"bits_per_dim": value(
+        float(bpd.mean()), std=math.sqrt(data_se ** 2 + est_se ** 2), n=n, kind=kind,
+        estimator_stderr=est_se, split=ctx.real.name, dequantization="uniform (x+u)/256",
+        precision=ctx.precision, **{k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})}
+
+
+@metric("sampling_speed")
+def sampling_speed(ctx: EvalContext) -> dict:
+    """Seconds to sample one batch of ``eval.speed_batch`` images (warm-up excluded, device synced)."""
+    n = int(ctx.eval_cfg.get("speed_batch") or 128)
+    model = ctx.model
+    was_training = model.training
+    model.eval()
+    labels = ctx.labels(n)
+    try:
+        with torch.no_grad(), ctx.autocast():
+            model.sample(min(n, 4), labels=labels[:4] if labels is not None else None,
+                         generator=ctx.generator(offset=2), **ctx.sampler)  # warm-up: allocations, lazy init
+            synchronize(ctx.device)
+            t0 = time.perf_counter()
+            out = model.sample(n, labels=labels, generator=ctx.generator(offset=3), **ctx.sampler)
+            synchronize(ctx.device)
+            seconds = time.perf_counter() - t0
+    finally:
+        model.train(was_training)
+    proto = dict(batch=n, sampler=dict(ctx.sampler), precision=ctx.precision, device=str(ctx.device), warmup=1)
+    res = {"sample_seconds_per_batch": value(seconds, **proto),
+           "sample_seconds_per_image": value(seconds / n, **proto),
+           "nfe": value(out.nfe, **proto) if out.nfe is not None else value(None, note="not reported", **proto)}
+    for k, v in out.info.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            res[f"sample_{k}"] = value(v, **proto)
+    return res

@@ -1,0 +1,140 @@
+"""Result records: one JSON file per run, written atomically and never overwritten.
+
+A record is a plain dict (schema below) so that reports, comparisons and users' notebooks
+read it without genbench. ``bench results`` flattens all records into a pandas table.
+
+Schema (version 1): suite, profile, model (run name), registered (wrapper name), family, seed,
+config, config_hash, overrides, budget {kind, value}, status ("ok" | "diverged" | "failed"),
+error, metrics {name: {value, std, n, protocol, note}}, curve [{fraction, step, images,
+train_seconds, metrics}], timings {...}, train {steps, images, epochs, loss_curve, ...},
+parameters, hardware, versions, git_commit, started, finished, interruptions, artifacts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+RUNS_SUBDIR = "runs"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None (strict JSON), tensors/numpy scalars become numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def atomic_write_text(path: Path, text: str, overwrite: bool = True) -> Path:
+    """Write via a temp file in the same folder, fsync, then rename (or link when not overwriting).
+
+    With ``overwrite=False`` an existing file is never replaced: FileExistsError instead.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists: no silent overwrite
+            os.unlink(tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def record_dir(results_dir: Path, suite: str, profile: str) -> Path:
+    return Path(results_dir) / RUNS_SUBDIR / suite / profile
+
+
+def write_record(record: dict[str, Any], results_dir: Path) -> Path:
+    """Write ``record`` as a new file; a name clash gets a numeric suffix, never an overwrite."""
+    record = {"schema": SCHEMA_VERSION, **record}
+    folder = record_dir(results_dir, record["suite"], record["profile"])
+    stamp = record.get("finished", utc_now()).replace(":", "").replace("-", "").replace(".", "")
+    stem = f"{record['model']}__seed{record['seed']}__{stamp}"
+    text = json.dumps(_clean(record), indent=1, sort_keys=False)
+    for i in range(1000):
+        path = folder / (f"{stem}.json" if i == 0 else f"{stem}-{i}.json")
+        try:
+            return atomic_write_text(path, text, overwrite=False)
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not find a free record name for {stem} in {folder}")
+
+
+def load_records(results_dir: Path, suite: str | None = None, profile: str | None = None) -> list[dict[str, Any]]:
+    """All records under ``results_dir`` (optionally one suite/profile), oldest first; unreadable files skipped."""
+    base = Path(results_dir) / RUNS_SUBDIR
+    if suite:
+        base = base / suite
+        if profile:
+            base = base / profile
+    out = []
+    for path in sorted(base.rglob("*.json")) if base.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(rec, dict) and "suite" in rec and "model" in rec:
+            rec["_path"] = str(path)
+            out.append(rec)
+    out.sort(key=lambda r: r.get("finished") or "")
+    return out
+
+
+def latest_per_run(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest record of each (suite, profile, model, seed)."""
+    latest: dict[tuple, dict] = {}
+    for r in records:
+        latest[(r["suite"], r["profile"], r["model"], r["seed"])] = r
+    return list(latest.values())
+
+
+def metric_value(record: dict[str, Any], name: str) -> float | None:
+    m = (record.get("metrics") or {}).get(name)
+    return m.get("value") if isinstance(m, dict) else None
+
+
+def records_table(records: Iterable[dict[str, Any]]):
+    """A pandas DataFrame: one row per record, metrics and timings as columns."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        row = {k: r.get(k) for k in ("suite", "profile", "model", "family", "seed", "status", "parameters")}
+        row["budget"] = f"{r.get('budget', {}).get('value')} {r.get('budget', {}).get('kind')}"
+        for name, m in (r.get("metrics") or {}).items():
+            if isinstance(m, dict):
+                row[name] = m.get("value")
+        for name, v in (r.get("timings") or {}).items():
+            if isinstance(v, (int, float)) or v is None:
+                row[name] = v
+        row["error"] = r.get("error")
+        row["finished"] = r.get("finished")
+        rows.append(row)
+    return pd.DataFrame(rows)

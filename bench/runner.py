@@ -1,0 +1,452 @@
+"""The generic training/evaluation loop: every (model, seed) of a suite to the same budget.
+
+The runner owns everything a fair comparison must hold constant: data order, seeding, device,
+precision, budget accounting, timing (steady-state throughput excludes warm-up and evaluation),
+checkpoints and the result record. The wrapper only computes losses and samples
+(:mod:`bench.registry`). Flow of data: suite -> runner -> wrapper -> record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import resource
+import signal
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from bench import checkpoint, environment, metrics, registry
+from bench.data import EpochLoader, ImageData, load_split
+from bench.errors import BenchError
+from bench.records import utc_now, write_record
+from bench.registry import Batch, GenerativeModel
+from bench.suite import Suite, model_config
+
+SAMPLE_GRID = 64  # images kept per run for the report's sample grid
+
+
+class Diverged(Exception):
+    """Non-finite loss or a family's own divergence/collapse signal (FloatingPointError)."""
+
+
+class Interrupted(Exception):
+    """A stop was requested (SIGTERM/SIGUSR1/SIGUSR2); a checkpoint was written first."""
+
+
+@dataclasses.dataclass
+class RunOptions:
+    results_dir: Path = Path("results")
+    checkpoint_dir: Path = Path("checkpoints")
+    cache_dir: Path = Path(os.environ.get("GENBENCH_CACHE", str(Path.home() / ".cache" / "genbench")))
+    data_root: str | None = None
+    download: bool = False
+    resume: bool = False
+    device: str | None = None  # overrides train.device
+    models: list[str] | None = None  # subset of the suite's run names
+    seeds: list[int] | None = None  # subset/override of train.seeds
+    progress: bool = True
+    keep_checkpoints: bool = False
+
+
+# ---- process-wide stop requests (preemption signals) ------------------------------------------
+
+_STOP: dict[str, Any] = {"signal": None}
+
+
+def request_stop(signum: int | None = None, frame: Any = None) -> None:
+    """Ask the running loop to checkpoint at the next step boundary and stop."""
+    _STOP["signal"] = signum or signal.SIGTERM
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (scontrol requeue, time limit) and SIGUSR1/2 (preemption notice) checkpoint and stop."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        try:
+            signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread
+            return
+
+
+# ---- distributed helpers (see bench.launch.ddp for process-group setup) ----------------------
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) without torch.distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise BenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        if name == "cuda":
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything about training progress that a checkpoint must restore."""
+
+    step: int = 0
+    images: int = 0  # global images seen (all processes)
+    train_seconds: float = 0.0  # wall-clock in training steps only
+    eval_seconds: float = 0.0
+    steady_seconds: float = 0.0  # training time after warm-up (for throughput)
+    steady_images: int = 0
+    losses: list[float] = dataclasses.field(default_factory=list)
+    curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # evaluations at budget fractions
+    next_fraction: int = 0
+    interruptions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+class Trainer:
+    """Trains one (model, seed) of a suite to its budget and evaluates it."""
+
+    def __init__(self, suite: Suite, run_name: str, seed: int, opts: RunOptions,
+                 train_data: ImageData, eval_data: ImageData):
+        self.suite, self.run_name, self.seed, self.opts = suite, run_name, seed, opts
+        self.train_data, self.eval_data = train_data, eval_data
+        self.cfg = suite.models[run_name]
+        self.cls = registry.get(self.cfg["model"])
+        self.device = resolve_device(opts.device or suite.train["device"])
+        self.precision = suite.train["precision"]
+        self.rank, self.world = world()
+        self.batch_size = int(suite.train["batch_size"])  # global batch
+        self.state = TrainState()
+        self.ckpt_dir = (Path(opts.checkpoint_dir) / suite.name / suite.profile /
+                         f"{run_name}__seed{seed}__{suite.config_hash(run_name)}")
+        self._last_ckpt = time.monotonic()
+
+    # -- setup --
+    def build(self) -> None:
+        seed_everything(self.seed)
+        spec = self.train_data.spec
+        if self.cls.conditional and not spec.num_classes:
+            raise BenchError(f"model {self.run_name!r} is conditional but dataset {self.suite.data['dataset']} has no labels")
+        self.model: GenerativeModel = self.cls(model_config(self.cfg), spec).to(self.device)
+        self.model.optimizers = self.model.configure_optimizers()
+        self.model._optimize_hook = self._optimize
+        self.loader = EpochLoader(self.train_data, self.batch_size, self.seed)
+        self.step_gen = torch.Generator(self.device).manual_seed(self.seed * 7919 + 1)
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _optimize(self, loss: torch.Tensor, name: str) -> None:
+        """The harness's backward + step: gradient averaging across processes, clipping, EMA hook."""
+        if name not in self.model.optimizers:
+            raise KeyError(f"{self.run_name}: optimizer {name!r} not in configure_optimizers() "
+                           f"({', '.join(self.model.optimizers)})")
+        opt = self.model.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if self.world > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            flat /= self.world
+            offset = 0
+            for p, g in zip(params, grads):
+                n = g.numel()
+                p.grad = flat[offset:offset + n].view_as(p).clone()
+                offset += n
+        clip = float(self.suite.train.get("grad_clip") or 0.0)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        self.model.after_optimizer_step(name)
+
+    # -- budget --
+    def progress(self) -> float:
+        b = self.suite.budget
+        done = {"steps": self.state.step, "images": self.state.images, "seconds": self.state.train_seconds,
+                "epochs": self.loader.epoch + self.loader.offset / max(1, len(self.train_data))}[b.kind]
+        return min(1.0, done / b.value)
+
+    def finished(self) -> bool:
+        b = self.suite.budget
+        if b.kind == "epochs":
+            return self.loader.epoch >= b.value
+        return {"steps": self.state.step, "images": self.state.images,
+                "seconds": self.state.train_seconds}[b.kind] >= b.value
+
+    # -- checkpoints --
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.model.optimizers.items()},
+            "loader": self.loader.state_dict(),
+            "step_gen": self.step_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "state": dataclasses.asdict(self.state),
+            "config_hash": self.suite.config_hash(self.run_name),
+        }
+        checkpoint.save(self.ckpt_dir, payload, self.state.step)
+        self._last_ckpt = time.monotonic()
+
+    def try_resume(self) -> list[str]:
+        payload, notes = checkpoint.load(self.ckpt_dir, map_location=self.device)
+        if payload is None:
+            return notes
+        self.model.load_state_dict(payload["model"])
+        for k, o in self.model.optimizers.items():
+            o.load_state_dict(payload["optimizers"][k])
+        self.loader.load_state_dict(payload["loader"])
+        self.step_gen.set_state(payload["step_gen"].cpu() if self.device.type == "cpu" else payload["step_gen"])
+        torch.set_rng_state(payload["torch_rng"].cpu())
+        if payload.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+        np.random.set_state(payload["numpy_rng"])
+        random.setstate(payload["python_rng"])
+        self.state = TrainState(**payload["state"])
+        self.state.interruptions.append({"resumed_at_step": self.state.step, "time": utc_now(), "notes": notes})
+        return notes
+
+    # -- evaluation --
+    def evaluate(self, final: bool) -> tuple[dict[str, Any], metrics.EvalContext]:
+        t0 = time.perf_counter()
+        sampler = dict(self.cfg.get("sampler") or {})
+        ctx = metrics.EvalContext(
+            model=self.model, real=self.eval_data, train=self.train_data,
+            eval_cfg={**self.suite.eval, "eval_batch_size": self.suite.train["eval_batch_size"]},
+            device=self.device, precision=self.precision, seed=self.seed, sampler=sampler,
+            cache_dir=str(Path(self.opts.cache_dir)), dataset=self.suite.data, final=final)
+        names = list(self.suite.eval["metrics"])
+        if not final:
+            names = [n for n in names if n != "sampling_speed"]
+        result = metrics.compute(names, ctx)
+        self.state.eval_seconds += time.perf_counter() - t0
+        return result, ctx
+
+    # -- the loop --
+    def train(self, on_step: Callable[["Trainer", float], None] | None = None) -> None:
+        fractions = self.suite.train["eval_fractions"]
+        warmup = int(self.suite.train["warmup_steps"])
+        steps_this_process = 0
+        every_s = float(self.suite.train.get("checkpoint_every_s") or 0)
+        while not self.finished():
+            remaining = None
+            if self.suite.budget.kind == "images":
+                remaining = int(self.suite.budget.value) - self.state.images
+            x, y, _ = self.loader.next(max_images=remaining)
+            n_global = int(x.shape[0])
+            if self.world > 1:  # each process takes its share of the global batch
+                x = x[self.rank::self.world]
+                y = y[self.rank::self.world] if y is not None else None
+            batch = Batch(x.to(self.device, non_blocking=True),
+                          y.to(self.device, non_blocking=True) if y is not None else None, self.step_gen)
+            metrics.synchronize(self.device)
+            t0 = time.perf_counter()
+            try:
+                with self.autocast():
+                    out = self.model.training_step(batch, self.state.step)
+            except FloatingPointError as e:
+                raise Diverged(str(e) or "the model signalled divergence") from None
+            metrics.synchronize(self.device)
+            dt = time.perf_counter() - t0
+            loss = float(out["loss"])
+            if not math.isfinite(loss):
+                raise Diverged(f"non-finite loss ({loss}) at step {self.state.step}")
+            st = self.state
+            st.step += 1
+            st.images += n_global
+            st.train_seconds += dt
+            st.losses.append(loss)
+            steps_this_process += 1
+            if steps_this_process > warmup:
+                st.steady_seconds += dt
+                st.steady_images += n_global
+            p = self.progress()
+            while st.next_fraction < len(fractions) - 1 and p >= fractions[st.next_fraction]:
+                m, _ = self.evaluate(final=False)
+                st.curve.append({"fraction": fractions[st.next_fraction], "step": st.step, "images": st.images,
+                                 "train_seconds": st.train_seconds, "metrics": m})
+                st.next_fraction += 1
+            if on_step is not None:
+                on_step(self, loss)
+            if _STOP["signal"] is not None:
+                self.save_checkpoint()
+                raise Interrupted(f"stopped by signal {_STOP['signal']} at step {st.step}; checkpoint saved")
+            if every_s > 0 and time.monotonic() - self._last_ckpt >= every_s:
+                self.save_checkpoint()
+
+    def throughput(self) -> float | None:
+        st = self.state
+        if st.steady_seconds > 0:
+            return st.steady_images / st.steady_seconds
+        return st.images / st.train_seconds if st.train_seconds > 0 else None
+
+
+def loss_curve(losses: list[float], points: int = 200) -> list[list[float]]:
+    """[[step, mean loss over the window ending at step], ...] with at most ``points`` entries."""
+    if not losses:
+        return []
+    window = max(1, math.ceil(len(losses) / points))
+    return [[min(i + window, len(losses)), float(np.mean(losses[i:i + window]))] for i in range(0, len(losses), window)]
+
+
+def save_samples(samples: metrics.Samples, path: Path) -> None:
+    """Atomically save up to SAMPLE_GRID samples as uint8 (and labels) for reports."""
+    from bench.conventions import to_uint8
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"images": to_uint8(samples.images[:SAMPLE_GRID]).numpy()}
+    labels = samples.info.get("labels")
+    if labels is not None:
+        arrays["labels"] = labels[:SAMPLE_GRID].numpy()
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data: ImageData,
+            eval_data: ImageData, on_step: Callable | None = None) -> dict[str, Any]:
+    """Train and evaluate one (model, seed); returns the record (written by the caller on rank 0).
+
+    Divergence and model errors become the record's status; :class:`Interrupted` and
+    :class:`BenchError` propagate (a stop request, or a problem the user must fix).
+    """
+    cfg = suite.models[run_name]
+    cls = registry.get(cfg["model"])
+    record: dict[str, Any] = {
+        "suite": suite.name, "profile": suite.profile, "model": run_name, "registered": cls.name,
+        "family": cls.family, "seed": seed, "config": {**cls.defaults, **model_config(cfg)},
+        "sampler": cfg.get("sampler") or {}, "config_hash": suite.config_hash(run_name),
+        "overrides": suite.overrides, "budget": {"kind": suite.budget.kind, "value": suite.budget.value},
+        "data": {**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
+                 "eval_size": len(eval_data)},
+        "train_settings": {k: v for k, v in suite.train.items() if k != "seeds"},
+        "eval_settings": suite.eval, "has_likelihood": cls.has_likelihood, "conditional": cls.conditional,
+        "started": utc_now(), "status": "ok", "error": None,
+    }
+    trainer = Trainer(suite, run_name, seed, opts, train_data, eval_data)
+    record["hardware"] = environment.hardware(str(trainer.device))
+    record["versions"] = environment.package_versions()
+    record["git_commit"] = environment.git_commit()
+    try:
+        trainer.build()
+        record["parameters"] = trainer.model.num_parameters()
+        if opts.resume:
+            trainer.try_resume()
+        trainer.train(on_step)
+        final, ctx = trainer.evaluate(final=True)
+        record["metrics"] = final
+        grid = ctx._samples if ctx._samples is not None else ctx.draw(SAMPLE_GRID, offset=5)
+        record["_samples"] = grid
+    except Diverged as e:
+        record["status"], record["error"] = "diverged", str(e)
+    except (Interrupted, BenchError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        record["traceback"] = traceback.format_exc()
+    st = trainer.state
+    record["train"] = {"steps": st.step, "images": st.images, "epochs": st.images / max(1, len(train_data)),
+                       "global_batch": trainer.batch_size, "world_size": trainer.world,
+                       "loss_first": st.losses[0] if st.losses else None,
+                       "loss_last": st.losses[-1] if st.losses else None,
+                       "loss_min": min(st.losses) if st.losses else None, "loss_curve": loss_curve(st.losses)}
+    record["curve"] = st.curve
+    ips = trainer.throughput()
+    record["timings"] = {"train_seconds": st.train_seconds, "eval_seconds": st.eval_seconds,
+                         "train_images_per_second": ips,
+                         "train_images_per_second_per_device": ips / trainer.world if ips else None,
+                         **peak_memory_mb(trainer.device)}
+    record["interruptions"] = st.interruptions
+    record["finished"] = utc_now()
+    if record["status"] == "ok" and not opts.keep_checkpoints and trainer.rank == 0:
+        checkpoint.clear(trainer.ckpt_dir)
+    return record
+
+
+def write(record: dict[str, Any], results_dir: Path) -> Path:
+    """Write the record (and its sample grid) under ``results_dir``; returns the record's path."""
+    samples = record.pop("_samples", None)
+    if samples is not None:
+        stamp = record["finished"].replace(":", "").replace("-", "").replace(".", "")
+        rel = Path("runs") / record["suite"] / record["profile"] / "samples" / f"{record['model']}__seed{record['seed']}__{stamp}.npz"
+        save_samples(samples, Path(results_dir) / rel)
+        record["artifacts"] = {"samples": str(rel)}
+    return write_record(record, Path(results_dir))
+
+
+def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print) -> list[Path]:
+    """Run every (model, seed) of ``suite``; one record per run. Returns the written record paths."""
+    runs = list(suite.models)
+    if opts.models:
+        unknown = [m for m in opts.models if m not in suite.models]
+        if unknown:
+            from bench.errors import did_you_mean
+            raise BenchError(f"suite {suite.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}; "
+                             f"it has: {', '.join(runs)}")
+        runs = [m for m in runs if m in opts.models]
+    seeds = opts.seeds or suite.train["seeds"]
+    train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
+    eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
+    install_signal_handlers()
+    rank, _ = world()
+    written: list[Path] = []
+    progress = _progress(opts.progress and rank == 0)
+    with progress as bar:
+        for run_name in runs:
+            for seed in seeds:
+                task = bar.add_task(f"{run_name} s{seed}", total=1000, loss=float("nan"), ips=0.0) if bar else None
+
+                def on_step(tr: Trainer, loss: float, task=task) -> None:
+                    if bar is not None and (tr.state.step % 5 == 0 or tr.finished()):
+                        bar.update(task, completed=int(1000 * tr.progress()), loss=loss, ips=tr.throughput() or 0.0)
+
+                record = run_one(suite, run_name, seed, opts, train_data, eval_data, on_step)
+                if bar is not None:
+                    bar.update(task, completed=1000)
+                if rank == 0:
+                    path = write(record, Path(opts.results_dir))
+                    written.append(path)
+                    if record["status"] != "ok":
+                        log(f"{run_name} seed {seed}: {record['status']}: {record['error']}")
+    return written
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                    TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[ips]:.0f} img/s"),
+                    TimeElapsedColumn(), TimeRemainingColumn())
