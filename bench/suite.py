@@ -224,6 +224,9 @@ def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
     from bench import registry
 
     for run_name, cfg in models.items():
+        if cfg["model"] not in registry.available():
+            raise BenchError(f"{where}: models.{run_name}: unknown model {cfg['model']!r}"
+                             f"{did_you_mean(cfg['model'], registry.available())}; `bench list` shows the registered models")
         cls = registry.get(cfg["model"])
         known = set(cls.defaults) | {"model", "sampler"}
         for key in cfg:

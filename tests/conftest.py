@@ -1,0 +1,28 @@
+"""Shared fixtures: the optional ../shared data, isolated result/checkpoint/cache folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the checkout (MNIST raw files); skip cleanly where it is absent."""
+    if not (SHARED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        pytest.skip("../shared/data/MNIST not present (only on the project's machines)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def workdirs(tmp_path, monkeypatch):
+    """Fresh results/checkpoints/cache folders; the cache also via $GENBENCH_CACHE."""
+    dirs = {k: tmp_path / k for k in ("results", "checkpoints", "cache", "reports")}
+    for d in dirs.values():
+        d.mkdir()
+    monkeypatch.setenv("GENBENCH_CACHE", str(dirs["cache"]))
+    return dirs

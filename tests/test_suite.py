@@ -1,0 +1,82 @@
+import pytest
+
+from bench.errors import BenchError
+from bench.suite import Budget, load_suite, suite_names
+from tests.helpers import TINY_DIGITS, write_suite
+
+
+def test_every_shipped_suite_loads_its_smoke_profile():
+    names = suite_names()
+    assert "digits" in names
+    for name in names:
+        s = load_suite(name, "smoke")
+        assert s.budget.value > 0 and s.models
+
+
+def test_profile_is_deep_merged_and_overrides_are_applied_and_recorded(tmp_path):
+    path = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]", "[models.reference]\nlr = 0.1") + """
+    [profiles.paper]
+    budget = { epochs = 3 }
+    [profiles.paper.train]
+    batch_size = 128
+    [profiles.paper.models.reference]
+    lr = 0.2
+    """)
+    smoke = load_suite(str(path), "smoke")
+    paper = load_suite(str(path), "paper", ["models.reference.lr=1e-4", "train.seeds=[1, 2]", "data.dataset=digits"])
+    assert smoke.models["reference"]["lr"] == 0.1 and smoke.train["batch_size"] == 32
+    assert paper.budget == Budget("epochs", 3.0) and paper.train["batch_size"] == 128
+    assert paper.models["reference"]["lr"] == 1e-4  # override beats profile beats base
+    assert paper.train["seeds"] == [1, 2] and paper.data["dataset"] == "digits"
+    assert paper.overrides == ["models.reference.lr=1e-4", "train.seeds=[1, 2]", "data.dataset=digits"]
+    assert smoke.config_hash("reference") != paper.config_hash("reference")
+
+
+def test_config_hash_ignores_seeds_but_not_model_config(tmp_path):
+    path = write_suite(tmp_path / "s.toml", TINY_DIGITS)
+    a = load_suite(str(path), "smoke", ["train.seeds=[5]"])
+    b = load_suite(str(path), "smoke")
+    c = load_suite(str(path), "smoke", ["models.reference.lr=0.3"])
+    assert a.config_hash("reference") == b.config_hash("reference") != c.config_hash("reference")
+
+
+def test_cli_budget_replaces_the_profile_budget(tmp_path):
+    path = write_suite(tmp_path / "s.toml", TINY_DIGITS)
+    assert load_suite(str(path), "smoke", budget="images=1000").budget == Budget("images", 1000.0)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("batch_size = 32", "batch_sise = 32", "train.batch_sise.*did you mean 'batch_size'"),
+    ("[models.reference]", "[models.reference]\nlrr = 1", "models.reference.lrr.*did you mean 'lr'"),
+    ("[models.reference]", "[models.ddmp]", "unknown model 'ddmp'"),
+    ('name = "tiny"', 'name = "tiny"\nwibble = 1', "unknown top-level key 'wibble'"),
+])
+def test_unknown_keys_are_named_with_the_file(tmp_path, old, new, message):
+    path = write_suite(tmp_path / "bad.toml", TINY_DIGITS.replace(old, new))
+    with pytest.raises(BenchError, match=message) as e:
+        load_suite(str(path), "smoke")
+    assert str(path) in str(e.value)
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n[data\n")
+    with pytest.raises(BenchError, match="malformed suite file .*broken.toml"):
+        load_suite(str(path), "smoke")
+
+
+@pytest.mark.parametrize("budget, message", [
+    ("{ steps = 0 }", "positive"), ("{ steps = -5 }", "positive"), ("{ epochs = 1.5 }", "whole number"),
+    ("{ hours = 1 }", "unknown budget kind"), ("{ steps = 1, epochs = 1 }", "exactly one"),
+])
+def test_bad_budgets_are_rejected(tmp_path, budget, message):
+    path = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("{ steps = 5 }", budget))
+    with pytest.raises(BenchError, match=message):
+        load_suite(str(path), "smoke")
+
+
+def test_unknown_suite_and_profile_suggest_names():
+    with pytest.raises(BenchError, match="did you mean 'digits'"):
+        load_suite("digit")
+    with pytest.raises(BenchError, match="no profile 'smok'.*did you mean 'smoke'"):
+        load_suite("digits", "smok")
