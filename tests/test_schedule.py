@@ -98,10 +98,13 @@ def test_ddim_eta1_full_steps_matches_ddpm_ancestral_in_distribution():
                                generator=torch.Generator().manual_seed(3))
     d2, _ = S.ddim_sample(model, sched, (64, 1), eta=1.0, clip=False, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(a2, d2, atol=1e-3)
-    # eta = 0 is deterministic and still lands on the data distribution's moments.
-    e0, _ = S.ddim_sample(model, sched.respace(S.spacing("uniform", 1000, 50)), (n, 1), eta=0.0, clip=False,
-                          generator=torch.Generator().manual_seed(4))
-    assert abs(e0.mean() - mu) < 0.01 and abs(e0.var() - s2) < 0.02
+    # eta = 0 (the probability-flow ODE, discretised) lands on the data moments with S = T; with 50 steps
+    # the discretisation error shows up as a visibly smaller variance.
+    e0, _ = S.ddim_sample(model, sched, (n, 1), eta=0.0, clip=False, generator=torch.Generator().manual_seed(4))
+    assert abs(e0.mean() - mu) < 0.01 and abs(e0.var() - s2) < 0.01
+    e50, nfe50 = S.ddim_sample(model, sched.respace(S.spacing("trailing", 1000, 50)), (n, 1), eta=0.0, clip=False,
+                               generator=torch.Generator().manual_seed(4))
+    assert nfe50 == 50 and abs(e50.var() - s2) > abs(e0.var() - s2)
 
 
 def _true_variance_v(sched, s2):

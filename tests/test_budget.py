@@ -1,0 +1,69 @@
+"""Each budget kind stops exactly where it should."""
+
+import math
+
+import pytest
+
+from bench.data import load_split
+from bench.runner import RunOptions, Trainer
+from bench.suite import load_suite
+from tests.helpers import TINY_DIGITS, write_suite
+
+
+def make_trainer(tmp_path, budget, batch_size=32, limit=None):
+    text = TINY_DIGITS.replace("{ steps = 5 }", budget).replace("batch_size = 32", f"batch_size = {batch_size}")
+    if limit:
+        text = text.replace("channels = 1", f"channels = 1\n    limit_train = {limit}")
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", text)), "smoke")
+    train = load_split(suite.data, "train")
+    evald = load_split(suite.data, "test")
+    tr = Trainer(suite, "reference", 0, RunOptions(checkpoint_dir=tmp_path / "ck"), train, evald)
+    tr.build()
+    return tr
+
+
+def test_steps_budget(tmp_path):
+    tr = make_trainer(tmp_path, "{ steps = 7 }")
+    tr.train()
+    assert tr.state.step == 7 and tr.state.images == 7 * 32
+
+
+def test_images_budget_truncates_the_last_batch(tmp_path):
+    tr = make_trainer(tmp_path, "{ images = 150 }", batch_size=64)
+    tr.train()
+    assert tr.state.images == 150 and tr.state.step == 3
+
+
+def test_epochs_budget_visits_every_image_once_per_epoch(tmp_path):
+    seen = []
+    tr = make_trainer(tmp_path, "{ epochs = 2 }", batch_size=32, limit=100)
+    original = tr.model.training_step
+
+    def spy(batch, step):
+        seen.append(batch.x.clone())
+        return original(batch, step)
+
+    tr.model.training_step = spy
+    tr.train()
+    assert tr.state.step == 2 * math.ceil(100 / 32) and tr.state.images == 200
+    import torch
+    first, second = torch.cat(seen[:4]), torch.cat(seen[4:])
+    data = tr.train_data.x
+    key = lambda t: sorted(map(bytes, t.flatten(1).numpy()))
+    assert key(first) == key(data) == key(second)  # each epoch is a permutation of the split
+
+
+def test_seconds_budget_stops_at_the_first_step_past_the_limit(tmp_path):
+    tr = make_trainer(tmp_path, "{ seconds = 0.5 }")
+    clock = []
+    tr.train(on_step=lambda t, loss: clock.append(t.state.train_seconds))
+    assert clock[-1] >= 0.5 > clock[-2]
+    assert tr.state.eval_seconds == 0.0  # evaluation never counts against a time budget
+
+
+def test_budget_fraction_evaluations_happen_once_each(tmp_path):
+    tr = make_trainer(tmp_path, "{ steps = 8 }")
+    tr.suite.train["eval_fractions"] = [0.25, 0.5, 1.0]
+    tr.train()
+    assert [(c["fraction"], c["step"]) for c in tr.state.curve] == [(0.25, 2), (0.5, 4)]
+    assert all("bits_per_dim" in c["metrics"] for c in tr.state.curve)

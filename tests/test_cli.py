@@ -1,0 +1,131 @@
+"""The `bench` command as a user meets it: end to end, determinism, and every bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import records
+from bench.registry import GenerativeModel, register
+from tests.helpers import TINY_DIGITS, run_cli, write_suite
+
+
+@register
+class NaNAtStep3(GenerativeModel):
+    """Test model whose loss becomes NaN at step 3."""
+    name = "test-nan"
+    family = "diffusion"
+    defaults = {"lr": 0.1}
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, step):
+        loss = (self.w - 1).pow(2).sum() * (float("nan") if step >= 3 else 1.0)
+        self.optimize(loss)
+        return {"loss": float(loss.detach())}
+
+
+@register
+class Crashes(NaNAtStep3):
+    """Test model that raises during training."""
+    name = "test-crash"
+
+    def training_step(self, batch, step):
+        raise RuntimeError("boom: shapes do not match")
+
+
+def args(workdirs, *extra):
+    return ["run", "--results", str(workdirs["results"]), "--checkpoints", str(workdirs["checkpoints"]),
+            "--reports", str(workdirs["reports"]), "--quiet", "--no-report", *extra]
+
+
+def test_default_run_writes_a_record_per_model_and_prints_the_table(workdirs, capsys):
+    code, out, err = run_cli(args(workdirs, "--budget", "steps=20"), capsys)
+    assert code == 0, err
+    recs = records.load_records(workdirs["results"], "digits", "smoke")
+    assert {r["model"] for r in recs} >= {"reference"}
+    ref = next(r for r in recs if r["model"] == "reference")
+    assert ref["status"] == "ok" and ref["train"]["steps"] == 20 and ref["budget"] == {"kind": "steps", "value": 20.0}
+    assert 0 < ref["metrics"]["bits_per_dim"]["value"] < 8
+    assert ref["timings"]["train_images_per_second"] > 0 and ref["parameters"] == 16 * 16 * 256
+    for key in ("config", "config_hash", "hardware", "versions", "git_commit", "started", "finished", "seed"):
+        assert key in ref
+    assert "reference" in out and "record(s) written" in out
+
+
+def test_same_seed_same_machine_gives_identical_curves_and_metrics(workdirs, capsys, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("{ steps = 5 }", "{ steps = 30 }"))
+    for _ in range(2):
+        assert run_cli(args(workdirs, "--suite", str(suite)), capsys)[0] == 0
+    a, b = records.load_records(workdirs["results"], "tiny", "smoke")
+    assert a["train"]["loss_curve"] == b["train"]["loss_curve"]
+    assert a["metrics"]["bits_per_dim"]["value"] == b["metrics"]["bits_per_dim"]["value"]
+    assert run_cli(args(workdirs, "--suite", str(suite), "--seed", "1"), capsys)[0] == 0
+    c = [r for r in records.load_records(workdirs["results"], "tiny", "smoke") if r["seed"] == 1][0]
+    assert c["train"]["loss_curve"] != a["train"]["loss_curve"]  # the seed changes the data order
+
+
+def test_nan_loss_marks_the_run_diverged_and_the_suite_goes_on(workdirs, capsys, tmp_path):
+    body = TINY_DIGITS.replace("[models.reference]", "[models.bad]\n    model = \"test-nan\"\n    [models.crash]\n    model = \"test-crash\"\n    [models.reference]")
+    suite = write_suite(tmp_path / "s.toml", body.replace("{ steps = 5 }", "{ steps = 10 }"))
+    code, out, err = run_cli(args(workdirs, "--suite", str(suite)), capsys)
+    assert code == 0
+    by_model = {r["model"]: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
+    assert by_model["bad"]["status"] == "diverged" and "non-finite loss" in by_model["bad"]["error"]
+    assert by_model["bad"]["train"]["steps"] == 3  # the NaN step is not counted
+    assert by_model["crash"]["status"] == "failed" and "boom" in by_model["crash"]["error"]
+    assert by_model["reference"]["status"] == "ok"
+    assert "bad seed 0: diverged" in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--suite", "mnist-flow-vs-dpm"], "unknown suite 'mnist-flow-vs-dpm' (did you mean 'mnist-flow-vs-ddpm'?)"),
+    (["--model", "refrence"], "has no model 'refrence' (did you mean 'reference'?)"),
+    (["--budget", "steps=0"], "must be a positive number"),
+    (["--budget", "steps=-3"], "must be a positive number"),
+    (["--budget", "fortnights=2"], "unknown budget kind"),
+    (["--set", "train.precision=fp8"], "train.precision must be 'fp32' or 'bf16'"),
+    (["--profile", "pape"], "no profile 'pape'"),
+])
+def test_bad_input_is_one_line_and_nonzero(workdirs, capsys, extra, message):
+    if "mnist-flow-vs-dpm" in extra[-1]:
+        from bench.suite import suite_names
+        if "mnist-flow-vs-ddpm" not in suite_names():
+            pytest.skip("main suite not shipped yet")
+    records.write_record({"suite": "digits", "profile": "smoke", "model": "kept", "seed": 0, "status": "ok"},
+                         workdirs["results"])
+    code, out, err = run_cli(args(workdirs, *extra), capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert [r["model"] for r in records.load_records(workdirs["results"])] == ["kept"]  # nothing lost
+
+
+def test_missing_data_names_the_file_and_the_fix(workdirs, capsys, tmp_path):
+    from bench.suite import suite_names
+    if "mnist-flow-vs-ddpm" not in suite_names():
+        pytest.skip("main suite not shipped yet")
+    code, out, err = run_cli(args(workdirs, "--suite", "mnist-flow-vs-ddpm", "--data-root", str(tmp_path)), capsys)
+    assert code == 2 and "train-images-idx3-ubyte is missing" in err and "--data-root" in err
+
+
+def test_no_traceback_reaches_the_user_from_the_console_script(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data\n")
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--suite", str(bad), "--quiet"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: malformed suite file") and "Traceback" not in proc.stderr
+
+
+def test_results_command_exports_csv(workdirs, capsys, tmp_path):
+    assert run_cli(args(workdirs, "--budget", "steps=3", "--model", "reference"), capsys)[0] == 0
+    csv = tmp_path / "r.csv"
+    code, out, err = run_cli(["results", "--results", str(workdirs["results"]), "--csv", str(csv)], capsys)
+    assert code == 0
+    import pandas as pd
+    df = pd.read_csv(csv)
+    assert list(df["model"]) == ["reference"] and df["bits_per_dim"].iloc[0] > 0

@@ -1,0 +1,50 @@
+import json
+import os
+
+import pytest
+
+from bench import records
+
+
+def rec(**kw):
+    base = {"suite": "s", "profile": "smoke", "model": "m", "seed": 0, "status": "ok", "finished": "2026-01-01T00:00:00.000000Z",
+            "metrics": {"fid": {"value": 3.0, "protocol": {}}, "bits_per_dim": {"value": float("nan")}},
+            "timings": {"train_images_per_second": 10.0}}
+    base.update(kw)
+    return base
+
+
+def test_records_are_never_overwritten(tmp_path):
+    a = records.write_record(rec(), tmp_path)
+    b = records.write_record(rec(metrics={"fid": {"value": 4.0}}), tmp_path)
+    assert a != b and a.exists() and b.exists()
+    assert json.loads(a.read_text())["metrics"]["fid"]["value"] == 3.0
+    assert json.loads(a.read_text())["metrics"]["bits_per_dim"]["value"] is None  # NaN -> null: strict JSON
+
+
+def test_a_crash_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
+    def boom(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        records.write_record(rec(), tmp_path)
+    folder = records.record_dir(tmp_path, "s", "smoke")
+    assert list(folder.iterdir()) == []  # neither the final file nor the temp file
+
+
+def test_load_skips_corrupt_files_and_tables_metrics(tmp_path):
+    records.write_record(rec(seed=0), tmp_path)
+    records.write_record(rec(seed=1, finished="2026-01-02T00:00:00.000000Z"), tmp_path)
+    (records.record_dir(tmp_path, "s", "smoke") / "junk.json").write_text("{not json")
+    recs = records.load_records(tmp_path)
+    assert [r["seed"] for r in recs] == [0, 1]
+    df = records.records_table(recs)
+    assert list(df["fid"]) == [3.0, 3.0] and list(df["train_images_per_second"]) == [10.0, 10.0]
+
+
+def test_latest_per_run_keeps_the_newest(tmp_path):
+    records.write_record(rec(finished="2026-01-01T00:00:00.000000Z"), tmp_path)
+    records.write_record(rec(finished="2026-01-03T00:00:00.000000Z", metrics={"fid": {"value": 1.0}}), tmp_path)
+    latest = records.latest_per_run(records.load_records(tmp_path))
+    assert len(latest) == 1 and latest[0]["metrics"]["fid"]["value"] == 1.0
