@@ -140,6 +140,7 @@ class Trainer:
         self.rank, self.world = world()
         self.batch_size = int(suite.train["batch_size"])  # global batch
         self.state = TrainState()
+        self._shard_weight = 1.0  # this process's share of the global batch (DDP)
         self.ckpt_dir = (Path(opts.checkpoint_dir) / suite.name / suite.profile /
                          f"{run_name}__seed{seed}__{suite.config_hash(run_name)}")
         self._last_ckpt = time.monotonic()
@@ -170,11 +171,10 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in opt.param_groups for p in g["params"]]
-        if self.world > 1:
+        if self.world > 1:  # shard-size-weighted sum == the gradient of the mean over the global batch
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = torch.cat([g.reshape(-1) for g in grads])
+            flat = torch.cat([g.reshape(-1) for g in grads]) * self._shard_weight
             torch.distributed.all_reduce(flat)
-            flat /= self.world
             offset = 0
             for p, g in zip(params, grads):
                 n = g.numel()
@@ -266,8 +266,13 @@ class Trainer:
             x, y, _ = self.loader.next(max_images=remaining)
             n_global = int(x.shape[0])
             if self.world > 1:  # each process takes its share of the global batch
-                x = x[self.rank::self.world]
-                y = y[self.rank::self.world] if y is not None else None
+                xs = x[self.rank::self.world]
+                self._shard_weight = xs.shape[0] / n_global
+                if xs.shape[0] == 0:  # fewer images than processes: a dummy image with weight 0
+                    xs, y = x[:1], (y[:1] if y is not None else None)
+                else:
+                    y = y[self.rank::self.world] if y is not None else None
+                x = xs
             batch = Batch(x.to(self.device, non_blocking=True),
                           y.to(self.device, non_blocking=True) if y is not None else None, self.step_gen)
             metrics.synchronize(self.device)
@@ -280,6 +285,11 @@ class Trainer:
             metrics.synchronize(self.device)
             dt = time.perf_counter() - t0
             loss = float(out["loss"])
+            stop = _STOP["signal"] is not None
+            if self.world > 1:  # the global batch's loss, and one stop decision for all processes
+                t = torch.tensor([loss * self._shard_weight, float(stop)], dtype=torch.float64)
+                torch.distributed.all_reduce(t)
+                loss, stop = float(t[0]), bool(t[1] > 0)
             if not math.isfinite(loss):
                 raise Diverged(f"non-finite loss ({loss}) at step {self.state.step}")
             st = self.state
@@ -299,9 +309,11 @@ class Trainer:
                 st.next_fraction += 1
             if on_step is not None:
                 on_step(self, loss)
-            if _STOP["signal"] is not None:
+            if stop:
+                sig = _STOP["signal"] or signal.SIGTERM
+                st.interruptions.append({"signal": signal.Signals(sig).name, "step": st.step, "time": utc_now()})
                 self.save_checkpoint()
-                raise Interrupted(f"stopped by signal {_STOP['signal']} at step {st.step}; checkpoint saved")
+                raise Interrupted(f"stopped by signal {signal.Signals(sig).name} at step {st.step}; checkpoint saved")
             if every_s > 0 and time.monotonic() - self._last_ckpt >= every_s:
                 self.save_checkpoint()
 
@@ -419,6 +431,9 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
     train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
     eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
     install_signal_handlers()
+    from bench.launch.ddp import init_from_env  # torchrun / SLURM tasks: join the process group
+
+    init_from_env(opts.device or suite.train["device"])
     rank, _ = world()
     written: list[Path] = []
     progress = _progress(opts.progress and rank == 0)
