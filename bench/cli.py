@@ -34,7 +34,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory (default: ./results)")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint directory (default: ./checkpoints)")
     p.add_argument("--data-root", default=None, help="folder with pre-staged datasets (offline use), e.g. ../shared/data")
-    p.add_argument("--download", action="store_true", help="download missing datasets (needs internet)")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download missing datasets (default: only when no --data-root is given)")
+    p.add_argument("--offline", dest="download", action="store_false", help="never download; fail naming the missing file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the suite's, usually auto)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last checkpoint")
     p.add_argument("--cache-dir", default=None, help="cache for reference statistics and classifiers (default: ~/.cache/genbench or $GENBENCH_CACHE)")

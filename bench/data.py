@@ -102,8 +102,13 @@ def load_mnist(split: str, cfg: dict[str, Any]) -> ImageData:
     root = Path(cfg["root"])
     raw = root / "MNIST" / "raw"
     prefix = "train" if split == "train" else "t10k"
-    if cfg.get("download"):
-        _torchvision().datasets.MNIST(str(root), train=split == "train", download=True)
+    missing = not all((raw / f"{prefix}-{k}").is_file() for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+    if missing and cfg.get("download"):
+        try:
+            _torchvision().datasets.MNIST(str(root), train=split == "train", download=True)
+        except Exception as e:
+            raise BenchError(f"could not download MNIST into {raw} ({type(e).__name__}); offline, stage the raw "
+                             "files there or pass --data-root DIR holding MNIST/raw/") from None
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
         f = raw / f"{prefix}-{kind}"
         if not f.is_file():
@@ -205,11 +210,18 @@ LOADERS: dict[str, Callable[[str, dict[str, Any]], ImageData]] = {
 DEFAULT_SIZE = {"digits": 16, "mnist": 32, "cifar10": 32, "celeba": 64}
 
 
-def load_split(data_cfg: dict[str, Any], split: str, data_root: str | None = None, download: bool = False) -> ImageData:
-    """Load one split of the suite's dataset, resized to ``image_size``; BenchError if unavailable."""
+def load_split(data_cfg: dict[str, Any], split: str, data_root: str | None = None,
+               download: bool | None = None) -> ImageData:
+    """Load one split of the suite's dataset, resized to ``image_size``; BenchError if unavailable.
+
+    ``download=None`` (the default) downloads missing files the standard way (torchvision) only
+    when no ``data_root`` was given: an explicit data root means "offline, use what is staged".
+    """
     name = data_cfg["dataset"]
     if name not in LOADERS:
         raise BenchError(f"unknown dataset {name!r}{did_you_mean(name, LOADERS)}; known: {', '.join(LOADERS)}")
+    if download is None:
+        download = data_root is None and not data_cfg.get("root")
     cfg = {**data_cfg, "root": data_root or data_cfg.get("root") or DEFAULT_DATA_ROOT, "download": download}
     data = LOADERS[name](split, cfg)
     size = data_cfg.get("image_size") or DEFAULT_SIZE.get(name)
