@@ -1,0 +1,216 @@
+"""`bench baseline` / `bench compare`: directions, tolerances, hardware rules, exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import compare
+from bench.errors import BenchError
+from bench.records import write_record
+from tests.helpers import TINY_DIGITS, run_cli, write_suite
+
+HW_A = {"cpu": "CPU-A", "cpu_count": 2, "gpu": None, "gpu_count": 0, "key": "CPU-A x2"}
+HW_B = {"cpu": "CPU-B", "cpu_count": 8, "gpu": None, "gpu_count": 0, "key": "CPU-B x8"}
+
+
+def rec(model="ddpm", seed=0, fid=10.0, bpd=2.0, ips=1000.0, sps=0.5, hw=HW_A, status="ok",
+        suite="digits", config_hash="abc", extra=None, finished="2025-01-01T00:00:00.000000Z"):
+    metrics = {"fid": {"value": fid, "std": 0.1, "protocol": {}},
+               "bits_per_dim": {"value": bpd, "std": 0.001, "protocol": {}},
+               "sample_seconds_per_batch": {"value": sps, "protocol": {}}}
+    metrics.update(extra or {})
+    return {"suite": suite, "profile": "smoke", "model": model, "registered": model, "family": "diffusion",
+            "seed": seed, "config_hash": config_hash, "overrides": [], "status": status,
+            "error": None if status == "ok" else "non-finite loss (nan) at step 3",
+            "metrics": metrics if status == "ok" else {}, "timings": {"train_images_per_second": ips},
+            "hardware": hw, "finished": finished, "budget": {"kind": "steps", "value": 10}}
+
+
+def write(results, *recs):
+    for r in recs:
+        write_record(r, results)
+
+
+def make_baseline(tmp_path, capsys, recs, name="base.json"):
+    res = tmp_path / "base_results"
+    write(res, *recs)
+    out = tmp_path / name
+    code, stdout, _ = run_cli(["baseline", "--suite", "digits", "--results", str(res), "--out", str(out)], capsys)
+    assert code == 0, stdout
+    return out
+
+
+def run_compare(tmp_path, capsys, baseline, *recs, extra=()):
+    res = tmp_path / "fresh"
+    write(res, *recs)
+    md = tmp_path / "summary.md"
+    code, out, err = run_cli(["compare", "--baseline", str(baseline), "--results", str(res), "--json",
+                              "--markdown", str(md), *extra], capsys)
+    rows = json.loads(out[:out.rindex("]") + 1])
+    return code, {(r["model"], r["metric"]): r for r in rows}, md.read_text(), out, err
+
+
+def test_baseline_vs_itself_passes(tmp_path, capsys):
+    recs = [rec(seed=0, fid=10.0), rec(seed=1, fid=11.0), rec(model="reference", fid=50.0)]
+    base = make_baseline(tmp_path, capsys, recs)
+    data = json.loads(base.read_text())
+    assert data["kind"] == "genbench-baseline" and data["hardware_keys"] == ["CPU-A x2"]
+    fid = data["runs"]["ddpm"]["metrics"]["fid"]
+    assert fid["mean"] == pytest.approx(10.5) and fid["seed_std"] == pytest.approx(math.sqrt(0.5))
+    code, rows, md, _, _ = run_compare(tmp_path, capsys, base, *recs)
+    assert code == 0
+    assert {r["status"] for r in rows.values()} == {"held"}
+    assert "PASS" in md
+
+
+def test_worse_fid_beyond_tolerance_fails(tmp_path, capsys):
+    base = make_baseline(tmp_path, capsys, [rec(fid=10.0)])
+    # default fid tolerance: max(0.5 abs, 10% rel, 3 x recorded stderr) = 1.0 -> 12 is a regression
+    code, rows, md, _, _ = run_compare(tmp_path, capsys, base, rec(fid=12.0))
+    assert code == 1
+    row = rows[("ddpm", "fid")]
+    assert row["status"] == "regressed" and row["delta"] == pytest.approx(-2.0)
+    assert "FAIL" in md and "| digits | ddpm | fid | 10 | 12 | -2 worse |" in md
+    # inside the tolerance: held
+    code, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(fid=10.8))
+    assert code == 0 and rows[("ddpm", "fid")]["status"] == "held"
+
+
+def test_readable_table_row(tmp_path, capsys):
+    base = make_baseline(tmp_path, capsys, [rec(fid=10.0)])
+    res = tmp_path / "fresh"
+    write(res, rec(fid=12.0))
+    code, out, _ = run_cli(["compare", "--baseline", str(base), "--results", str(res)], capsys)
+    assert code == 1
+    line = next(line for line in out.splitlines() if " fid " in line)
+    assert "regressed" in line and "10" in line and "12" in line and "worse" in line
+    assert "REGRESSION: 1 regressed" in out
+
+
+def test_improvement_passes_and_is_reported(tmp_path, capsys):
+    base = make_baseline(tmp_path, capsys, [rec(fid=10.0, bpd=2.0)])
+    code, rows, md, _, _ = run_compare(tmp_path, capsys, base, rec(fid=5.0, bpd=1.5))
+    assert code == 0
+    assert rows[("ddpm", "fid")]["status"] == "improved"
+    assert rows[("ddpm", "bits_per_dim")]["status"] == "improved"  # lower bits/dim is better
+    assert "2 improved" in md
+
+
+def test_direction_higher_is_better(tmp_path, capsys):
+    extra = lambda v: {"is": {"value": v, "protocol": {}}}  # noqa: E731
+    base = make_baseline(tmp_path, capsys, [rec(extra=extra(8.0))])
+    _, rows, *_ = run_compare(tmp_path, capsys, base, rec(extra=extra(6.0)))
+    assert rows[("ddpm", "is")]["status"] == "regressed"  # lower IS is worse
+    _, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(extra=extra(9.0)))
+    assert rows[("ddpm", "is")]["status"] == "improved"
+
+
+def test_seed_spread_sets_the_tolerance(tmp_path, capsys):
+    # baseline seeds 10 and 14: spread std 2.83; fresh mean of two seeds 13 (+3) is inside 3 sigma noise
+    base = make_baseline(tmp_path, capsys, [rec(seed=0, fid=10.0), rec(seed=1, fid=14.0)])
+    code, rows, *_ = run_compare(tmp_path, capsys, base, rec(seed=0, fid=15.0), rec(seed=1, fid=15.0))
+    row = rows[("ddpm", "fid")]
+    assert code == 0 and row["status"] == "held" and "seed spread" in row["tolerance"]
+    tol = 3 * math.sqrt(8.0) * math.sqrt(1 / 2 + 1 / 2)
+    assert row["tolerance"].startswith(f"±{tol:.3g}")
+    # a tight baseline (same two seeds 10.0, 10.2) makes the same shift a regression
+    base2 = make_baseline(tmp_path / "t", capsys, [rec(seed=0, fid=10.0), rec(seed=1, fid=10.2)])
+    code, rows, *_ = run_compare(tmp_path / "t", capsys, base2, rec(seed=0, fid=13.1), rec(seed=1, fid=13.1))
+    assert code == 1 and rows[("ddpm", "fid")]["status"] == "regressed"
+
+
+def test_timing_on_other_hardware_is_skipped_with_note(tmp_path, capsys):
+    base = make_baseline(tmp_path, capsys, [rec(ips=1000.0, sps=0.5, hw=HW_A)])
+    code, rows, _, _, _ = run_compare(tmp_path, capsys, base, rec(ips=100.0, sps=5.0, hw=HW_B))
+    assert code == 0  # ten times slower, but on another machine: not comparable
+    for metric in ("train_images_per_second", "sample_seconds_per_batch"):
+        row = rows[("ddpm", metric)]
+        assert row["status"] == "skipped"
+        assert "different hardware" in row["note"] and "CPU-A x2" in row["note"] and "CPU-B x8" in row["note"]
+    # the same slowdown on the same hardware is a regression
+    code, rows, *_ = run_compare(tmp_path / "same", capsys, base, rec(ips=100.0, sps=5.0, hw=HW_A))
+    assert code == 1
+    assert rows[("ddpm", "train_images_per_second")]["status"] == "regressed"
+    assert rows[("ddpm", "sample_seconds_per_batch")]["status"] == "regressed"
+
+
+def test_timing_across_hardware_as_ratio_to_matmul_peak(tmp_path, capsys):
+    peak = lambda v: {"matmul_peak_flops": {"value": v, "protocol": {}}}  # noqa: E731
+    base = make_baseline(tmp_path, capsys, [rec(ips=1000.0, sps=0.5, hw=HW_A, extra=peak(1e11))])
+    # machine B is 4x faster at matmul and 4x faster at training: same efficiency, holds
+    _, rows, *_ = run_compare(tmp_path, capsys, base, rec(ips=4000.0, sps=0.125, hw=HW_B, extra=peak(4e11)))
+    row = rows[("ddpm", "train_images_per_second")]
+    assert row["status"] == "held" and "matmul peak" in row["note"]
+    # machine B is 4x faster at matmul but no faster at training: 4x worse relative to the device
+    code, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(ips=1000.0, sps=0.5, hw=HW_B, extra=peak(4e11)))
+    assert code == 1 and rows[("ddpm", "train_images_per_second")]["status"] == "regressed"
+
+
+def test_missing_model_and_metric_reported(tmp_path, capsys):
+    base = make_baseline(tmp_path, capsys, [rec(model="ddpm"), rec(model="glow")])
+    fresh = rec(model="ddpm")
+    del fresh["metrics"]["fid"]
+    code, rows, md, _, _ = run_compare(tmp_path, capsys, base, fresh)
+    assert code == 1
+    assert rows[("glow", "(run)")]["status"] == "missing" and "absent" in rows[("glow", "(run)")]["note"]
+    assert rows[("ddpm", "fid")]["status"] == "missing"
+    assert "missing" in md
+    code, *_ = run_compare(tmp_path / "b", capsys, base, fresh, extra=["--allow-missing"])
+    assert code == 0
+
+
+def test_failed_run_is_a_regression(tmp_path, capsys):
+    base = make_baseline(tmp_path, capsys, [rec()])
+    code, rows, *_ = run_compare(tmp_path, capsys, base, rec(status="diverged"))
+    assert code == 1
+    assert rows[("ddpm", "(status)")]["status"] == "regressed" and "diverged" in rows[("ddpm", "(status)")]["note"]
+
+
+def test_per_suite_tolerance_file(tmp_path, capsys):
+    base = make_baseline(tmp_path, capsys, [rec(fid=10.0)])
+    tol = tmp_path / "tol.toml"
+    tol.write_text('[suites.digits.metrics.fid]\nabs = 5.0\n')
+    code, rows, *_ = run_compare(tmp_path, capsys, base, rec(fid=12.0), extra=["--tolerance", str(tol)])
+    assert code == 0 and rows[("ddpm", "fid")]["tolerance"].startswith("±5")
+    t = compare.Tolerances.load(tol)
+    assert t.rule("digits", "fid")["abs"] == 5.0 and t.rule("other", "fid")["abs"] == 0.5
+    assert t.rule("digits", "fid")["direction"] == "lower"  # inherited from the defaults file
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    code, _, err = run_cli(["compare", "--baseline", str(tmp_path / "nope.json")], capsys)
+    assert code == 2 and "not found" in err and "bench baseline" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    code, _, err = run_cli(["compare", "--baseline", str(bad)], capsys)
+    assert code == 2 and "not a genbench baseline" in err
+    tol = tmp_path / "t.toml"
+    tol.write_text('[metrics.fid]\ndirecton = "lower"\n')
+    with pytest.raises(BenchError, match="direction"):
+        compare.Tolerances.load(tol)
+    code, _, err = run_cli(["baseline", "--suite", "digits", "--results", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "no records" in err
+
+
+def test_deliberate_regression_is_caught(tmp_path, capsys, workdirs):
+    """Real `bench run` records: a baseline from the healthy model, then the same model trained with a
+    broken learning rate (it never leaves the uniform 8 bits/dim); compare must fail on bits/dim."""
+    suite = write_suite(tmp_path / "tiny.toml", TINY_DIGITS.replace("steps = 5", "steps = 30")
+                        .replace("[models.reference]", "[models.reference]\nlr = 0.05"))
+    common = ["--suite", str(suite), "--no-report", "--quiet", "--checkpoints", str(workdirs["checkpoints"])]
+    good, broken = tmp_path / "good", tmp_path / "broken"
+    assert run_cli(["run", *common, "--results", str(good)], capsys)[0] == 0
+    assert run_cli(["run", *common, "--results", str(broken), "--set", "models.reference.lr=1e-7"], capsys)[0] == 0
+    base = tmp_path / "tiny.json"
+    assert run_cli(["baseline", "--suite", str(suite), "--results", str(good), "--out", str(base)], capsys)[0] == 0
+    code, out, _ = run_cli(["compare", "--baseline", str(base), "--results", str(good)], capsys)
+    assert code == 0, out
+    code, out, _ = run_cli(["compare", "--baseline", str(base), "--results", str(broken), "--json"], capsys)
+    rows = {r["metric"]: r for r in json.loads(out[:out.rindex("]") + 1])}
+    assert code == 1
+    row = rows["bits_per_dim"]
+    assert row["status"] == "regressed" and row["fresh"] > row["baseline"] + 0.5
+    assert "config changed" in row["note"] and "lr=1e-7" in row["note"]
