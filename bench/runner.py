@@ -47,7 +47,7 @@ class RunOptions:
     checkpoint_dir: Path = Path("checkpoints")
     cache_dir: Path = Path(os.environ.get("GENBENCH_CACHE", str(Path.home() / ".cache" / "genbench")))
     data_root: str | None = None
-    download: bool = False
+    download: bool | None = None  # None: download only when no --data-root is given
     resume: bool = False
     device: str | None = None  # overrides train.device
     models: list[str] | None = None  # subset of the suite's run names
