@@ -45,7 +45,8 @@ class Interrupted(Exception):
 class RunOptions:
     results_dir: Path = Path("results")
     checkpoint_dir: Path = Path("checkpoints")
-    cache_dir: Path = Path(os.environ.get("GENBENCH_CACHE", str(Path.home() / ".cache" / "genbench")))
+    cache_dir: Path = dataclasses.field(default_factory=lambda: Path(
+        os.environ.get("GENBENCH_CACHE", str(Path.home() / ".cache" / "genbench"))))
     data_root: str | None = None
     download: bool | None = None  # None: download only when no --data-root is given
     resume: bool = False
