@@ -441,11 +441,12 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
     with progress as bar:
         for run_name in runs:
             for seed in seeds:
-                task = bar.add_task(f"{run_name} s{seed}", total=1000, loss=float("nan"), ips=0.0) if bar else None
+                task = bar.add_task(f"{run_name} s{seed}", total=1000, loss=float("nan"), ips=0.0, step=0) if bar else None
 
                 def on_step(tr: Trainer, loss: float, task=task) -> None:
                     if bar is not None and (tr.state.step % 5 == 0 or tr.finished()):
-                        bar.update(task, completed=int(1000 * tr.progress()), loss=loss, ips=tr.throughput() or 0.0)
+                        bar.update(task, completed=int(1000 * tr.progress()), loss=loss, ips=tr.throughput() or 0.0,
+                                   step=tr.state.step)
 
                 record = run_one(suite, run_name, seed, opts, train_data, eval_data, on_step)
                 if bar is not None:
@@ -464,5 +465,6 @@ def _progress(enabled: bool):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                    TextColumn("step {task.fields[step]}"),
                     TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[ips]:.0f} img/s"),
                     TimeElapsedColumn(), TimeRemainingColumn())
