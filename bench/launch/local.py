@@ -1,0 +1,126 @@
+"""One array task: train and evaluate one (model, seed) of a suite, resuming if a checkpoint exists.
+
+This is the body every executor runs (submitit's SLURM and local executors, or a plain
+``sbatch`` array via ``python -m bench.launch.local``). It always resumes (``--resume``
+semantics): a requeued or restarted task continues from its newest good checkpoint, and a fresh
+task simply starts at step 0. Every task writes its own record file (``write_record`` never
+overwrites) and its own checkpoint folder, so array tasks never write the same file. Any
+failure becomes a record with ``status = "failed"`` and the reason, so one failing task leaves
+the others' records intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass
+class TaskSpec:
+    """Everything one task needs, as plain data (pickled by submitit, stored in submission.json)."""
+
+    suite: str  # shipped suite name or absolute path of a .toml
+    profile: str
+    model: str
+    seed: int
+    results_dir: str
+    checkpoint_dir: str
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    budget: str | None = None
+    cache_dir: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    device: str | None = None
+    submission: dict[str, Any] = dataclasses.field(default_factory=dict)  # {"id", "index", "folder"}
+
+    def label(self) -> str:
+        return f"{self.model}__seed{self.seed}"
+
+
+def _failed_record(spec: TaskSpec, suite: Any, err: BaseException, started: str) -> dict[str, Any]:
+    from bench.records import utc_now
+
+    name = suite.name if suite is not None else Path(spec.suite).stem
+    return {"suite": name, "profile": spec.profile, "model": spec.model, "seed": spec.seed,
+            "budget": ({"kind": suite.budget.kind, "value": suite.budget.value} if suite is not None else {}),
+            "overrides": spec.overrides, "status": "failed",
+            "error": f"{type(err).__name__}: {err}".splitlines()[0][:500],
+            "traceback": traceback.format_exc(), "started": started, "finished": utc_now(), "metrics": {}}
+
+
+def run_task(spec: TaskSpec, resume: bool = True) -> dict[str, Any]:
+    """Run one task to completion; returns {status, error, record, model, seed}.
+
+    :class:`bench.runner.Interrupted` (a stop signal; a checkpoint was written) propagates so the
+    caller can requeue; everything else ends as this task's record.
+    """
+    from bench.launch.ddp import init_from_env
+    from bench.records import utc_now
+    from bench.runner import Interrupted, RunOptions, run_one, world, write
+    from bench.data import load_split
+    from bench.suite import load_suite
+
+    started = utc_now()
+    suite = None
+    try:
+        suite = load_suite(spec.suite, spec.profile, spec.overrides, spec.budget)
+        opts = RunOptions(results_dir=Path(spec.results_dir), checkpoint_dir=Path(spec.checkpoint_dir),
+                          data_root=spec.data_root, download=spec.download, resume=resume, device=spec.device,
+                          models=[spec.model], seeds=[spec.seed], progress=False)
+        if spec.cache_dir:
+            opts.cache_dir = Path(spec.cache_dir)
+        if spec.model not in suite.models:
+            from bench.errors import BenchError
+
+            raise BenchError(f"suite {suite.name} has no model {spec.model!r}")
+        init_from_env(spec.device or suite.train["device"])
+        train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
+        eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
+        record = run_one(suite, spec.model, spec.seed, opts, train_data, eval_data)
+    except (Interrupted, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # bad data path, unknown model, crash outside the model: this task's record says why
+        record = _failed_record(spec, suite, e, started)
+    record["submission"] = dict(spec.submission)
+    rank, _ = world()
+    path = write(record, Path(spec.results_dir)) if rank == 0 else None
+    return {"status": record["status"], "error": record.get("error"), "record": str(path) if path else None,
+            "model": spec.model, "seed": spec.seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.launch.local SUBMISSION_JSON INDEX``: run task INDEX of a submission.
+
+    Used by ``slurm/array.sbatch`` (``INDEX=$SLURM_ARRAY_TASK_ID``). Exit code 0 when the record
+    says ok, 1 when the run failed or diverged, 3 when interrupted (checkpoint written).
+    """
+    import json
+
+    from bench.runner import Interrupted, install_signal_handlers
+
+    p = argparse.ArgumentParser(prog="python -m bench.launch.local")
+    p.add_argument("submission", help="submission.json written by `bench submit --dry-run` (or any submission)")
+    p.add_argument("index", type=int, help="task index (SLURM_ARRAY_TASK_ID)")
+    args = p.parse_args(argv)
+    data = json.loads(Path(args.submission).read_text())
+    tasks = data["tasks"]
+    if not 0 <= args.index < len(tasks):
+        print(f"error: task index {args.index} out of range (0..{len(tasks) - 1})", file=sys.stderr)
+        return 2
+    spec = TaskSpec(**tasks[args.index]["spec"])
+    install_signal_handlers()
+    try:
+        out = run_task(spec)
+    except Interrupted as e:
+        print(f"interrupted: {e}; the task resumes when rerun", file=sys.stderr)
+        return 3
+    print(json.dumps(out))
+    return 0 if out["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

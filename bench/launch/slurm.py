@@ -1,0 +1,358 @@
+"""``bench submit`` / ``status`` / ``collect``: a suite as one array job, one task per (model, seed).
+
+Submission goes through submitit (``--executor slurm`` on a cluster, ``--executor local`` for the
+same tasks as subprocesses on a workstation). Cluster specifics live in a *cluster profile*
+(TOML, see ``slurm/*.toml``). A submission is a folder::
+
+    <results>/submissions/<suite>/<profile>/<id>/
+        submission.json   job ids, the resolved suite, the cluster profile, one spec per task
+        submitit/<job>/   submitit's pickles and logs, one folder per array task
+        checkpoints/      one folder per (model, seed); resumed after preemption/requeue
+
+Records land in ``<results>/runs/...`` like a local run (each task its own new file) and carry
+``record["submission"] = {"id", "index", ...}`` so ``bench collect`` finds exactly this
+submission's records.
+
+Preemption: SLURM sends SIGUSR2 ``signal_delay_s`` before the time limit (or on
+``scancel --signal=USR2``). The task asks the runner to stop at the next step boundary, the
+runner writes a checkpoint, and then submitit's handler calls :meth:`BenchTask.checkpoint` and
+requeues the task; the requeued task resumes from that checkpoint. ``scontrol requeue`` sends
+SIGTERM and restarts the job itself: the runner checkpoints the same way and the task exits
+without a result, so the restarted job resumes too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import submitit
+
+from bench.errors import BenchError, did_you_mean
+from bench.launch.local import TaskSpec, run_task
+from bench.records import atomic_write_text, load_records, utc_now
+
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm"
+SUBMISSIONS_SUBDIR = "submissions"
+
+# cluster profile keys -> meaning (all optional)
+PROFILE_KEYS = {
+    "description": "free text",
+    "executor": "slurm or local (the default for bench submit without --executor)",
+    "partition": "sbatch --partition",
+    "account": "sbatch --account",
+    "qos": "sbatch --qos",
+    "constraint": "sbatch --constraint (node features, e.g. a100)",
+    "gpus": "GPUs per array task, all on one node (a task with N GPUs runs DDP with N processes)",
+    "tasks_per_node": "processes per array task (default: gpus, or 1 on CPU)",
+    "cpus_per_task": "CPUs per process",
+    "mem_gb": "memory per array task in GB",
+    "time_min": "time limit per array task in minutes",
+    "array_parallelism": "at most this many array tasks run at once (--array=0-N%K)",
+    "signal_delay_s": "SIGUSR2 this many seconds before the time limit (checkpoint + requeue)",
+    "max_requeues": "give up after this many time-outs",
+    "setup": "shell lines run before the task (module load ..., source venv/bin/activate)",
+    "sbatch": "table of extra sbatch flags, e.g. { exclusive = true, reservation = \"x\" }",
+    "python": "python interpreter on the compute nodes (default: this one)",
+    "device": "device for the runs (default: the suite's, usually auto)",
+}
+PROFILE_DEFAULTS = {"executor": "slurm", "gpus": 0, "cpus_per_task": 2, "mem_gb": 8, "time_min": 60,
+                    "array_parallelism": 32, "signal_delay_s": 120, "max_requeues": 3, "setup": [], "sbatch": {}}
+
+
+# ---- cluster profiles ------------------------------------------------------------------------
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | None) -> dict[str, Any]:
+    """A cluster profile (shipped name like ``localhost`` or a path), validated, with defaults."""
+    if not name_or_path:
+        return {**PROFILE_DEFAULTS, "name": "default"}
+    p = Path(name_or_path)
+    if not p.is_file():
+        cand = PROFILES_DIR / f"{name_or_path}.toml"
+        if not cand.is_file():
+            raise BenchError(f"cluster profile {name_or_path!r} not found{did_you_mean(name_or_path, profile_names())}; "
+                             f"pass a .toml path or one of: {', '.join(profile_names())}")
+        p = cand
+    try:
+        raw = tomllib.loads(p.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise BenchError(f"cluster profile {p}: {e}") from None
+    for k in raw:
+        if k not in PROFILE_KEYS:
+            raise BenchError(f"cluster profile {p}: unknown key {k!r}{did_you_mean(k, PROFILE_KEYS)}; "
+                             f"known keys: {', '.join(PROFILE_KEYS)}")
+    prof = {**PROFILE_DEFAULTS, **raw, "name": p.stem, "path": str(p.resolve())}
+    if prof["executor"] not in ("slurm", "local"):
+        raise BenchError(f"cluster profile {p}: executor must be 'slurm' or 'local', got {prof['executor']!r}")
+    for k in ("gpus", "cpus_per_task", "mem_gb", "time_min", "array_parallelism", "signal_delay_s", "max_requeues",
+              "tasks_per_node"):
+        v = prof.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise BenchError(f"cluster profile {p}: {k} must be a non-negative number, got {v!r}")
+    if isinstance(prof["setup"], str):
+        prof["setup"] = [prof["setup"]]
+    if not isinstance(prof["sbatch"], dict):
+        raise BenchError(f"cluster profile {p}: sbatch must be a table of flags, e.g. [sbatch] exclusive = true")
+    return prof
+
+
+def executor_parameters(prof: dict[str, Any], name: str) -> dict[str, Any]:
+    """submitit AutoExecutor parameters for a profile."""
+    gpus = int(prof.get("gpus") or 0)
+    ntasks = int(prof.get("tasks_per_node") or max(1, gpus))
+    params: dict[str, Any] = {"name": name, "timeout_min": int(prof["time_min"]), "tasks_per_node": ntasks,
+                              "nodes": 1}
+    if gpus:
+        params["gpus_per_node"] = gpus  # needs GRES on the cluster; left out on GPU-less nodes
+    setup = list(prof.get("setup") or [])
+    if not _bench_installed():  # running from a checkout: make `bench` importable on the nodes
+        setup.insert(0, f"export PYTHONPATH={_repo_root()}${{PYTHONPATH:+:$PYTHONPATH}}")
+    params.update({
+        "cpus_per_task": int(prof["cpus_per_task"]), "mem_gb": float(prof["mem_gb"]),
+        "slurm_array_parallelism": int(prof["array_parallelism"]), "slurm_signal_delay_s": int(prof["signal_delay_s"]),
+        "slurm_setup": setup,
+        "slurm_additional_parameters": dict(prof.get("sbatch") or {}), "local_setup": setup,
+    })
+    for key in ("partition", "account", "qos", "constraint"):
+        if prof.get(key):
+            params[f"slurm_{key}"] = prof[key]
+    if prof.get("python"):
+        params["slurm_python"] = prof["python"]
+    return params
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _bench_installed() -> bool:
+    return "site-packages" in str(Path(__file__).resolve()) or "dist-packages" in str(Path(__file__).resolve())
+
+
+# ---- the task --------------------------------------------------------------------------------
+
+class BenchTask(submitit.helpers.Checkpointable):
+    """One (model, seed); submitit requeues it after preemption and it resumes from its checkpoint."""
+
+    def __init__(self, spec: TaskSpec):
+        self.spec = spec
+
+    def __call__(self) -> dict[str, Any]:
+        from bench import runner
+
+        submitit_usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue handler
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, runner.request_stop)  # stop at the next step boundary, after a checkpoint
+        try:
+            return run_task(self.spec, resume=True)
+        except runner.Interrupted as e:
+            sig = runner._STOP["signal"]
+            print(f"genbench: {e}", file=sys.stderr, flush=True)
+            if sig == signal.SIGUSR2 and callable(submitit_usr2):
+                submitit_usr2(signal.SIGUSR2, None)  # calls self.checkpoint(), requeues, exits
+            # SIGTERM (scontrol requeue, scancel, time limit): SLURM decides what happens next; leave
+            # no result file so a requeued job is not reported finished.
+            raise SystemExit(3)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # The runner's checkpoint is on disk already (written at the step boundary where it stopped,
+        # or the last periodic one when this is called directly); the requeued task resumes from it.
+        return submitit.helpers.DelayedSubmission(BenchTask(self.spec))
+
+
+# ---- submit ------------------------------------------------------------------------------------
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
+
+
+def plan(suite, args, prof: dict[str, Any], results: Path) -> tuple[Path, dict[str, Any]]:
+    """The submission folder and its submission.json content (task specs, no job ids yet)."""
+    runs = list(suite.models)
+    if args.models:
+        unknown = [m for m in args.models if m not in suite.models]
+        if unknown:
+            raise BenchError(f"suite {suite.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}")
+        runs = [m for m in runs if m in args.models]
+    seeds = args.seeds or suite.train["seeds"]
+    sub_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    folder = (results / SUBMISSIONS_SUBDIR / suite.name / suite.profile / sub_id).resolve()
+    suite_ref = args.suite or "digits"
+    if Path(suite_ref).suffix == ".toml" or Path(suite_ref).exists():
+        suite_ref = str(Path(suite_ref).resolve())
+    tasks = []
+    for run_name in runs:
+        for seed in seeds:
+            i = len(tasks)
+            spec = TaskSpec(suite=suite_ref, profile=suite.profile, model=run_name, seed=int(seed),
+                            results_dir=str(results.resolve()), checkpoint_dir=str(folder / "checkpoints"),
+                            overrides=list(args.overrides or []), budget=args.budget,
+                            cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None,
+                            data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+                            download=bool(args.download), device=args.device or prof.get("device"),
+                            submission={"id": sub_id, "index": i, "folder": str(folder)})
+            tasks.append({"index": i, "model": run_name, "seed": int(seed), "job_id": None,
+                          "config_hash": suite.config_hash(run_name), "spec": dataclasses.asdict(spec)})
+    data = {"id": sub_id, "created": utc_now(), "executor": None, "suite": suite.to_dict(),
+            "cluster_profile": prof, "array_job_id": None, "folder": str(folder),
+            "results_dir": str(results.resolve()), "tasks": tasks}
+    return folder, data
+
+
+def submit(suite, args, prof: dict[str, Any], executor_kind: str, results: Path) -> dict[str, Any]:
+    folder, data = plan(suite, args, prof, results)
+    folder.mkdir(parents=True, exist_ok=True)
+    data["executor"] = executor_kind
+    if executor_kind == "slurm" and not shutil.which("sbatch"):
+        raise BenchError("sbatch not found: this machine is not a SLURM login node; use --executor local, "
+                         "or --dry-run and slurm/array.sbatch on the cluster")
+    _write_json(folder / "submission.json", data)
+    if getattr(args, "dry_run", False):
+        data["executor"] = "sbatch"
+        _write_json(folder / "submission.json", data)
+        return data
+    ex = submitit.AutoExecutor(folder=folder / "submitit" / "%j", cluster=executor_kind,
+                               slurm_max_num_timeout=int(prof["max_requeues"]))
+    ex.update_parameters(**executor_parameters(prof, f"genbench-{suite.name}"))
+    specs = [TaskSpec(**t["spec"]) for t in data["tasks"]]
+    try:
+        with ex.batch():
+            jobs = [ex.submit(BenchTask(s)) for s in specs]
+    except Exception as e:  # sbatch rejected the request (bad partition, impossible resources, ...)
+        msg = str(e).strip().splitlines()
+        raise BenchError(f"submission failed: {msg[-1] if msg else type(e).__name__}; check the cluster profile") from None
+    for t, job in zip(data["tasks"], jobs):
+        t["job_id"] = str(job.job_id)
+    data["array_job_id"] = str(jobs[0].job_id).split("_")[0] if jobs else None
+    _write_json(folder / "submission.json", data)
+    return data
+
+
+# ---- status / collect --------------------------------------------------------------------------
+
+def find_submission(results: Path, which: str | None) -> Path:
+    """A submission folder: an explicit path/id, or the newest under ``results``."""
+    if which:
+        p = Path(which)
+        if (p / "submission.json").is_file():
+            return p
+        if p.name == "submission.json" and p.is_file():
+            return p.parent
+        hits = list((results / SUBMISSIONS_SUBDIR).glob(f"*/*/{which}/submission.json"))
+        if hits:
+            return hits[0].parent
+        raise BenchError(f"no submission {which!r} under {results / SUBMISSIONS_SUBDIR}; pass the folder "
+                         "printed by `bench submit`")
+    found = sorted((results / SUBMISSIONS_SUBDIR).glob("*/*/*/submission.json"), key=lambda p: p.parent.name)
+    if not found:
+        raise BenchError(f"no submissions under {results / SUBMISSIONS_SUBDIR}; run `bench submit` first (or pass --results)")
+    return found[-1].parent
+
+
+def read_submission(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "submission.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"cannot read {folder / 'submission.json'}: {e}") from None
+
+
+def submission_records(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Task index -> newest record written by this submission."""
+    out: dict[int, dict[str, Any]] = {}
+    for rec in load_records(Path(data["results_dir"])):
+        sub = rec.get("submission") or {}
+        if sub.get("id") == data["id"]:
+            out[int(sub["index"])] = rec
+    return out
+
+
+def _slurm_states(array_id: str) -> dict[str, str]:
+    """job id (``123_4``) -> SLURM state from squeue (live) and sacct (finished)."""
+    states: dict[str, str] = {}
+    try:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", array_id, "--format=JobID,State"],
+                             capture_output=True, text=True, timeout=30).stdout
+        for line in out.splitlines():
+            if "|" in line:
+                jid, st = line.split("|", 1)
+                states[jid.strip()] = st.split()[0] if st.strip() else "UNKNOWN"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%i|%T"],
+                             capture_output=True, text=True, timeout=30).stdout
+        for line in out.splitlines():
+            if "|" in line:
+                jid, st = line.split("|", 1)
+                states[jid.strip()] = st.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return states
+
+
+def _local_state(folder: Path, job_id: str) -> str:
+    try:
+        os.kill(int(job_id), 0)
+        return "RUNNING"
+    except (ProcessLookupError, ValueError):
+        return "DONE"
+    except PermissionError:
+        return "RUNNING"
+
+
+def task_states(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(submission, [{index, model, seed, job_id, state, status, error, record}])."""
+    data = read_submission(folder)
+    recs = submission_records(data)
+    live = _slurm_states(data["array_job_id"]) if data.get("executor") == "slurm" and data.get("array_job_id") else {}
+    rows = []
+    for t in data["tasks"]:
+        rec = recs.get(t["index"])
+        jid = t.get("job_id")
+        if data.get("executor") == "slurm":
+            state = live.get(str(jid), "UNKNOWN")
+            if state == "UNKNOWN" and data.get("array_job_id") and str(data["array_job_id"]) in live:
+                state = live[str(data["array_job_id"])]
+        elif data.get("executor") == "local" and jid:
+            state = _local_state(folder, jid)
+        else:
+            state = "NOT SUBMITTED"
+        if rec is not None and state in ("UNKNOWN", "DONE"):
+            state = "COMPLETED"
+        interrupted = len(rec.get("interruptions") or []) if rec else 0
+        rows.append({"index": t["index"], "model": t["model"], "seed": t["seed"], "job_id": jid, "state": state,
+                     "status": rec["status"] if rec else None, "error": rec.get("error") if rec else None,
+                     "interruptions": interrupted, "record": rec.get("_path") if rec else None})
+    return data, rows
+
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                "BOOT_FAIL", "DEADLINE", "DONE"}
+
+
+def wait(folder: Path, timeout_s: float, poll_s: float = 2.0) -> list[dict[str, Any]]:
+    """Poll until every task has a record or a final state (or ``timeout_s`` passes)."""
+    t_end = time.monotonic() + timeout_s
+    while True:
+        _, rows = task_states(folder)
+        if all(r["record"] or r["state"].split()[0] in FINAL_STATES for r in rows) or time.monotonic() > t_end:
+            return rows
+        time.sleep(poll_s)
