@@ -1,0 +1,210 @@
+"""Plots (seaborn on matplotlib's Agg backend, saved as PNG). Each function returns the PNG path,
+or None and a note saying why the plot was skipped (its data is absent from the records)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bench.report import tables as T  # noqa: E402
+
+DPI = 110
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def quality_metric(records: list[dict]) -> tuple[str, str] | None:
+    """The quality metric to plot: FID where measured, else bits/dim."""
+    for name, label in (("fid", "FID"), ("bits_per_dim", "bits/dim")):
+        if any(T.metric(name)(r) is not None for r in T.ok(records)):
+            return name, label
+        if any(T.metric(name)({"metrics": p.get("metrics") or {}}) is not None
+               for r in records for p in (r.get("curve") or [])):
+            return name, label
+    return None
+
+
+def quality_vs_compute(records: list[dict], path: Path) -> tuple[Path | None, str]:
+    q = quality_metric(records)
+    if q is None:
+        return None, "quality vs training compute: no FID or bits/dim in the records"
+    name, label = q
+    rows = []
+    for r in records:  # diverged/failed runs keep their intermediate evaluations
+        for p in r.get("curve") or []:
+            v = T.metric(name)({"metrics": p.get("metrics") or {}})
+            if v is not None:
+                rows.append({"model": r["model"], "seed": r.get("seed"), "images seen": p.get("images"),
+                             "training seconds": p.get("train_seconds"), label: v})
+        v = T.metric(name)(r) if r.get("status") == "ok" else None
+        tr = r.get("train") or {}
+        if v is not None:
+            rows.append({"model": r["model"], "seed": r.get("seed"), "images seen": tr.get("images"),
+                         "training seconds": (r.get("timings") or {}).get("train_seconds"), label: v})
+    df = pd.DataFrame(rows)
+    if df.empty or df.groupby("model")["images seen"].nunique().max() < 2:
+        return None, ("quality vs training compute: fewer than two evaluations per model "
+                      "(set train.eval_fractions, e.g. [0.25, 0.5, 1.0], to evaluate during training)")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, x in zip(axes, ("images seen", "training seconds")):
+        sns.lineplot(data=df, x=x, y=label, hue="model", marker="o", ax=ax, errorbar="sd")
+        ax.set_title(f"{label} vs {x}")
+        ax.set_xscale("log")
+    return _save(fig, path), ""
+
+
+def speed_quality(groups: dict[str, list[dict]], path: Path) -> tuple[Path | None, str]:
+    q = quality_metric([r for recs in groups.values() for r in recs])
+    if q is None:
+        return None, "speed–quality trade-off: no FID or bits/dim in the records"
+    name, label = q
+    rows = []
+    for model, recs in groups.items():
+        for r in T.ok(recs):
+            s, v = T.metric("sample_seconds_per_image")(r), T.metric(name)(r)
+            if s is not None and v is not None and s > 0:
+                rows.append({"model": model, "family": r.get("family", "?"), "sampling seconds per image": s, label: v})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return None, f"speed–quality trade-off: no run has both sampling latency and {label}"
+    agg = df.groupby(["model", "family"], as_index=False).mean(numeric_only=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    sns.scatterplot(data=agg, x="sampling seconds per image", y=label, hue="family", s=80, ax=ax)
+    for _, row in agg.iterrows():
+        ax.annotate(row["model"], (row["sampling seconds per image"], row[label]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_title(f"speed–quality trade-off (lower-left is better)")
+    return _save(fig, path), ""
+
+
+def nfe_points(record: dict, name: str) -> list[tuple[str, float, float]]:
+    """(sampler, NFE, quality) points of one record: its main evaluation and any per-sampler metrics
+    named ``<metric>@<sampler>`` with ``nfe@<sampler>`` (as the metrics module records sampler sweeps)."""
+    out = []
+    nfe, v = T.metric("nfe")(record), T.metric(name)(record)
+    if nfe is not None and v is not None:
+        sampler = record.get("sampler") or {}
+        out.append((str(sampler.get("name") or "default"), nfe, v))
+    for key in (record.get("metrics") or {}):
+        if key.startswith(f"{name}@"):
+            tag = key.split("@", 1)[1]
+            n2, v2 = T.metric(f"nfe@{tag}")(record), T.metric(key)(record)
+            if n2 is not None and v2 is not None:
+                out.append((tag, n2, v2))
+    return out
+
+
+def nfe_vs_quality(records: list[dict], path: Path) -> tuple[Path | None, str]:
+    q = quality_metric(records)
+    if q is None:
+        return None, "NFE vs quality: no FID or bits/dim in the records"
+    name, label = q
+    rows = []
+    for r in T.ok(records):
+        for sampler, nfe, v in nfe_points(r, name):
+            rows.append({"wrapper": r.get("registered") or r["model"], "sampler": sampler, "NFE": nfe, label: v})
+    df = pd.DataFrame(rows)
+    if df.empty or df.groupby("wrapper")["NFE"].nunique().max() < 2:
+        return None, ("NFE vs quality: no model was evaluated with two or more samplers/step counts "
+                      "(add eval.samplers to the suite, or several runs of one wrapper with different sampler tables)")
+    df = df[df.groupby("wrapper")["NFE"].transform("nunique") >= 2]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    sns.lineplot(data=df.sort_values("NFE"), x="NFE", y=label, hue="wrapper", marker="o", ax=ax, errorbar="sd")
+    ax.set_xscale("log")
+    ax.set_title(f"NFE vs {label} per model")
+    return _save(fig, path), ""
+
+
+def loss_curves(records: list[dict], path: Path) -> tuple[Path | None, str]:
+    rows = []
+    for r in records:
+        for point in (r.get("train") or {}).get("loss_curve") or []:
+            if len(point) >= 2 and T.finite(point[1]) is not None:
+                rows.append({"model": r["model"], "seed": str(r.get("seed")), "step": point[0], "loss": point[1]})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return None, "training loss curves: no loss curve in the records"
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = df["seed"].nunique() > 1
+    sns.lineplot(data=df, x="step", y="loss", hue="model", style="seed" if styles else None, ax=ax, errorbar=None)
+    if (df["loss"] > 0).all() and df["loss"].max() / max(df["loss"].min(), 1e-12) > 20:
+        ax.set_yscale("log")
+    ax.set_title("training loss (each model's own objective: not comparable across families)")
+    return _save(fig, path), ""
+
+
+def bpd_bars(groups: dict[str, list[dict]], path: Path) -> tuple[Path | None, str]:
+    rows, floor = [], None
+    for model, recs in groups.items():
+        vals = T.values(recs, T.metric("bits_per_dim"))
+        for v in vals:
+            rows.append({"model": model, "bits/dim": v})
+        if vals and recs[0].get("family") == "reference":
+            floor = sum(vals) / len(vals)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return None, "bits/dim bars: no run measured bits/dim"
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * df["model"].nunique() + 2), 4))
+    sns.barplot(data=df, x="model", y="bits/dim", ax=ax, errorbar="sd", color="#4c72b0")
+    if floor is not None and math.isfinite(floor):
+        ax.axhline(floor, color="#c44e52", linestyle="--", label=f"reference floor {floor:.3g}")
+        ax.legend()
+    ax.set_title("test bits/dim (lower is better)")
+    ax.tick_params(axis="x", rotation=20)
+    return _save(fig, path), ""
+
+
+def class_histograms(groups: dict[str, list[dict]], path: Path) -> tuple[Path | None, str]:
+    rows = []
+    for model, recs in groups.items():
+        for r in T.ok(recs)[:1]:
+            hist = class_histogram(r)
+            if hist:
+                total = sum(hist) or 1
+                rows += [{"model": model, "class": str(k), "fraction": c / total} for k, c in enumerate(hist)]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return None, "class-coverage histograms: no class histogram in the records (add the class-coverage metric)"
+    n = df["model"].nunique()
+    g = sns.catplot(data=df, x="class", y="fraction", col="model", kind="bar", col_wrap=min(n, 3),
+                    height=2.6, aspect=1.3, color="#55a868")
+    for ax in g.axes.flat:
+        k = df["class"].nunique()
+        ax.axhline(1 / k, color="black", linestyle=":", linewidth=1)
+    g.figure.suptitle("class histogram of generated samples (dotted: uniform)", y=1.02)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g.figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(g.figure)
+    return path, ""
+
+
+def class_histogram(record: dict) -> list[float] | None:
+    """A class histogram stored by the class-coverage metric (tolerant of where it keeps it)."""
+    for name, m in (record.get("metrics") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        for holder in (m, m.get("protocol") or {}):
+            for key in ("histogram", "class_histogram", "counts", "class_counts"):
+                h = holder.get(key)
+                if isinstance(h, list) and h and all(T.finite(x) is not None for x in h):
+                    return [float(x) for x in h]
+                if isinstance(h, dict) and h:
+                    try:
+                        return [float(h[k]) for k in sorted(h, key=lambda s: int(s))]
+                    except (TypeError, ValueError):
+                        continue
+    return None

@@ -1,0 +1,289 @@
+"""Aggregation of result records into the report's tables (one row per model, mean ± std over seeds).
+
+Every cell is text that is never blank or zero by accident: a metric a model cannot have is
+"not defined" (no likelihood), a metric the suite did not compute is "n/a", and runs that
+diverged or failed appear with their status and error.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+Getter = Callable[[dict], "float | None"]
+
+NA = "n/a"
+NOT_DEFINED = "not defined"
+
+
+# ---- reading one value out of a record ----------------------------------------------------------
+
+def finite(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def metric_entry(record: dict, *names: str) -> dict | None:
+    metrics = record.get("metrics") or {}
+    for n in names:
+        m = metrics.get(n)
+        if isinstance(m, dict):
+            return m
+    return None
+
+
+def metric(*names: str) -> Getter:
+    """Getter for the first of ``names`` present in ``record["metrics"]`` (aliases tolerated)."""
+
+    def get(record: dict) -> float | None:
+        for n in names:
+            m = (record.get("metrics") or {}).get(n)
+            if isinstance(m, dict) and finite(m.get("value")) is not None:
+                return finite(m["value"])
+            if finite(m) is not None:
+                return finite(m)
+        return None
+
+    return get
+
+
+def timing(*names: str) -> Getter:
+    def get(record: dict) -> float | None:
+        t = record.get("timings") or {}
+        for n in names:
+            if finite(t.get(n)) is not None:
+                return finite(t[n])
+        return None
+
+    return get
+
+
+def first_of(*getters: Getter) -> Getter:
+    def get(record: dict) -> float | None:
+        for g in getters:
+            v = g(record)
+            if v is not None:
+                return v
+        return None
+
+    return get
+
+
+def protocol(record: dict, name: str) -> dict:
+    m = metric_entry(record, name)
+    return (m or {}).get("protocol") or {}
+
+
+def seconds_per_batch(batch: int) -> Getter:
+    """Sampling seconds for ``batch`` images: measured directly if the protocol's batch matches, else per image × batch."""
+
+    def get(record: dict) -> float | None:
+        m = metric_entry(record, "sample_seconds_per_batch")
+        if m and finite(m.get("value")) is not None and int((m.get("protocol") or {}).get("batch") or -1) == batch:
+            return finite(m["value"])
+        per = metric("sample_seconds_per_image")(record)
+        return per * batch if per is not None else None
+
+    return get
+
+
+def peak_memory(record: dict) -> float | None:
+    return first_of(timing("cuda_max_allocated_mb"), metric("peak_memory_mb", "cuda_max_allocated_mb"),
+                    timing("peak_rss_mb"))(record)
+
+
+def parameters(record: dict) -> float | None:
+    return finite(record.get("parameters"))
+
+
+# ---- number formatting --------------------------------------------------------------------------
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return NA
+    if v == 0:
+        return "0"
+    return f"{v:.4g}"
+
+
+def fmt_std(v: float) -> str:
+    return f"{v:.2g}"
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n-1); std None for a single value."""
+    if len(values) == 1:
+        return values[0], None
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def fmt_mean_std(values: list[float], prefix: str = "") -> str:
+    if not values:
+        return NA
+    m, s = mean_std(values)
+    return prefix + (fmt(m) if s is None else f"{fmt(m)} ± {fmt_std(s)}")
+
+
+def fmt_int(v: float | None) -> str:
+    return NA if v is None else f"{int(round(v)):,}"
+
+
+# ---- grouping ------------------------------------------------------------------------------------
+
+def group_by_model(records: Iterable[dict]) -> "OrderedDict[str, list[dict]]":
+    """Run name -> its records sorted by seed; models in order of first appearance, `reference` last."""
+    groups: OrderedDict[str, list[dict]] = OrderedDict()
+    for r in records:
+        groups.setdefault(r["model"], []).append(r)
+    for k in groups:
+        groups[k].sort(key=lambda r: (r.get("seed") is None, r.get("seed")))
+    ref = [k for k in groups if groups[k][0].get("family") == "reference"]
+    for k in ref:
+        groups.move_to_end(k)
+    return groups
+
+
+def ok(recs: list[dict]) -> list[dict]:
+    return [r for r in recs if r.get("status") == "ok"]
+
+
+def values(recs: list[dict], getter: Getter) -> list[float]:
+    return [v for v in (getter(r) for r in ok(recs)) if v is not None]
+
+
+def short(text: Any, n: int = 90) -> str:
+    s = " ".join(str(text or "").split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def status_cell(recs: list[dict]) -> str:
+    n_ok = len(ok(recs))
+    if n_ok == len(recs):
+        return "ok" if len(recs) == 1 else f"ok ({n_ok}/{len(recs)})"
+    bad = [f"seed {r.get('seed')} {r.get('status')}: {short(r.get('error'), 70)}" for r in recs if r.get("status") != "ok"]
+    head = f"ok {n_ok}/{len(recs)}; " if n_ok else ""
+    return head + "; ".join(bad)
+
+
+def has_likelihood(recs: list[dict]) -> bool:
+    r = recs[0]
+    if "has_likelihood" in r:
+        return bool(r["has_likelihood"])
+    return r.get("family") != "gan"
+
+
+def bpd_cell(recs: list[dict]) -> str:
+    if not has_likelihood(recs):
+        return NOT_DEFINED
+    vals = values(recs, metric("bits_per_dim"))
+    if not vals:
+        return missing_cell(recs, "bits_per_dim")
+    kinds = {protocol(r, "bits_per_dim").get("kind") for r in ok(recs)}
+    prefix = "≤ " if "upper-bound" in kinds else ("≈ " if "estimate" in kinds else "")
+    return fmt_mean_std(vals, prefix)
+
+
+def missing_cell(recs: list[dict], name: str | None = None) -> str:
+    """Why a cell has no number: the runs' status, or the metric's own note (e.g. an error)."""
+    if not ok(recs):
+        return f"{NA} ({'/'.join(sorted({r.get('status', '?') for r in recs}))})"
+    if name:
+        for r in ok(recs):
+            m = metric_entry(r, name)
+            if m and m.get("note"):
+                note = str(m["note"])
+                return NOT_DEFINED if note.startswith("not defined") else f"{NA} ({short(note, 40)})"
+    return NA
+
+
+# Columns of the main table: (header, metric name for notes, getter or None for special cells).
+METRIC_COLUMNS: list[tuple[str, str, Getter]] = [
+    ("FID", "fid", metric("fid")),
+    ("IS", "is", metric("is", "inception_score", "isc")),
+    ("KID", "kid", metric("kid")),
+    ("precision", "precision", metric("precision")),
+    ("recall", "recall", metric("recall")),
+    ("class-coverage KL", "coverage_kl", metric("coverage_kl", "class_kl", "class_coverage_kl")),
+    ("train img/s", "train_images_per_second", first_of(timing("train_images_per_second"), metric("train_images_per_second"))),
+    ("sample s / 128 img", "sample_seconds_per_batch", seconds_per_batch(128)),
+    ("sample s / img", "sample_seconds_per_image", metric("sample_seconds_per_image")),
+    ("NFE", "nfe", metric("nfe")),
+    ("peak mem (MB)", "peak_memory", peak_memory),
+    ("MFU", "mfu", metric("mfu")),
+]
+
+
+def model_table(groups: "OrderedDict[str, list[dict]]") -> tuple[list[str], list[list[str]], list[str]]:
+    """The main table. Returns headers, rows and the headers of columns dropped because no run has them."""
+    headers = ["model", "family", "status", "seeds", "parameters", "bits/dim"]
+    rows = []
+    for name, recs in groups.items():
+        params = [v for v in (parameters(r) for r in recs) if v is not None]
+        rows.append([name, str(recs[0].get("family", "?")), status_cell(recs),
+                     ", ".join(str(r.get("seed")) for r in recs),
+                     fmt_int(params[0]) if params else NA, bpd_cell(recs)])
+    dropped = []
+    if rows and all(r[5] == NA for r in rows):
+        dropped.append("bits/dim")
+    for header, name, getter in METRIC_COLUMNS:
+        cells = []
+        for recs in groups.values():
+            vals = values(recs, getter)
+            cells.append(fmt_mean_std(vals) if vals else missing_cell(recs, name))
+        if any(not c.startswith(NA) for c in cells):
+            headers.append(header)
+            for row, c in zip(rows, cells):
+                row.append(c)
+        else:
+            dropped.append(header)
+    if "bits/dim" in dropped:
+        i = headers.index("bits/dim")
+        headers.pop(i)
+        for row in rows:
+            row.pop(i)
+    return headers, rows, dropped
+
+
+def runs_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """One row per run (model × seed): status, budget reached, final loss, error."""
+    headers = ["model", "seed", "status", "steps", "images seen", "train s", "final loss", "error"]
+    rows = []
+    for r in sorted(records, key=lambda r: (r["model"], r.get("seed") or 0)):
+        tr = r.get("train") or {}
+        rows.append([r["model"], str(r.get("seed")), str(r.get("status")), fmt_int(finite(tr.get("steps"))),
+                     fmt_int(finite(tr.get("images"))), fmt(timing("train_seconds")(r)),
+                     fmt(finite(tr.get("loss_last"))), short(r.get("error"), 120) if r.get("error") else "—"])
+    return headers, rows
+
+
+def describe_budget(record: dict) -> str:
+    b = record.get("budget") or {}
+    v = finite(b.get("value"))
+    if v is None:
+        return "unknown budget"
+    return f"{int(v) if v.is_integer() else v} {b.get('kind')}"
+
+
+def describe_hardware(record: dict) -> str:
+    hw = record.get("hardware") or {}
+    if hw.get("gpu"):
+        return f"{hw['gpu']} ×{hw.get('gpu_count', 1)}"
+    if hw.get("cpu"):
+        return f"{hw['cpu']} ({hw.get('cpu_count', '?')} cores, {hw.get('torch_threads', '?')} torch threads), {hw.get('device', 'cpu')}"
+    return "unknown hardware"
+
+
+def feature_extractor(record: dict, name: str = "fid") -> str | None:
+    """The feature extractor a sample metric used (its protocol), else the suite's setting."""
+    p = protocol(record, name)
+    for key in ("feature_extractor", "extractor", "features"):
+        if p.get(key):
+            return str(p[key])
+    fe = (record.get("eval_settings") or {}).get("feature_extractor")
+    if fe and metric_entry(record, name) is not None:
+        return str(fe)
+    return None
