@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Performance-regression check over the pytest-benchmark suite (``tests/benchmarks``).
+
+Runs ``pytest tests/benchmarks --benchmark-only --benchmark-json=...`` and expresses every
+benchmark's time as a multiple of the reference operation (``test_reference_matmul``: a fixed fp32
+matmul) measured in the same session. Those ratios, not absolute times, are compared with the
+committed ``results/baseline/perf.json``, so the check means the same on a fast or a slow machine;
+it fails (exit 1) when a benchmark's ratio grew by more than ``--max-slowdown`` (default 3x).
+
+    python scripts/perf_check.py --short            # what .ci/run does (about a minute)
+    python scripts/perf_check.py --short --update   # re-measure and rewrite the baseline
+    python scripts/perf_check.py -- -k harness      # extra pytest arguments after --
+
+It also prints the harness overhead (``Trainer.train`` vs a bare PyTorch loop, same model and batches).
+For history across commits use pytest-benchmark itself: ``pytest tests/benchmarks --benchmark-only
+--benchmark-enable --benchmark-autosave`` then ``--benchmark-compare`` (see docs/ci.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = "test_reference_matmul"
+DEFAULT_BASELINE = ROOT / "results" / "baseline" / "perf.json"
+KIND = "genbench-perf-baseline"
+
+
+def run_benchmarks(json_out: Path, short: bool, extra: list[str]) -> int:
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "benchmarks"), "--benchmark-only", "--benchmark-enable",
+           f"--benchmark-json={json_out}", "-q", "-p", "no:cacheprovider"]
+    if short:
+        cmd += ["--benchmark-min-rounds=3", "--benchmark-max-time=0.2", "--benchmark-warmup=off"]
+    cmd += extra
+    print("$ " + " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def ratios(report: dict) -> tuple[dict[str, dict], float]:
+    """{benchmark fullname: {ratio, min_s, group, extra}} and the reference's time (seconds)."""
+    benches = report.get("benchmarks", [])
+    ref = [b for b in benches if b["name"] == REFERENCE]
+    if not ref:
+        raise SystemExit(f"error: the reference benchmark {REFERENCE} did not run; it must be part of every perf check "
+                         "(tests/benchmarks/test_bench_reference.py)")
+    ref_s = float(ref[0]["stats"]["min"])
+    out = {}
+    for b in benches:
+        t = float(b["stats"]["min"])
+        out[b["fullname"]] = {"ratio": t / ref_s, "min_s": t, "median_s": float(b["stats"]["median"]),
+                              "rounds": int(b["stats"]["rounds"]), "group": b.get("group"), "name": b["name"]}
+    return out, ref_s
+
+
+def overhead(current: dict[str, dict]) -> float | None:
+    by_name = {v["name"]: v for v in current.values()}
+    h, b = by_name.get("test_bench_train_harness"), by_name.get("test_bench_train_bare")
+    if h and b:
+        return h["min_s"] / b["min_s"] - 1.0
+    return None
+
+
+def machine(report: dict) -> str:
+    info = report.get("machine_info", {})
+    cpu = info.get("cpu", {})
+    return f"{cpu.get('brand_raw') or info.get('processor') or '?'} x{cpu.get('count', '?')}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--short", action="store_true", help="few rounds per benchmark (CI mode)")
+    p.add_argument("--update", action="store_true", help="write the measured ratios as the new baseline")
+    p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="ratio baseline (default: results/baseline/perf.json)")
+    p.add_argument("--max-slowdown", type=float, default=3.0, help="fail when a ratio grows by more than this factor (default 3)")
+    p.add_argument("--json", type=Path, default=None, help="keep pytest-benchmark's JSON here (default: a temp file)")
+    p.add_argument("--from-json", type=Path, default=None, help="skip running; read an existing pytest-benchmark JSON")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the comparison as Markdown")
+    args = p.parse_args(argv)
+
+    if args.from_json:
+        report_path = args.from_json
+    else:
+        report_path = args.json or Path(tempfile.mkdtemp(prefix="genbench-perf-")) / "benchmarks.json"
+        rc = run_benchmarks(report_path, args.short, extra)
+        if rc != 0:
+            print(f"error: the benchmark run failed (pytest exit code {rc})", file=sys.stderr)
+            return 2
+    report = json.loads(Path(report_path).read_text())
+    current, ref_s = ratios(report)
+    oh = overhead(current)
+    print(f"reference {REFERENCE}: {ref_s * 1e3:.2f} ms on {machine(report)}")
+    if oh is not None:
+        print(f"harness overhead (Trainer.train vs bare loop, min of rounds): {100 * oh:+.1f}%")
+
+    if args.update:
+        data = {"kind": KIND, "reference": REFERENCE, "reference_seconds": ref_s, "machine": machine(report),
+                "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "short": args.short, "note": "produced by scripts/perf_check.py --update; times are ratios to the reference",
+                "benchmarks": {k: {"ratio": v["ratio"], "group": v["group"]} for k, v in sorted(current.items())}}
+        args.baseline.parent.mkdir(parents=True, exist_ok=True)
+        args.baseline.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {len(current)} benchmark ratios to {args.baseline}")
+        return 0
+
+    if not args.baseline.is_file():
+        print(f"error: no perf baseline at {args.baseline}; create it with `python scripts/perf_check.py --short --update`",
+              file=sys.stderr)
+        return 2
+    base = json.loads(args.baseline.read_text())
+    if base.get("kind") != KIND:
+        print(f"error: {args.baseline} is not a perf baseline (kind {KIND!r})", file=sys.stderr)
+        return 2
+    rows, bad = [], 0
+    for name, cur in sorted(current.items()):
+        old = base["benchmarks"].get(name)
+        if cur["name"] == REFERENCE:
+            continue
+        if old is None:
+            rows.append((name, "", f"{cur['ratio']:.3g}", "", "new (not in the baseline)"))
+            continue
+        slow = cur["ratio"] / old["ratio"]
+        status = "REGRESSED" if slow > args.max_slowdown else ("faster" if slow < 1 / args.max_slowdown else "ok")
+        bad += status == "REGRESSED"
+        rows.append((name, f"{old['ratio']:.3g}", f"{cur['ratio']:.3g}", f"{slow:.2f}x", status))
+    for name in sorted(set(base["benchmarks"]) - set(current)):
+        rows.append((name, f"{base['benchmarks'][name]['ratio']:.3g}", "", "", "not run"))
+    width = max((len(r[0]) for r in rows), default=10)
+    print(f"{'benchmark':<{width}}  {'base ratio':>10}  {'ratio':>10}  {'change':>8}  status")
+    for r in rows:
+        print(f"{r[0]:<{width}}  {r[1]:>10}  {r[2]:>10}  {r[3]:>8}  {r[4]}")
+    verdict = "FAIL" if bad else "PASS"
+    print(f"perf check {verdict}: {bad} benchmark(s) slower than {args.max_slowdown:g}x their baseline ratio "
+          f"(ratios to {REFERENCE} measured in the same run)")
+    if args.markdown:
+        lines = [f"### perf check: {verdict}", "", f"times as multiples of `{REFERENCE}` ({ref_s * 1e3:.2f} ms here); "
+                 f"fails above {args.max_slowdown:g}x" + (f"; harness overhead {100 * oh:+.1f}%" if oh is not None else ""), "",
+                 "| benchmark | baseline ratio | ratio | change | status |", "|---|--:|--:|--:|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        args.markdown.write_text("\n".join(lines) + "\n")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
