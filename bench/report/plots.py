@@ -62,7 +62,9 @@ def quality_vs_compute(records: list[dict], path: Path) -> tuple[Path | None, st
     for ax, x in zip(axes, ("images seen", "training seconds")):
         sns.lineplot(data=df, x=x, y=label, hue="model", marker="o", ax=ax, errorbar="sd")
         ax.set_title(f"{label} vs {x}")
-        ax.set_xscale("log")
+        xs = df[x].dropna()
+        if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 20:
+            ax.set_xscale("log")
     return _save(fig, path), ""
 
 

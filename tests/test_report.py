@@ -1,0 +1,328 @@
+"""Reports rendered from fixture result records: numbers, published-vs-measured rows, plots,
+grids, partial results, and a self-contained, well-formed HTML file."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import statistics
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.records import write_record
+from bench.report import render
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE, PROFILE = "fixture", "smoke"
+DATA = {"dataset": "digits", "image_size": 16, "channels": 1, "train": "digits/train@16", "eval": "digits/test@16",
+        "train_size": 1437, "eval_size": 360}
+HW = {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2, "device": "cpu", "gpu": None, "gpu_count": 0,
+      "key": "Test CPU x2"}
+
+# (model, registered, family, seed, status, has_likelihood, conditional)
+RUNS = [
+    ("resflow", "resflow", "flow", 0, "ok", True, False),
+    ("resflow", "resflow", "flow", 1, "ok", True, False),
+    ("resflow", "resflow", "flow", 2, "ok", True, False),
+    ("ddpm", "ddpm", "diffusion", 0, "ok", True, True),
+    ("ddpm", "ddpm", "diffusion", 1, "diverged", True, True),
+    ("dcgan", "dcgan", "gan", 0, "ok", False, False),
+    ("nsf", "nsf", "flow", 0, "failed", True, False),
+    ("reference", "reference", "reference", 0, "ok", True, False),
+]
+
+
+def m(v, **protocol):
+    return {"value": v, "protocol": protocol}
+
+
+def fixture_metrics(model: str, seed: int, has_lik: bool) -> dict:
+    rng = np.random.default_rng(zlib.crc32(f"{model}{seed}".encode()))
+    out = {
+        "fid": m(float(20 + 10 * rng.random()), feature_extractor="domain-classifier"),
+        "is": m(float(1.5 + rng.random()), feature_extractor="domain-classifier"),
+        "kid": m(float(0.01 * rng.random()), feature_extractor="domain-classifier"),
+        "sample_seconds_per_batch": m(float(0.5 + rng.random()), batch=128),
+        "nfe": m(1.0 if model != "ddpm" else 1000.0, batch=128),
+    }
+    out["sample_seconds_per_image"] = m(out["sample_seconds_per_batch"]["value"] / 128, batch=128)
+    if has_lik:
+        kind = "upper-bound" if model == "ddpm" else "exact"
+        out["bits_per_dim"] = {"value": float(3 + rng.random()), "std": 0.01, "n": 360, "protocol": {"kind": kind}}
+    else:
+        out["bits_per_dim"] = {"value": None, "note": "not defined (implicit model, no likelihood)", "protocol": {}}
+    if model == "ddpm":
+        out["fid@ddim-10"] = m(out["fid"]["value"] + 8.0)
+        out["nfe@ddim-10"] = m(10.0)
+    if model == "dcgan":
+        out["coverage_kl"] = {"value": 0.05, "protocol": {"histogram": [30, 25, 20, 26, 24, 25, 27, 23, 28, 28]}}
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    for i, (model, registered, family, seed, status, has_lik, cond) in enumerate(RUNS):
+        rec = {"suite": SUITE, "profile": PROFILE, "model": model, "registered": registered, "family": family,
+               "seed": seed, "config": {}, "sampler": {}, "budget": {"kind": "steps", "value": 100.0},
+               "data": DATA, "train_settings": {"precision": "fp32"}, "eval_settings": {"feature_extractor": "auto"},
+               "has_likelihood": has_lik, "conditional": cond, "status": status, "hardware": HW,
+               "git_commit": "abc", "parameters": 1000 + len(model), "finished": f"2026-01-01T00:00:{i:02d}.000000Z",
+               "error": None, "metrics": {}, "curve": [],
+               "timings": {"train_seconds": 10.0 + seed, "train_images_per_second": 600.0 + 10 * seed, "peak_rss_mb": 800.0},
+               "train": {"steps": 100, "images": 6400, "loss_last": 1.0,
+                         "loss_curve": [[s, 2.0 / s + 0.01 * seed] for s in range(1, 101, 10)]}}
+        if status == "diverged":
+            rec["error"] = "non-finite loss (nan) at step 42"
+            rec["train"]["loss_curve"] = rec["train"]["loss_curve"][:4]
+        elif status == "failed":
+            rec["error"] = "RuntimeError: boom"
+            rec["train"] = {"steps": 0, "images": 0, "loss_curve": []}
+        else:
+            rec["metrics"] = fixture_metrics(model, seed, has_lik)
+            rec["curve"] = [{"fraction": 0.5, "step": 50, "images": 3200, "train_seconds": 5.0,
+                             "metrics": {k: dict(v) for k, v in rec["metrics"].items() if k in ("fid", "bits_per_dim")}}]
+            for c in rec["curve"]:
+                for v in c["metrics"].values():
+                    if v.get("value") is not None:
+                        v["value"] = v["value"] + 5
+            rel = Path("runs") / SUITE / PROFILE / "samples" / f"{model}__seed{seed}.npz"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(seed)
+            arrays = {"images": rng.integers(0, 256, size=(64, 1, 16, 16), dtype=np.uint8)}
+            if cond:
+                arrays["labels"] = np.arange(64) % 10
+            np.savez_compressed(root / rel, **arrays)
+            rec["artifacts"] = {"samples": str(rel)}
+        write_record(rec, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    paths = render(SUITE, results, out, profile=PROFILE, mirrors=["seed000-table4.4", "seed001-table5.4"])
+    folder = out / SUITE / PROFILE
+    return {"paths": paths, "dir": folder, "md": (folder / "README.md").read_text(),
+            "html": (folder / "report.html").read_text()}
+
+
+def md_row(md: str, first_cell: str, header_startswith: str) -> dict[str, str]:
+    """The row of the Markdown table whose header row starts with ``header_startswith``."""
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| " + header_startswith):
+            headers = [c.strip() for c in line.strip("|").split(" | ")]
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
+                if cells[0] == first_cell:
+                    return dict(zip(headers, cells))
+    raise AssertionError(f"no row {first_cell!r} in a table starting with {header_startswith!r}")
+
+
+def rows_where(md: str, header_startswith: str, **match) -> list[dict[str, str]]:
+    lines, out = md.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith("| " + header_startswith):
+            headers = [c.strip() for c in line.strip("|").split(" | ")]
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                d = dict(zip(headers, [c.strip() for c in row.strip().strip("|").split(" | ")]))
+                if all(d.get(k) == v for k, v in match.items()):
+                    out.append(d)
+    return out
+
+
+def expected(model: str, metric: str, results: Path) -> str:
+    """mean ± std over the ok seeds, computed here from the fixture values."""
+    vals = [fixture_metrics(model, seed, has)[metric]["value"]
+            for (mo, _, _, seed, st, has, _) in RUNS if mo == model and st == "ok"]
+    if len(vals) == 1:
+        return f"{vals[0]:.4g}"
+    return f"{statistics.fmean(vals):.4g} ± {statistics.stdev(vals):.2g}"
+
+
+def test_files_written(report):
+    assert {p.name for p in report["paths"]} == {"README.md", "report.html"}
+
+
+def test_model_table_numbers(report, results):
+    md = report["md"]
+    row = md_row(md, "resflow", "model | family | status")
+    assert row["status"] == "ok (3/3)" and row["seeds"] == "0, 1, 2"
+    assert row["bits/dim"] == expected("resflow", "bits_per_dim", results)
+    assert row["FID"] == expected("resflow", "fid", results)
+    assert row["IS"] == expected("resflow", "is", results)
+    assert row["KID"] == expected("resflow", "kid", results)
+    assert row["sample s / img"] == expected("resflow", "sample_seconds_per_image", results)
+    assert row["sample s / 128 img"] == expected("resflow", "sample_seconds_per_batch", results)
+    ips = [600.0, 610.0, 620.0]
+    assert row["train img/s"] == f"{statistics.fmean(ips):.4g} ± {statistics.stdev(ips):.2g}"
+    assert row["parameters"] == f"{1000 + len('resflow'):,}"
+    assert row["peak mem (MB)"] == "800 ± 0"  # identical over seeds
+
+
+def test_partial_results_and_not_defined(report, results):
+    md = report["md"]
+    gan = md_row(md, "dcgan", "model | family | status")
+    assert gan["bits/dim"] == "not defined"
+    ddpm = md_row(md, "ddpm", "model | family | status")
+    assert "seed 1 diverged: non-finite loss" in ddpm["status"] and ddpm["status"].startswith("ok 1/2")
+    assert ddpm["bits/dim"] == "≤ " + expected("ddpm", "bits_per_dim", results)  # upper bound, the ok seed only
+    assert ddpm["FID"] == expected("ddpm", "fid", results)
+    nsf = md_row(md, "nsf", "model | family | status")
+    assert "failed: RuntimeError: boom" in nsf["status"]
+    assert nsf["bits/dim"] == "n/a (failed)" and nsf["FID"] == "n/a (failed)"
+    # no cell of the models table is blank
+    for model in ("resflow", "ddpm", "dcgan", "nsf", "reference"):
+        assert all(v for v in md_row(md, model, "model | family | status").values())
+    runs = rows_where(md, "model | seed | status")
+    assert len(runs) == len(RUNS)
+    assert {r["status"] for r in runs} == {"ok", "diverged", "failed"}
+
+
+def test_published_vs_measured(report, results):
+    md = report["md"]
+    ref = {(r["genbench_model"], r["metric"]): r for r in csv.DictReader(
+        (REPO / "results" / "reference" / "seed000-table4.4.csv").open())}
+    rows = rows_where(md, "dataset | published model", **{"genbench run": "resflow"})
+    fid = next(r for r in rows if r["metric (unit)"].startswith("fid"))
+    assert fid["published"] == f"{float(ref[('resflow', 'fid')]['value']):.4g}" == "20.55"
+    assert fid["measured"] == expected("resflow", "fid", results)
+    assert fid["comparable?"].startswith("no:")
+    assert "smoke budget (100 steps)" in fid["comparable?"]
+    assert "dataset digits vs published mnist" in fid["comparable?"]
+    assert "feature space: measured domain-classifier vs published inception" in fid["comparable?"]
+    real = rows_where(md, "dataset | published model", **{"genbench run": "real data"})
+    assert real and all(r["measured"].startswith("not measured") for r in real)
+    # seed 001 Table 5.4: NSF failed, DAF absent, NLL without unit, sampling time for 25 images
+    nsf = rows_where(md, "dataset | published model", **{"genbench run": "nsf"})
+    nll = next(r for r in nsf if r["metric (unit)"].startswith("nll"))
+    assert nll["published"] == "1.03" and nll["measured"] == "n/a (failed)"
+    assert "no stated unit" in nll["comparable?"]
+    daf = [r for r in rows_where(md, "dataset | published model") if r["published model"].startswith("DAF")]
+    assert daf and all(r["measured"] == "not run" for r in daf)
+    ddpm_t = next(r for r in rows_where(md, "dataset | published model", **{"genbench run": "ddpm"})
+                  if r["metric (unit)"].startswith("sample_seconds_per_batch"))
+    per_image = fixture_metrics("ddpm", 0, True)["sample_seconds_per_image"]["value"]
+    assert ddpm_t["measured"] == f"{per_image * 25:.4g}"
+    assert "hardware: measured Test CPU" in ddpm_t["comparable?"]
+    assert "Measured: profile `smoke`, budget 100 steps" in md
+
+
+def test_plots_and_grids_present(report):
+    img = report["dir"] / "img"
+    for name in ("quality_vs_compute", "speed_quality", "nfe_vs_quality", "loss_curves", "bits_per_dim",
+                 "class_coverage", "grid_resflow", "grid_ddpm", "grid_ddpm_by_class", "grid_dcgan",
+                 "grid_reference", "grid_real"):
+        p = img / f"{name}.png"
+        assert p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"](img/{name}.png)" in report["md"]
+    assert not (img / "grid_nsf.png").exists()
+    assert "nsf: no samples saved" in report["md"]
+
+
+def test_class_grid_has_one_row_per_class(report):
+    from PIL import Image
+
+    from bench.report.grids import MIN_CELL, PAD
+
+    h = Image.open(report["dir"] / "img" / "grid_ddpm_by_class.png").size[1]
+    assert h == 10 * (MIN_CELL + PAD) + PAD  # 16 px images scaled ×3 = 48, ten classes
+
+
+class TagBalance(HTMLParser):
+    VOID = {"img", "meta", "br", "hr", "link", "input", "source", "wbr"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.urls, self.images = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k in ("src", "href") and v:
+                self.urls.append(v)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def test_html_self_contained_and_well_formed(report):
+    html = report["html"]
+    p = TagBalance()
+    p.feed(html)
+    p.close()
+    assert not p.errors and not p.stack, (p.errors, p.stack)
+    assert "http://" not in html and "https://" not in html
+    assert all(u.startswith("data:image/png;base64,") for u in p.urls)
+    pngs = sorted((report["dir"] / "img").glob("*.png"))
+    assert len(p.images) == len(pngs)
+    embedded = {base64.b64decode(u.split(",", 1)[1]) for u in p.images}
+    assert embedded == {f.read_bytes() for f in pngs}
+    assert "<table>" in html and "20.55" in html and "not defined" in html
+
+
+def test_missing_data_and_absent_sections_give_notes(results, tmp_path):
+    # the same records with a dataset that is not available here: the real grid is skipped with a note
+    from bench.records import load_records
+
+    root = tmp_path / "results"
+    for rec in load_records(results, SUITE):
+        rec.pop("_path")
+        rec["data"] = {**rec["data"], "dataset": "npz", "path": str(tmp_path / "missing.npz")}
+        rec["curve"], rec["train"]["loss_curve"] = [], []
+        rec["metrics"].pop("coverage_kl", None)
+        art = (rec.get("artifacts") or {}).get("samples")
+        if art:
+            rec["artifacts"]["samples"] = str(results / art)
+        write_record(rec, root)
+    render(SUITE, root, tmp_path / "rep", formats=["md"])
+    md = (tmp_path / "rep" / SUITE / PROFILE / "README.md").read_text()
+    assert "real-data grid skipped" in md
+    assert "skipped — quality vs training compute" in md
+    assert "skipped — training loss curves" in md
+    assert "skipped — class-coverage histograms" in md
+    assert not (tmp_path / "rep" / SUITE / PROFILE / "report.html").exists()
+
+
+def test_cli_report_and_bad_input(results, tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["report", "--results", str(results), "--reports", str(tmp_path / "r"), "--suite", SUITE]) == 0
+    assert (tmp_path / "r" / SUITE / PROFILE / "report.html").is_file()
+    assert main(["report", "--results", str(results), "--reports", str(tmp_path / "r"), "--format", "pdf"]) == 2
+    assert "unknown report format 'pdf'" in capsys.readouterr().err
+    assert main(["report", "--results", str(tmp_path / "none"), "--suite", "digits"]) == 2
+    assert "no result records" in capsys.readouterr().err
+
+
+def test_reference_tables_are_complete():
+    ref = REPO / "results" / "reference"
+    need = {"seed000-table4.4", "seed000-table4.5", "seed001-table5.2", "seed001-table5.3", "seed001-table5.4",
+            "ddpm-ho2020-cifar10", "seed000-speed"}
+    assert need <= {p.stem for p in ref.glob("*.csv")}
+    for p in ref.glob("*.csv"):
+        rows = list(csv.DictReader(p.open()))
+        assert rows, p
+        for r in rows:
+            assert r["table_id"] == p.stem and r["source"] and r["unit"] and r["genbench_model"], (p, r)
+            float(r["value"])
+    ho = {r["metric"]: r for r in csv.DictReader((ref / "ddpm-ho2020-cifar10.csv").open())}
+    assert (float(ho["fid"]["value"]), float(ho["is"]["value"]), float(ho["bits_per_dim"]["value"])) == (3.17, 9.46, 3.75)
+    assert ho["bits_per_dim"]["bound"] == "<="
+    nll = [r for r in csv.DictReader((ref / "seed001-table5.2.csv").open()) if r["metric"] == "nll"]
+    assert nll and all("not stated" in r["unit"] for r in nll)
