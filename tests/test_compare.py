@@ -214,3 +214,34 @@ def test_deliberate_regression_is_caught(tmp_path, capsys, workdirs):
     row = rows["bits_per_dim"]
     assert row["status"] == "regressed" and row["fresh"] > row["baseline"] + 0.5
     assert "config changed" in row["note"] and "lr=1e-7" in row["note"]
+
+
+def _bench_json(path, ref_s, step_s):
+    def b(name, t):
+        return {"name": name, "fullname": f"tests/benchmarks/x.py::{name}", "group": None,
+                "stats": {"min": t, "median": t * 1.1, "rounds": 3}}
+    path.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "X", "count": 2}},
+                                "benchmarks": [b("test_reference_matmul", ref_s), b("test_bench_step", step_s)]}))
+    return path
+
+
+def test_perf_check_uses_ratios_to_the_reference(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "perf_check.py"
+    spec = importlib.util.spec_from_file_location("perf_check", script)
+    perf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(perf)
+    base = tmp_path / "perf.json"
+    assert perf.main(["--from-json", str(_bench_json(tmp_path / "a.json", 0.01, 0.1)), "--update", "--baseline", str(base)]) == 0
+    assert json.loads(base.read_text())["benchmarks"]["tests/benchmarks/x.py::test_bench_step"]["ratio"] == pytest.approx(10)
+    # a machine 5x slower at everything: same ratio, passes (absolute times would have failed)
+    assert perf.main(["--from-json", str(_bench_json(tmp_path / "b.json", 0.05, 0.5)), "--baseline", str(base)]) == 0
+    # the step alone 4x slower relative to the reference: fails at the default 3x
+    md = tmp_path / "perf.md"
+    assert perf.main(["--from-json", str(_bench_json(tmp_path / "c.json", 0.01, 0.4)), "--baseline", str(base),
+                      "--markdown", str(md)]) == 1
+    assert "REGRESSED" in md.read_text() and "4.00x" in md.read_text()
+    assert perf.main(["--from-json", str(_bench_json(tmp_path / "c.json", 0.01, 0.4)), "--baseline", str(base),
+                      "--max-slowdown", "5"]) == 0
