@@ -1,0 +1,283 @@
+"""Conditional flow matching (Lipman et al. 2023) with the optimal-transport path of seed 004, and OT-CFM.
+
+Time runs from noise (t = 0, x0 ~ N(0, I)) to data (t = 1, x1 = the dequantized image scaled to
+[-1, 1]). The conditional path and its velocity (seed 004)::
+
+    x_t = (1 - (1 - sigma_min) t) x0 + t x1,      u_t = x1 - (1 - sigma_min) x0 = d x_t / d t
+
+and the loss is || v_theta(t, x_t, y) - u_t ||^2 averaged over pixels, t ~ U[0, 1].
+
+- ``cfm``: x0 and x1 drawn independently.
+- ``ot-cfm`` (Tong et al. 2024, minibatch OT coupling): within each batch the noise is re-paired
+  with the data by the exact optimal assignment for the squared Euclidean cost
+  (``scipy.optimize.linear_sum_assignment``, O(B^3), a few ms for B <= 256). For uniform
+  weights on two equally sized minibatches the exact OT plan is a permutation (Birkhoff), so the
+  assignment *is* the exact W2 plan that torchcfm obtains through POT's ``ot.emd``; it needs no
+  new dependency (scipy is already one) and is deterministic. torchcfm's default then *samples*
+  pairs from the plan with replacement; re-pairing by the permutation keeps every image once.
+- Velocity network: the shared U-Net (:mod:`baselines.nn.unet`, a preset by name), ``time_scale``
+  1000 so the sinusoidal embedding sees t in [0, 1000] like a DDPM timestep.
+- Classifier-free guidance (Ho & Salimans 2022; seed 004): when the data has labels, each label
+  is replaced by the U-Net's null class with probability ``label_dropout`` during training; the
+  sampler uses v(x, null) + w (v(x, y) - v(x, null)) (``guidance`` = w; 1 = plain conditional,
+  0 = unconditional). Both branches run as one batch of 2N, so NFE counts 2 network evaluations
+  per solver evaluation when 0 != w != 1.
+- Samplers (:mod:`baselines.nn.ode`): ``euler`` / ``midpoint`` / ``rk4`` with ``steps``, or
+  ``dopri5`` with ``rtol``/``atol``; options from the suite's ``sampler`` table:
+  ``{name = "rk4", steps = 25, guidance = 2.0}``.
+- Bits/dim: the probability-flow ODE integrated from the data back to t = 0 (unconditional
+  velocity v(x, null) when the model is class-conditional, i.e. log p(x), not log p(x | y)),
+  with the exact divergence for images of at most ``exact_max_dims`` dimensions and Hutchinson
+  otherwise. log p(y) of the dequantized image y in [0,1)^D adds the [0,1] -> [-1,1] Jacobian
+  D log 2; bench.conventions turns it into bits/dim of the 8-bit image. Kind "upper-bound":
+  with one draw of dequantization noise it is an unbiased estimate of the dequantization bound
+  on the discrete NLL (Theis et al. 2016); the Hutchinson standard error is reported as stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from bench import conventions
+from bench.errors import BenchError, did_you_mean
+from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Samples, register
+from baselines.nn import ode
+from baselines.nn.unet import PRESETS, UNet
+
+SAMPLER_KEYS = ("name", "solver", "steps", "rtol", "atol", "guidance")
+
+
+def ot_path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    """x_t = (1 - (1 - sigma_min) t) x0 + t x1, with t [N] broadcast over the image dimensions."""
+    t = t.reshape(-1, *([1] * (x0.dim() - 1)))
+    return (1.0 - (1.0 - sigma_min) * t) * x0 + t * x1
+
+
+def ot_target(x0: torch.Tensor, x1: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    """The conditional velocity d x_t / d t = x1 - (1 - sigma_min) x0 (independent of t)."""
+    return x1 - (1.0 - sigma_min) * x0
+
+
+def ot_pairing(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """Permutation ``p`` such that (x0[p[i]], x1[i]) is the exact minibatch OT (squared Euclidean) pairing."""
+    cost = torch.cdist(x0.flatten(1).float(), x1.flatten(1).float()).pow(2)
+    rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
+    perm = np.empty(len(cols), dtype=np.int64)
+    perm[cols] = rows
+    return torch.as_tensor(perm, device=x0.device)
+
+
+@register
+class ConditionalFlowMatching(GenerativeModel):
+    name = "cfm"
+    family = "flow-matching"
+    coupling = "independent"
+    defaults: dict[str, Any] = {
+        "lr": 2e-4,
+        "unet": "ddpm-thesis",  # a preset of baselines/nn/unet.py: ddpm-thesis, ddpm-ho, tiny
+        "base_channels": 0,  # 0: the preset's
+        "sigma_min": 1e-4,
+        "label_dropout": 0.1,  # classifier-free guidance; 0 with labels: conditional only
+        "ema_decay": 0.9999,  # 0 disables the EMA copy used for sampling and bits/dim
+        # sampling (overridable per evaluation by the suite's sampler table)
+        "solver": "euler",
+        "steps": 50,
+        "rtol": 1e-5,
+        "atol": 1e-5,
+        "guidance": 1.0,
+        # likelihood (probability-flow ODE)
+        "nll_solver": "dopri5",
+        "nll_steps": 50,
+        "nll_rtol": 1e-5,
+        "nll_atol": 1e-5,
+        "divergence": "auto",  # auto: exact for <= exact_max_dims dimensions, else hutchinson
+        "exact_max_dims": 64,  # exact costs D backward passes per solver evaluation
+        "hutchinson_probes": 4,
+    }
+    has_likelihood = True
+    conditional = True  # when the dataset has labels
+
+    def __init__(self, config: dict[str, Any], data: DataSpec):
+        super().__init__(config, data)
+        c = self.config
+        if c["unet"] not in PRESETS:
+            raise BenchError(f"unknown U-Net preset {c['unet']!r}{did_you_mean(str(c['unet']), PRESETS)}; "
+                             f"use one of {', '.join(PRESETS)}")
+        if data.height != data.width:
+            raise BenchError(f"{self.name} needs square images, got {data.height}x{data.width}")
+        if c["divergence"] not in ("auto",) + ode.DIVERGENCES:
+            raise BenchError(f"divergence must be one of auto, exact, hutchinson; got {c['divergence']!r}")
+        if not 0.0 <= float(c["sigma_min"]) < 1.0:
+            raise BenchError(f"sigma_min must be in [0, 1), got {c['sigma_min']!r}")
+        if not 0.0 <= float(c["label_dropout"]) < 1.0:
+            raise BenchError(f"label_dropout must be in [0, 1), got {c['label_dropout']!r}")
+        ode.check_solver(c["solver"], c["steps"])
+        ode.check_solver(c["nll_solver"], c["nll_steps"])
+        self.conditional = data.num_classes > 0  # instance-level: unconditional on unlabelled data
+        self.num_classes = data.num_classes
+        overrides: dict[str, Any] = {}
+        if int(c["base_channels"]):
+            overrides["base_channels"] = int(c["base_channels"])
+        self.net = UNet.from_preset(c["unet"], data.channels, num_classes=data.num_classes, image_size=data.height,
+                                    time_scale=1000.0, **overrides)
+        levels = len(self.net.encoder.down)
+        if data.height % 2 ** (levels - 1):
+            raise BenchError(f"U-Net preset {c['unet']!r} has {levels} levels and needs an image size divisible by "
+                             f"{2 ** (levels - 1)}, got {data.height}")
+        self.ema = None
+        if float(c["ema_decay"]) > 0:
+            self.ema = copy.deepcopy(self.net)
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+
+    # ---- training -------------------------------------------------------------------------
+    def _rand(self, shape, generator, device, kind="randn"):
+        gen_device = generator.device if generator is not None else device
+        fn = torch.randn if kind == "randn" else torch.rand
+        return fn(shape, generator=generator, device=gen_device).to(device)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        gen = batch.generator
+        x1 = conventions.dequantize(batch.x, gen) * 2.0 - 1.0
+        device = x1.device
+        n = x1.shape[0]
+        x0 = self._rand(x1.shape, gen, device)
+        if self.coupling == "ot":
+            x0 = x0[ot_pairing(x0, x1)]
+        t = self._rand((n,), gen, device, "rand")
+        sigma_min = float(self.config["sigma_min"])
+        xt = ot_path(x0, x1, t, sigma_min)
+        target = ot_target(x0, x1, sigma_min)
+        y = None
+        if self.conditional:
+            if batch.y is None:
+                raise BenchError(f"{self.name}: the data spec has classes but the batch has no labels")
+            y = batch.y.to(device).long()
+            p = float(self.config["label_dropout"])
+            if p > 0:
+                drop = self._rand((n,), gen, device, "rand") < p
+                y = torch.where(drop, torch.full_like(y, self.net.null_class), y)
+        v = self.net(xt, t, y)
+        return F.mse_loss(v.float(), target)
+
+    def after_optimizer_step(self, optimizer: str) -> None:
+        if self.ema is None:
+            return
+        self.ema_steps += 1
+        n = int(self.ema_steps)
+        decay = min(float(self.config["ema_decay"]), (1.0 + n) / (10.0 + n))  # warm-up for short runs
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.net.parameters()):
+                e.lerp_(p.detach(), 1.0 - decay)
+            for e, b in zip(self.ema.buffers(), self.net.buffers()):
+                e.copy_(b)
+
+    # ---- velocity -------------------------------------------------------------------------
+    def eval_net(self) -> UNet:
+        """The network used for sampling and likelihood: the EMA copy when enabled."""
+        return self.ema if self.ema is not None else self.net
+
+    def velocity(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None,
+                 guidance: float = 1.0) -> torch.Tensor:
+        """v(t, x | y) with classifier-free guidance weight ``guidance`` (y None: unconditional)."""
+        net = self.eval_net()
+        if y is None or not self.conditional:
+            return net(x, t, None)
+        w = float(guidance)
+        if w == 1.0:
+            return net(x, t, y)
+        null = torch.full_like(y, net.null_class)
+        if w == 0.0:
+            return net(x, t, null)
+        v = net(torch.cat([x, x]), t, torch.cat([y, null]))
+        v_cond, v_uncond = v.chunk(2)
+        return v_uncond + w * (v_cond - v_uncond)
+
+    def transport(self, x0: torch.Tensor, y: torch.Tensor | None = None, *, solver: str = "euler",
+                  steps: int | None = 50, rtol: float = 1e-5, atol: float = 1e-5,
+                  guidance: float = 1.0) -> ode.ODEResult:
+        """Integrate the learned flow from noise x0 at t = 0 to t = 1 (unclamped, in [-1, 1] scale)."""
+        return ode.integrate(lambda t, x: self.velocity(t, x, y, guidance), x0, t0=0.0, t1=1.0,
+                             solver=solver, steps=steps, rtol=rtol, atol=atol)
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _sampler_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = [k for k in options if k not in SAMPLER_KEYS]
+        if unknown:
+            raise BenchError(f"{self.name}: unknown sampler option {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], SAMPLER_KEYS)}; known: {', '.join(SAMPLER_KEYS)}")
+        c = self.config
+        if "name" in options and "solver" in options and options["name"] != options["solver"]:
+            raise BenchError(f"{self.name}: sampler name {options['name']!r} and solver {options['solver']!r} disagree")
+        solver = options.get("solver", options.get("name", c["solver"]))
+        steps = options.get("steps", c["steps"])
+        ode.check_solver(solver, steps if solver in ode.FIXED_STEP_SOLVERS else None)
+        return {"solver": solver, "steps": steps, "rtol": float(options.get("rtol", c["rtol"])),
+                "atol": float(options.get("atol", c["atol"])), "guidance": float(options.get("guidance", c["guidance"]))}
+
+    @torch.no_grad()
+    def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               **sampler: Any) -> Samples:
+        opts = self._sampler_options(sampler)
+        device = next(self.parameters()).device
+        y = None
+        label_source = "none"
+        if self.conditional:
+            if labels is None:
+                gen_device = generator.device if generator is not None else device
+                y = torch.randint(0, self.num_classes, (n,), generator=generator, device=gen_device).to(device)
+                label_source = "uniform"
+            else:
+                y = torch.as_tensor(labels, device=device).long().flatten()
+                if y.numel() != n or y.min() < 0 or y.max() >= self.num_classes:
+                    raise BenchError(f"labels must be {n} class indices in [0, {self.num_classes})")
+                label_source = "given"
+        elif labels is not None:
+            raise BenchError(f"{self.name} was trained without labels; it cannot sample given labels")
+        x0 = self._rand((n, *self.data.shape), generator, device)
+        res = self.transport(x0, y, **opts)
+        w = opts["guidance"]
+        per_call = 2 if (y is not None and w not in (0.0, 1.0)) else 1
+        info = {"solver_evals": res.nfe, "guidance": w if y is not None else 0.0, "labels": label_source}
+        return Samples(conventions.from_signed(res.x), nfe=res.nfe * per_call, info=info)
+
+    def divergence_mode(self) -> str:
+        mode = self.config["divergence"]
+        if mode == "auto":
+            mode = "exact" if self.data.dims <= int(self.config["exact_max_dims"]) else "hutchinson"
+        return mode
+
+    def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
+        c = self.config
+        d = self.data.dims
+        y01 = conventions.dequantize(batch.x, batch.generator)
+        s = y01 * 2.0 - 1.0
+        mode = self.divergence_mode()
+        # The likelihood ODE runs in fp32 even under a bf16 autocast: dopri5's tolerances sit far
+        # below bf16 resolution, and the exact divergence would otherwise carry bf16 rounding.
+        with torch.autocast(s.device.type, enabled=False):
+            res = ode.log_likelihood(lambda t, x: self.velocity(t, x, None).float(), s, divergence=mode,
+                                     probes=int(c["hutchinson_probes"]), generator=batch.generator,
+                                     solver=c["nll_solver"], steps=c["nll_steps"], rtol=float(c["nll_rtol"]),
+                                     atol=float(c["nll_atol"]), t_data=1.0, t_noise=0.0)
+        log_p_y = res.log_prob + d * math.log(2.0)  # [0,1] -> [-1,1] has Jacobian 2 per dimension
+        bpd = conventions.unit_density_to_bits_per_dim(log_p_y, d)
+        stderr = None if res.stderr is None else res.stderr / (d * math.log(2.0))
+        info = {"divergence": mode, "likelihood_nfe": res.nfe, "likelihood_solver": c["nll_solver"],
+                "hutchinson_probes": res.probes}
+        return Likelihood(bpd.detach(), kind="upper-bound", stderr=stderr, info=info)
+
+
+@register
+class OTConditionalFlowMatching(ConditionalFlowMatching):
+    name = "ot-cfm"
+    family = "flow-matching"
+    coupling = "ot"
