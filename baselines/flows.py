@@ -1,0 +1,215 @@
+"""Normalizing-flow family: contractive residual flow (seed 000), Glow, neural spline flow (seed 001).
+
+All three model the uniformly dequantized image y = (x + u)/256 (``bench.conventions``), after a
+fixed preprocessing ("logit": s = logit(alpha + (1 - 2 alpha) y), or "center": s = y - 0.5) whose
+log-Jacobian is added, so ``nll_bits_per_dim`` is the bits/dim of the original 8-bit image
+(the dequantization bound; kind "upper-bound" where the flow's log-det is exact, "estimate" with a
+standard error for the residual flow's stochastic log-det). Pieces live in
+``baselines/nn/flow_layers.py``.
+
+``defaults`` are the seed configurations (MNIST 1x32x32):
+
+- ``resflow``: seed 000 §4.3.1 = Chen et al. 2019's MNIST model: logit (alpha 1e-5) -> 16 blocks ->
+  [squeeze -> 16 blocks] x 2, ActNorm before and after each block, LipSwish -> 3x3 -> LipSwish -> 1x1
+  -> LipSwish -> 3x3 convs spectrally normalised to 0.98, batch 64, Adam 1e-3. The thesis quotes
+  "channel size 128" and 16M parameters; these cannot both hold: with 128 hidden channels the model
+  has 1.6M parameters, with 512 (Chen et al.'s ``--idim 512`` default) it has 15.7M ("16M"), so the
+  default is 512 hidden channels (see docs/flows.md). For CIFAR-10 set ``alpha = 0.05`` (3 channels:
+  21.9M here; Chen's CIFAR-10 model adds fully connected end blocks, which the thesis does not list).
+- ``glow``: Kingma & Dhariwal 2018 (L = 3 levels, K = 32 steps, 512 hidden channels, affine coupling).
+- ``nsf``: seed 001's NSF baseline: Glow skeleton with rational-quadratic spline coupling, 3 levels
+  x 16 steps = 48 flows, 64 hidden channels, 2 residual blocks in each coupling network.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from bench import conventions
+from bench.errors import BenchError
+from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
+from baselines.nn import flow_layers as fl
+
+
+class _Flow(GenerativeModel):
+    family = "flow"
+    has_likelihood = True
+    conditional = False
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        cfg = self.config
+        if cfg["preprocessing"] not in ("logit", "center"):
+            raise BenchError(f"{self.name}: preprocessing={cfg['preprocessing']!r} is not 'logit' or 'center'")
+        if not 0.0 <= float(cfg["alpha"]) < 0.5:
+            raise BenchError(f"{self.name}: alpha={cfg['alpha']} must lie in [0, 0.5)")
+
+    def _check_divisible(self, factor: int, what: str):
+        if self.data.height % factor or self.data.width % factor:
+            raise BenchError(f"{self.name}: {what} needs image sides divisible by {factor}, got "
+                             f"{self.data.height}x{self.data.width}; change image_size or the config")
+
+    def _preprocess(self, x, generator):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return fl.preprocess(x, self.config["preprocessing"], float(self.config["alpha"]), generator)
+
+    def _bpd(self, x, generator):
+        s, ld_pre = self._preprocess(x, generator)
+        z, ld = self.flow(s, generator)
+        return fl.bits_per_dim(fl.standard_normal_logprob(z), ld, ld_pre, self.data.dims)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return self._bpd(batch.x, batch.generator).mean()
+
+    def _latent_shape(self):
+        return self.data.shape
+
+    def _sampler_options(self, sampler: dict[str, Any]) -> float:
+        opts = dict(sampler)
+        name = opts.pop("name", "default")
+        if name not in ("default", self.name):
+            raise BenchError(f"{self.name}: unknown sampler {name!r}; flows sample in one inverse pass (name='default')")
+        temperature = float(opts.pop("temperature", self.config.get("temperature", 1.0)))
+        if opts:
+            raise BenchError(f"{self.name}: unknown sampler option(s) {sorted(opts)}; the only option is 'temperature'")
+        if temperature <= 0:
+            raise BenchError(f"{self.name}: temperature must be > 0, got {temperature}")
+        return temperature
+
+    def _draw_latent(self, n, generator, temperature):
+        dev = next(self.parameters()).device
+        z = torch.randn((n, *self._latent_shape()), generator=generator,
+                        device=dev if generator is None else generator.device)
+        return z.to(dev) * temperature
+
+    @torch.no_grad()
+    def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
+        temperature = self._sampler_options(sampler)
+        s = self.flow.inverse(self._draw_latent(n, generator, temperature))
+        images = fl.postprocess(s, self.config["preprocessing"], float(self.config["alpha"]))
+        return Samples(images, nfe=1, info={"temperature": temperature})
+
+
+class _MultiScale(_Flow):
+    coupling = "affine"
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        cfg = self.config
+        self._check_divisible(2 ** int(cfg["levels"]), f"levels={cfg['levels']}")
+        self.flow = fl.MultiScaleFlow(data.channels, int(cfg["levels"]), int(cfg["steps_per_level"]),
+                                      int(cfg["hidden_channels"]), self.coupling, int(cfg["num_blocks"]),
+                                      int(cfg.get("num_bins", 8)), float(cfg.get("tail_bound", 3.0)))
+
+    @torch.no_grad()
+    def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
+        bpd = self._bpd(batch.x, batch.generator)
+        return Likelihood(bpd.float(), kind="upper-bound",
+                          info={"logdet": "exact", "dequantization": "uniform, one draw per image"})
+
+
+@register
+class Glow(_MultiScale):
+    """Glow (Kingma & Dhariwal 2018): squeeze -> K x (ActNorm, LU 1x1 conv, affine coupling) -> split.
+
+    Differences from the paper, on purpose: standard-normal prior on all factored-out latents
+    (no learned split prior), no ActNorm inside the coupling networks. Sampling option
+    ``temperature`` scales the latent's standard deviation.
+    """
+
+    name = "glow"
+    coupling = "affine"
+    defaults = {"lr": 1e-3, "levels": 3, "steps_per_level": 32, "hidden_channels": 512, "num_blocks": 0,
+                "preprocessing": "center", "alpha": 0.05, "temperature": 1.0}
+
+
+@register
+class NeuralSplineFlow(_MultiScale):
+    """Neural spline flow (Durkan et al. 2019) as seed 001's baseline: the Glow skeleton with
+    rational-quadratic spline coupling (``num_bins`` bins on [-tail_bound, tail_bound], linear
+    tails), conditioner = convolutional ResNet with ``num_blocks`` residual blocks."""
+
+    name = "nsf"
+    coupling = "spline"
+    defaults = {"lr": 5e-4, "levels": 3, "steps_per_level": 16, "hidden_channels": 64, "num_blocks": 2,
+                "num_bins": 8, "tail_bound": 3.0, "preprocessing": "center", "alpha": 0.05, "temperature": 1.0}
+
+
+@register
+class ResFlow(_Flow):
+    """Contractive residual flow (Chen et al. 2019) configured as seed 000 (see the module docstring).
+
+    Training uses the unbiased Russian-roulette power-series log-det (``n_exact_terms`` exact terms
+    + Geometric(``geom_p``) more) with one Hutchinson vector and the Neumann-series gradient.
+    ``nll_bits_per_dim`` averages ``eval_draws`` independent log-det estimates (``n_exact_terms_eval``
+    exact terms, as Chen et al. evaluate) and reports their standard error; with
+    ``exact_logdet = true`` it computes log|det(I + J_g)| of every block from the full Jacobian
+    instead (affordable only for small images, e.g. 1x16x16). Sampling inverts each block by
+    fixed-point iteration to |x_k - x_(k-1)| <= atol + rtol |y| (float32) and reports the iterations.
+    Parameters: 15.7M at the default (MNIST) config, the thesis's "16M".
+    """
+
+    name = "resflow"
+    defaults = {"lr": 1e-3, "blocks_per_scale": [16, 16, 16], "hidden_channels": 512, "lipschitz_coeff": 0.98,
+                "actnorm": True, "preprocessing": "logit", "alpha": 1e-5, "sn_iterations": 5,
+                "n_exact_terms": 2, "n_exact_terms_eval": 20, "geom_p": 0.5, "neumann_grad": True,
+                "eval_draws": 4, "exact_logdet": False, "fixed_point_atol": 1e-5, "fixed_point_rtol": 1e-5,
+                "fixed_point_max_iters": 500, "temperature": 1.0}
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        cfg = self.config
+        blocks = [int(b) for b in cfg["blocks_per_scale"]]
+        if not blocks or min(blocks) < 0:
+            raise BenchError(f"resflow: blocks_per_scale={cfg['blocks_per_scale']!r} must be a non-empty list of block counts")
+        if not 0.0 < float(cfg["lipschitz_coeff"]) < 1.0:
+            raise BenchError(f"resflow: lipschitz_coeff={cfg['lipschitz_coeff']} must lie in (0, 1) for invertibility")
+        if int(cfg["eval_draws"]) < 2 and not cfg["exact_logdet"]:
+            raise BenchError("resflow: eval_draws must be >= 2 to report a standard error")
+        self._check_divisible(2 ** (len(blocks) - 1), f"{len(blocks) - 1} squeezes")
+        self.flow = fl.ResidualFlow(
+            data.channels, blocks, int(cfg["hidden_channels"]), float(cfg["lipschitz_coeff"]), bool(cfg["actnorm"]),
+            int(cfg["sn_iterations"]), n_exact_terms=int(cfg["n_exact_terms"]),
+            n_exact_terms_eval=int(cfg["n_exact_terms_eval"]), geom_p=float(cfg["geom_p"]),
+            neumann_grad=bool(cfg["neumann_grad"]), fixed_point_atol=float(cfg["fixed_point_atol"]),
+            fixed_point_rtol=float(cfg["fixed_point_rtol"]), fixed_point_max_iters=int(cfg["fixed_point_max_iters"]))
+
+    def _latent_shape(self):
+        return self.flow.latent_shape(*self.data.shape)
+
+    def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
+        with torch.autocast(device_type=batch.x.device.type, enabled=False), torch.no_grad():
+            s, ld_pre = self._preprocess(batch.x, batch.generator)  # one dequantization draw per image
+            if self.config["exact_logdet"]:
+                self.flow.set_logdet_mode("exact")
+                try:
+                    z, ld = self.flow(s)
+                finally:
+                    self.flow.set_logdet_mode("estimate")
+                bpd = fl.bits_per_dim(fl.standard_normal_logprob(z), ld, ld_pre, self.data.dims)
+                return Likelihood(bpd, kind="upper-bound", info={"logdet": "exact (brute-force Jacobian)"})
+            draws = []
+            for _ in range(int(self.config["eval_draws"])):
+                z, ld = self.flow(s, batch.generator)
+                draws.append(fl.bits_per_dim(fl.standard_normal_logprob(z), ld, ld_pre, self.data.dims))
+            d = torch.stack(draws)
+            return Likelihood(d.mean(0), kind="estimate", stderr=d.std(0) / math.sqrt(d.shape[0]),
+                              info={"logdet": f"Russian-roulette power series, {d.shape[0]} draws",
+                                    "bound": "dequantization upper bound"})
+
+    @torch.no_grad()
+    def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
+        temperature = self._sampler_options(sampler)
+        s = self.flow.inverse(self._draw_latent(n, generator, temperature))
+        its = self.flow.last_inverse_iterations
+        images = fl.postprocess(s, self.config["preprocessing"], float(self.config["alpha"]))
+        mean_it = sum(its) / max(len(its), 1)
+        return Samples(images, nfe=max(1, round(mean_it)),
+                       info={"temperature": temperature, "fixed_point_iterations_total": int(sum(its)),
+                             "fixed_point_iterations_mean": mean_it,
+                             "fixed_point_iterations_max": int(max(its, default=0)),
+                             "fixed_point_tolerance": {"atol": self.config["fixed_point_atol"],
+                                                       "rtol": self.config["fixed_point_rtol"]}})

@@ -1,0 +1,600 @@
+"""The project's one flow-layer library (Glow, neural spline flow, contractive residual flow).
+
+API (every layer and model below follows it)
+-------------------------------------------
+``layer(x, generator=None) -> (y, logdet)``  with ``logdet`` the per-sample log|det dy/dx| [N]
+(float32, summed over all dimensions); ``layer.inverse(y) -> x``. ``generator`` feeds the
+stochastic log-det estimator of :class:`ResidualBlock` (ignored by exact layers).
+
+Layers: :class:`ActNorm` (data-dependent init on its first forward), :class:`InvConv1x1`
+(LU-decomposed, Kingma & Dhariwal 2018), :class:`AffineCoupling` (Glow), :class:`SplineCoupling`
+(rational-quadratic spline coupling, Durkan et al. 2019; the spline itself is normflows'
+``unconstrained_rational_quadratic_spline``, a verbatim port of Durkan's reference code),
+:class:`Squeeze`, :class:`FlowSequential`, and for residual flows (Chen et al. 2019)
+:class:`LipSwish`, :class:`SNConv2d` (spectral normalisation of the convolution *operator* to a
+Lipschitz coefficient), :class:`ResidualBlock` (power-series log-det, Hutchinson trace estimator,
+Russian-roulette truncation, Neumann-series gradient, brute-force mode, fixed-point inverse).
+
+Models (reusable nn.Modules mapping preprocessed images to a latent of the same total dimension):
+
+- :class:`MultiScaleFlow` (Glow / NSF skeleton): ``forward(y) -> (z, logdet)`` with ``z`` a single
+  tensor of the *input's shape* [N, C, H, W]. Internally: per level squeeze -> K steps
+  (ActNorm -> 1x1 conv -> coupling) -> split off half of the channels (all but the last level);
+  the factored-out halves and the last level's output are re-assembled by the inverse
+  squeeze/concatenation (a permutation: no log-det), so ``z`` is image-shaped and
+  ``inverse(z) -> y``. The base distribution is N(0, I) on all of ``z`` (no learned split prior),
+  so a different prior (e.g. seed 001's DDPM on z0) can be put on ``z`` directly.
+- :class:`ResidualFlow` (seed 000's CRF): ``forward(y) -> (z, logdet)`` with ``z`` of shape
+  ``ResidualFlow.latent_shape(C, H, W)`` (after the squeezes, no factor-out); ``inverse(z)`` runs
+  the fixed-point iterations and records them in ``last_inverse_iterations``.
+
+Preprocessing of 8-bit data (:func:`preprocess`) uses ``bench.conventions`` only: uniform
+dequantization y = (x + u)/256, then "logit" (``logit_transform``) or "center" (y - 0.5, log-det 0);
+:func:`bits_per_dim` turns log p(z) + flow log-det + preprocessing log-det into bits/dim of the
+original 8-bit image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import conventions
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _no_autocast(t: torch.Tensor):
+    """Context that switches autocast off (numerically delicate parts run in float32)."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
+    """Per-sample log N(z; 0, I) [N] (float32)."""
+    z = z.float()
+    return (-0.5 * (z * z + LOG_2PI)).flatten(1).sum(1)
+
+
+# ---- preprocessing / bits per dim ------------------------------------------------------------------
+
+def preprocess(x: torch.Tensor, kind: str, alpha: float = 1e-5, generator: torch.Generator | None = None,
+               noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images -> (s, log|ds/dy|) with y the dequantized image in [0,1).
+
+    ``kind``: "logit" (s = logit(alpha + (1-2alpha) y)) or "center" (s = y - 0.5).
+    ``noise=False`` uses bin centres instead of uniform noise (not a valid likelihood bound).
+    """
+    y = conventions.dequantize(x, generator) if noise else conventions.to_unit(x)
+    if kind == "logit":
+        return conventions.logit_transform(y, alpha)
+    if kind == "center":
+        return y - 0.5, torch.zeros(y.shape[0], device=y.device)
+    raise ValueError(f"unknown preprocessing {kind!r}; use 'logit' or 'center'")
+
+
+def postprocess(s: torch.Tensor, kind: str, alpha: float = 1e-5) -> torch.Tensor:
+    """Inverse of :func:`preprocess` (without the noise): model space -> images in [0, 1]."""
+    s = s.float()
+    if kind == "logit":
+        return conventions.inverse_logit_transform(s, alpha)
+    return (s + 0.5).clamp(0.0, 1.0)
+
+
+def bits_per_dim(log_pz: torch.Tensor, logdet_flow: torch.Tensor, logdet_pre: torch.Tensor, d: int) -> torch.Tensor:
+    """log p(z) + log|det| terms (nats, per image) -> bits/dim of the 8-bit image (dequantization bound)."""
+    log_p_y = log_pz.float() + logdet_flow.float() + logdet_pre.float()
+    return conventions.unit_density_to_bits_per_dim(log_p_y, d)
+
+
+# ---- basic layers ------------------------------------------------------------------------------------
+
+class FlowLayer(nn.Module):
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):  # pragma: no cover
+        raise NotImplementedError
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class FlowSequential(FlowLayer):
+    """A chain of flow layers; log-dets add up."""
+
+    def __init__(self, layers: Sequence[FlowLayer]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x, generator=None):
+        logdet = torch.zeros(x.shape[0], device=x.device)
+        for layer in self.layers:
+            x, ld = layer(x, generator)
+            logdet = logdet + ld.float()
+        return x, logdet
+
+    def inverse(self, y):
+        for layer in reversed(self.layers):
+            y = layer.inverse(y)
+        return y
+
+
+class ActNorm(FlowLayer):
+    """Per-channel affine y = (x + b) * exp(s), initialised from the first batch it sees (zero mean, unit var)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+
+    @torch.no_grad()
+    def _init(self, x):
+        xf = x.float().transpose(0, 1).flatten(1)
+        mean, std = xf.mean(1), xf.std(1) if xf.shape[1] > 1 else torch.ones_like(xf[:, 0])
+        self.bias.copy_((-mean).view_as(self.bias))
+        self.logs.copy_((-torch.log(std + 1e-6)).view_as(self.logs))
+        self.initialized.fill_(1)
+
+    def forward(self, x, generator=None):
+        if not bool(self.initialized):
+            self._init(x)
+        y = (x + self.bias) * torch.exp(self.logs)
+        hw = x.shape[2] * x.shape[3]
+        return y, (hw * self.logs.float().sum()).expand(x.shape[0])
+
+    def inverse(self, y):
+        return y * torch.exp(-self.logs) - self.bias
+
+
+class InvConv1x1(FlowLayer):
+    """Invertible 1x1 convolution, W = P L (U + diag(sign * exp(log_s))) (LU-decomposed, Glow)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        q = torch.linalg.qr(torch.randn(channels, channels))[0]
+        p, lower, upper = torch.linalg.lu(q)
+        s = torch.diagonal(upper)
+        self.register_buffer("p", p)
+        self.register_buffer("sign_s", torch.sign(s))
+        self.register_buffer("lmask", torch.tril(torch.ones(channels, channels), -1))
+        self.register_buffer("eye", torch.eye(channels))
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_s = nn.Parameter(torch.log(s.abs()))
+
+    def weight(self) -> torch.Tensor:
+        lower = self.lower * self.lmask + self.eye
+        upper = self.upper * self.lmask.t() + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.p @ lower @ upper
+
+    def forward(self, x, generator=None):
+        w = self.weight()
+        y = F.conv2d(x, w.view(*w.shape, 1, 1))
+        hw = x.shape[2] * x.shape[3]
+        return y, (hw * self.log_s.float().sum()).expand(x.shape[0])
+
+    def inverse(self, y):
+        with _no_autocast(y):
+            w_inv = torch.linalg.inv(self.weight().double()).to(self.log_s.dtype)
+            return F.conv2d(y.to(w_inv.dtype), w_inv.view(*w_inv.shape, 1, 1))
+
+
+def squeeze2d(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, 4C, H/2, W/2] (space-to-depth, RealNVP/Glow order)."""
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(n, c * 4, h // 2, w // 2)
+
+
+def unsqueeze2d(x: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    x = x.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(n, c // 4, h * 2, w * 2)
+
+
+class Squeeze(FlowLayer):
+    def forward(self, x, generator=None):
+        return squeeze2d(x), torch.zeros(x.shape[0], device=x.device)
+
+    def inverse(self, y):
+        return unsqueeze2d(y)
+
+
+# ---- coupling layers -----------------------------------------------------------------------------------
+
+class CouplingNet(nn.Module):
+    """The conditioner of a coupling layer; its last convolution starts at zero (identity flow).
+
+    ``num_blocks == 0``: Glow's network (3x3 conv -> ReLU -> 1x1 conv -> ReLU -> 3x3 conv);
+    ``num_blocks > 0``: Durkan et al.'s convolutional ResNet (3x3 conv, then ``num_blocks``
+    pre-activation residual blocks of two 3x3 convs, ReLU, 3x3 conv).
+    """
+
+    def __init__(self, cin: int, cout: int, hidden: int, num_blocks: int = 0):
+        super().__init__()
+        self.inp = nn.Conv2d(cin, hidden, 3, padding=1)
+        if num_blocks == 0:
+            self.mid = nn.ModuleList([nn.Conv2d(hidden, hidden, 1)])
+        else:
+            self.mid = nn.ModuleList(
+                nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+                              nn.Conv2d(hidden, hidden, 3, padding=1)) for _ in range(num_blocks))
+        self.resnet = num_blocks > 0
+        self.out = nn.Conv2d(hidden, cout, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for m in self.mid:
+            h = h + m(h) if self.resnet else m(F.relu(h))
+        return self.out(F.relu(h))
+
+
+class _Coupling(FlowLayer):
+    """Transforms one half of the channels conditioned on the other; ``parity`` picks the half."""
+
+    def __init__(self, channels: int, params_per_dim: int, hidden: int, num_blocks: int, parity: int):
+        super().__init__()
+        if channels < 2:
+            raise ValueError("a coupling layer needs at least 2 channels (squeeze first)")
+        self.c_id = channels // 2 if parity == 0 else channels - channels // 2
+        self.c_tr = channels - self.c_id
+        self.parity = parity
+        self.k = params_per_dim
+        self.net = CouplingNet(self.c_id, self.c_tr * params_per_dim, hidden, num_blocks)
+
+    def _split(self, x):
+        a, b = x[:, : self.c_id], x[:, self.c_id:]
+        return (a, b) if self.parity == 0 else (b, a)  # (conditioning, transformed)
+
+    def _join(self, cond, tr):
+        return torch.cat([cond, tr], 1) if self.parity == 0 else torch.cat([tr, cond], 1)
+
+    def _params(self, cond):
+        h = self.net(cond)
+        n, _, hh, ww = h.shape
+        return h.view(n, self.c_tr, self.k, hh, ww)
+
+    def forward(self, x, generator=None):
+        cond, tr = self._split(x)
+        y, logdet = self._transform(tr, self._params(cond), inverse=False)
+        return self._join(cond, y), logdet.float().flatten(1).sum(1)
+
+    def inverse(self, y):
+        cond, tr = self._split(y)
+        x, _ = self._transform(tr, self._params(cond), inverse=True)
+        return self._join(cond, x)
+
+
+class AffineCoupling(_Coupling):
+    """Glow's affine coupling: y_b = (x_b + t(x_a)) * sigmoid(s(x_a) + 2)."""
+
+    def __init__(self, channels: int, hidden: int, num_blocks: int = 0, parity: int = 0):
+        super().__init__(channels, 2, hidden, num_blocks, parity)
+
+    def _transform(self, x, p, inverse):
+        shift, raw = p[:, :, 0], p[:, :, 1]
+        log_scale = F.logsigmoid(raw.float() + 2.0)
+        if not inverse:
+            return (x + shift) * torch.exp(log_scale).to(x.dtype), log_scale
+        return x * torch.exp(-log_scale).to(x.dtype) - shift, -log_scale
+
+
+class SplineCoupling(_Coupling):
+    """Rational-quadratic spline coupling (Durkan et al. 2019) with linear tails outside [-B, B].
+
+    Widths/heights are divided by sqrt(hidden) as in Durkan's code; the derivative outputs are
+    offset so that the zero-initialised conditioner gives the identity. The spline runs in float32
+    (autocast off).
+    """
+
+    _IDENTITY_DERIV = math.log(math.expm1(1.0 - 1e-3))  # softplus^-1(1 - min_derivative)
+
+    def __init__(self, channels: int, hidden: int, num_blocks: int = 2, parity: int = 0,
+                 num_bins: int = 8, tail_bound: float = 3.0):
+        super().__init__(channels, 3 * num_bins - 1, hidden, num_blocks, parity)
+        self.num_bins, self.tail_bound, self.hidden = num_bins, tail_bound, hidden
+
+    def _transform(self, x, p, inverse):
+        from normflows.utils.splines import unconstrained_rational_quadratic_spline
+
+        k = self.num_bins
+        with _no_autocast(x):
+            p = p.float().permute(0, 1, 3, 4, 2)  # [N, c, H, W, 3K-1]
+            scale = math.sqrt(self.hidden)
+            out, lad = unconstrained_rational_quadratic_spline(
+                x.float(), p[..., :k] / scale, p[..., k:2 * k] / scale, p[..., 2 * k:] + self._IDENTITY_DERIV,
+                inverse=inverse, tails="linear", tail_bound=self.tail_bound)
+        return out.to(x.dtype), lad
+
+
+class FlowStep(FlowSequential):
+    """ActNorm -> invertible 1x1 conv -> coupling (one Glow / NSF step)."""
+
+    def __init__(self, channels, coupling: str, hidden, num_blocks, parity, num_bins=8, tail_bound=3.0):
+        if coupling == "affine":
+            cpl = AffineCoupling(channels, hidden, num_blocks, parity)
+        elif coupling == "spline":
+            cpl = SplineCoupling(channels, hidden, num_blocks, parity, num_bins, tail_bound)
+        else:
+            raise ValueError(f"unknown coupling {coupling!r}; use 'affine' or 'spline'")
+        super().__init__([ActNorm(channels), InvConv1x1(channels), cpl])
+
+
+class MultiScaleFlow(nn.Module):
+    """Glow/NSF multi-scale flow; see the module docstring for the latent layout."""
+
+    def __init__(self, in_channels: int, levels: int, steps_per_level: int, hidden_channels: int,
+                 coupling: str = "affine", num_blocks: int = 0, num_bins: int = 8, tail_bound: float = 3.0):
+        super().__init__()
+        self.levels = levels
+        blocks, c = [], in_channels
+        for i in range(levels):
+            c = 4 * c
+            blocks.append(FlowSequential([FlowStep(c, coupling, hidden_channels, num_blocks, k % 2, num_bins, tail_bound)
+                                          for k in range(steps_per_level)]))
+            if i < levels - 1:
+                c = c // 2
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, y: torch.Tensor, generator: torch.Generator | None = None):
+        logdet = torch.zeros(y.shape[0], device=y.device)
+        h, zs = y, []
+        for i, block in enumerate(self.blocks):
+            h, ld = block(squeeze2d(h), generator)
+            logdet = logdet + ld
+            if i < self.levels - 1:
+                z_i, h = h.chunk(2, 1)
+                zs.append(z_i)
+        z = h
+        for i in reversed(range(self.levels)):
+            if i < self.levels - 1:
+                z = torch.cat([zs[i], z], 1)
+            z = unsqueeze2d(z)
+        return z, logdet
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        zs, h = [], z
+        for i in range(self.levels):
+            h = squeeze2d(h)
+            if i < self.levels - 1:
+                z_i, h = h.chunk(2, 1)
+                zs.append(z_i)
+        for i in reversed(range(self.levels)):
+            if i < self.levels - 1:
+                h = torch.cat([zs[i], h], 1)
+            h = unsqueeze2d(self.blocks[i].inverse(h))
+        return h
+
+
+# ---- residual flows -----------------------------------------------------------------------------------
+
+class LipSwish(nn.Module):
+    """x * sigmoid(beta x) / 1.1 with beta = softplus(b) learned: 1-Lipschitz (Chen et al. 2019)."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        return x * torch.sigmoid(x * F.softplus(self.b)) / 1.1
+
+
+class SNConv2d(nn.Conv2d):
+    """Conv2d whose operator 2-norm is kept <= ``coeff`` (W / max(1, sigma/coeff)).
+
+    sigma is the spectral norm of the convolution as a linear map on the input's shape (not of the
+    reshaped kernel), estimated by power iteration with conv / conv-transpose, warm-started from
+    stored vectors: ``n_iterations`` steps per training forward (``init_iterations`` on the first),
+    none in eval mode (the stored estimate is used, so evaluation is deterministic).
+    """
+
+    def __init__(self, cin, cout, kernel_size, coeff=0.98, n_iterations=1, init_iterations=50):
+        super().__init__(cin, cout, kernel_size, padding=kernel_size // 2)
+        self.coeff, self.n_iterations, self.init_iterations = coeff, n_iterations, init_iterations
+        self.register_buffer("u", torch.empty(0))
+        self.register_buffer("v", torch.empty(0))
+        self.register_buffer("sigma", torch.ones(()))
+
+    @torch.no_grad()
+    def _power_iteration(self, x_shape, iters):
+        w = self.weight
+        if self.v.numel() == 0 or self.v.shape[1:] != x_shape[1:]:
+            v = torch.randn(1, *x_shape[1:], device=w.device, dtype=w.dtype)
+            self.v = v / v.norm()
+            self.u = F.conv2d(self.v, w, padding=self.padding)
+            iters = max(iters, self.init_iterations)
+        u, v = self.u, self.v
+        for _ in range(iters):
+            v = F.conv_transpose2d(u, w, padding=self.padding)
+            v = v / (v.norm() + 1e-12)
+            u = F.conv2d(v, w, padding=self.padding)
+            u = u / (u.norm() + 1e-12)
+        self.u.copy_(u), self.v.copy_(v)
+
+    def normalized_weight(self, x_shape) -> torch.Tensor:
+        needs_init = self.v.numel() == 0 or self.v.shape[1:] != tuple(x_shape[1:])
+        if self.training or needs_init:
+            self._power_iteration(tuple(x_shape), self.n_iterations if self.training else 0)
+        with _no_autocast(self.weight):
+            sigma = (self.u * F.conv2d(self.v, self.weight, padding=self.padding)).sum()
+            if self.training:
+                self.sigma.copy_(sigma.detach())
+            factor = torch.clamp(sigma / self.coeff, min=1.0)
+            return self.weight / factor
+
+    @torch.no_grad()
+    def operator_norm(self, x_shape, iters=500) -> float:
+        """A tightly converged sigma of the normalized operator (for tests / diagnostics)."""
+        w = self.normalized_weight(x_shape)
+        v = torch.randn(1, *x_shape[1:], dtype=w.dtype, device=w.device)
+        for _ in range(iters):
+            u = F.conv2d(v, w, padding=self.padding)
+            v = F.conv_transpose2d(u, w, padding=self.padding)
+            v = v / v.norm()
+        return float(F.conv2d(v, w, padding=self.padding).norm())
+
+    def forward(self, x):
+        return F.conv2d(x, self.normalized_weight(x.shape), self.bias, padding=self.padding)
+
+
+class ResidualNet(nn.Module):
+    """g(x): LipSwish -> 3x3 SNConv -> LipSwish -> 1x1 SNConv -> LipSwish -> 3x3 SNConv (Lip(g) <= coeff)."""
+
+    def __init__(self, channels, hidden, coeff=0.98, n_iterations=1):
+        super().__init__()
+        self.net = nn.Sequential(
+            LipSwish(), SNConv2d(channels, hidden, 3, coeff, n_iterations),
+            LipSwish(), SNConv2d(hidden, hidden, 1, coeff, n_iterations),
+            LipSwish(), SNConv2d(hidden, channels, 3, coeff, n_iterations))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ResidualBlock(FlowLayer):
+    """y = x + g(x) with Lip(g) < 1 (i-ResNet / Residual Flow).
+
+    log|det(I + J_g)| = sum_k (-1)^(k+1)/k tr(J_g^k), estimated with a Hutchinson vector v ~ N(0, I)
+    and Russian-roulette truncation: N = n_exact + Geometric(geom_p) terms, term k weighted by
+    1/P(N >= k), which makes the estimate unbiased. In training mode with ``neumann_grad`` the
+    gradient comes from the Neumann series v^T [sum_k (-1)^k J^k / P(N >= k)] dJ v (the power series
+    is evaluated without a graph, so memory does not grow with N); the returned value is still the
+    unbiased log-det estimate. ``mode`` (set on the module): "estimate" (default) or "exact"
+    (brute-force log|det(I + J)| from the full Jacobian; small inputs only).
+    """
+
+    def __init__(self, net: nn.Module, n_exact_terms=2, n_exact_terms_eval=20, geom_p=0.5, neumann_grad=True,
+                 fixed_point_atol=1e-5, fixed_point_rtol=1e-5, fixed_point_max_iters=500):
+        super().__init__()
+        self.g = net
+        self.n_exact_terms, self.n_exact_terms_eval = n_exact_terms, n_exact_terms_eval
+        self.geom_p, self.neumann_grad = geom_p, neumann_grad
+        self.atol, self.rtol, self.max_iters = fixed_point_atol, fixed_point_rtol, fixed_point_max_iters
+        self.mode = "estimate"
+        self.last_inverse_iterations = 0
+
+    # -- log-det -------------------------------------------------------------------------------
+    def _num_terms(self, generator, device):
+        n_exact = self.n_exact_terms if self.training else self.n_exact_terms_eval
+        u = torch.rand((), generator=generator, device=device if generator is None else generator.device)
+        geom = 1 + int(math.floor(math.log(max(float(u), 1e-300)) / math.log(1.0 - self.geom_p)))  # >= 1
+        return n_exact, n_exact + geom
+
+    def coeff(self, k: int, n_exact: int) -> float:
+        """1 / P(N >= k) for N = n_exact + Geometric(p) (support 1, 2, ...)."""
+        return 1.0 if k <= n_exact else (1.0 - self.geom_p) ** -(k - n_exact - 1)
+
+    def _exact_logdet(self, x):
+        d = x[0].numel()
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        out = []
+        with torch.enable_grad():
+            for xi in x:
+                jac = torch.autograd.functional.jacobian(
+                    lambda t: self.g(t.view(1, *x.shape[1:])).flatten(), xi.detach().flatten(),
+                    create_graph=self.training and torch.is_grad_enabled(), vectorize=True)
+                out.append(torch.linalg.slogdet(eye + jac)[1])
+        return torch.stack(out).float()
+
+    def forward(self, x, generator=None):
+        if self.mode == "exact":
+            return x + self.g(x), self._exact_logdet(x)
+        train = self.training and torch.is_grad_enabled()
+        if not train:
+            y = x + self.g(x)
+        with torch.enable_grad():
+            xg = x if (train and x.requires_grad) else x.detach().requires_grad_(True)
+            g = self.g(xg)
+            if train:
+                y = xg + g
+            v = torch.randn(x.shape, generator=generator,
+                            device=x.device if generator is None else generator.device).to(x.device, g.dtype)
+            n_exact, n_terms = self._num_terms(generator, x.device)
+            w, value, neumann = v, torch.zeros(x.shape[0], device=x.device), v
+            if train and not self.neumann_grad:  # plain power series, differentiated through every term
+                for k in range(1, n_terms + 1):
+                    w = torch.autograd.grad(g, xg, w, create_graph=True)[0]
+                    value = value + (-1) ** (k + 1) / k * self.coeff(k, n_exact) * (w * v).flatten(1).sum(1).float()
+                return y, value
+            for k in range(1, n_terms + 1):
+                w = torch.autograd.grad(g, xg, w, retain_graph=True)[0].detach()
+                c = self.coeff(k, n_exact)
+                value = value + (-1) ** (k + 1) / k * c * (w * v).flatten(1).sum(1).float()
+                if train:
+                    neumann = neumann + (-1) ** k * c * w
+            if train:  # Neumann-series gradient estimator; value unchanged
+                surrogate = (torch.autograd.grad(g, xg, neumann, create_graph=True)[0] * v).flatten(1).sum(1).float()
+                return y, value + surrogate - surrogate.detach()
+        return y, value.detach()
+
+    # -- inverse -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def inverse(self, y):
+        """Fixed point x = y - g(x), stopped when every |x_k - x_{k-1}| <= atol + rtol |y| (float32)."""
+        with _no_autocast(y):
+            y = y.float() if y.dtype != torch.float64 else y
+            tol = self.atol + self.rtol * y.abs()
+            x = y - self.g(y)
+            it = 1
+            while it < self.max_iters:
+                x_new = y - self.g(x)
+                it += 1
+                done = bool(((x_new - x).abs() <= tol).all())
+                x = x_new
+                if done:
+                    break
+        self.last_inverse_iterations = it
+        return x
+
+
+class ResidualFlow(nn.Module):
+    """Seed 000's CRF: [Squeeze ->] n x (ActNorm -> ResidualBlock -> ActNorm) per scale, no factor-out.
+
+    ``blocks_per_scale=(16, 16, 16)`` gives 16 blocks, then [squeeze -> 16 blocks] x 2.
+    """
+
+    def __init__(self, in_channels: int, blocks_per_scale: Sequence[int] = (16, 16, 16), hidden_channels: int = 512,
+                 coeff: float = 0.98, actnorm: bool = True, sn_iterations: int = 1, **block_kwargs):
+        super().__init__()
+        layers, c = [], in_channels
+        for i, n in enumerate(blocks_per_scale):
+            if i > 0:
+                layers.append(Squeeze())
+                c *= 4
+            for _ in range(n):
+                if actnorm:
+                    layers.append(ActNorm(c))
+                layers.append(ResidualBlock(ResidualNet(c, hidden_channels, coeff, sn_iterations), **block_kwargs))
+                if actnorm:
+                    layers.append(ActNorm(c))
+        self.chain = FlowSequential(layers)
+        self.num_squeezes = len(blocks_per_scale) - 1
+
+    def latent_shape(self, c, h, w):
+        f = 2 ** self.num_squeezes
+        return (c * f * f, h // f, w // f)
+
+    def residual_blocks(self):
+        return [m for m in self.chain.layers if isinstance(m, ResidualBlock)]
+
+    def set_logdet_mode(self, mode: str):
+        if mode not in ("estimate", "exact"):
+            raise ValueError(f"unknown log-det mode {mode!r}; use 'estimate' or 'exact'")
+        for b in self.residual_blocks():
+            b.mode = mode
+
+    def forward(self, y, generator=None):
+        return self.chain(y, generator)
+
+    def inverse(self, z):
+        return self.chain.inverse(z)
+
+    @property
+    def last_inverse_iterations(self) -> list[int]:
+        return [b.last_inverse_iterations for b in self.residual_blocks()]
