@@ -1,0 +1,261 @@
+"""Diffusion-augmented flow (DAF, seed 001 chapters 4-5): a neural spline flow whose Gaussian prior
+is replaced by a DDPM on its latent.
+
+Model. ``f`` is the multi-scale NSF of ``baselines/nn/flow_layers.py`` (:class:`MultiScaleFlow`
+with rational-quadratic spline coupling, the same module the ``nsf`` wrapper uses); it maps the
+preprocessed dequantized image s (``bench.conventions`` via ``flow_layers.preprocess``) to an
+image-shaped latent z0 = f(s) of the same dimension D. A DDPM with the shared U-Net
+(``baselines/nn/unet.py``) and the shared noise schedule (``baselines/nn/schedule.py``) models z0.
+No U-Net, spline or schedule code lives in this file.
+
+Training objective (per dimension, one sample t ~ U{0..T-1}, eps ~ N(0, I)):
+
+    L = L_diff(z0) + flow_bits,   L_diff = L_simple + lambda * L_vlb
+    flow_bits = (-log|det df/ds| - log|ds/dy|) / (D ln 2) + 8
+
+``flow_bits`` is the bare flow's bits/dim with the prior term left out, i.e. the thesis's
+"flow NLL with log p_Z(f(x)) replaced by the diffusion loss". The thesis prints the log-det with
+a plus sign (eq. 4.6); the likelihood-consistent objective subtracts it, as here. L_simple is the
+per-dim MSE of the eps prediction; L_vlb = T * L_t in bits/dim with the U-Net's eps output
+detached (so L_vlb trains only the learned variances, Nichol & Dhariwal 2021; it still carries
+gradient into z0 and hence into the flow). lambda = ``vlb_weight`` = 0.001 (Nichol & Dhariwal;
+the thesis cites their hybrid loss but does not state lambda). With ``prior = "gaussian"`` the
+diffusion part is replaced by N(0, I) and L is exactly the ``nsf`` wrapper's loss.
+
+``training``: "joint" (default; the thesis trains flow and diffusion "together ... end to end"
+from the start) or "flow-first": the first ``flow_first_steps`` optimizer steps train the flow
+alone with the N(0, I) prior, then both jointly.
+
+Likelihood (``nll_bits_per_dim``): L_simple is not a likelihood, so the reported bits/dim is
+
+    -log p(y) <= VLB(z0) - log|det df/ds| - log|ds/dy|,   bits/dim = that / (D ln 2) + 8,
+
+with VLB(z0) the diffusion's full variational bound on -log p(z0) (prior KL + all T terms).
+z0 is continuous, so the t = 0 term is the *continuous* Gaussian density -log N(z0; mu(z1), s1^2)
+(``schedule.vb_term(..., decoder="continuous")``), not the discretized 8-bit decoder of Ho et al.:
+the discretization to 8 bits already happened before the flow (uniform dequantization, Theis et
+al. 2016), and a discretized decoder on z0 would be a probability of a bin of a space that has no
+bins, not a density, and would not combine with the flow's Jacobian. Each of the T terms uses one
+draw of z_t, so the number is an unbiased estimate of an upper bound (Likelihood kind
+"upper-bound"). The training loss is reported separately (``loss``, ``l_simple``, ``l_vlb``,
+``flow_bits`` in the step output). Seed 001's "NLL" column has no stated unit; genbench's is a
+bits/dim upper bound (see docs/daf.md).
+
+Sampling: reverse diffusion in latent space (ancestral with the learned variances, or DDIM;
+``steps`` respaces the schedule), then s = f^-1(z0) and images = postprocess(s) in [0, 1].
+``nfe`` = diffusion steps + 1 (the flow inverse pass).
+
+``defaults`` are Table 5.1's MNIST configuration (3 levels x 8 steps, 64 hidden channels, 2 resnet
+blocks in flow and U-Net, T = 500). What the thesis does not state is a config value with a
+documented choice: U-Net channel multipliers and attention, beta schedule (Ho et al.'s linear
+schedule rescaled by 1000/T as in Nichol & Dhariwal's code), learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from bench.errors import BenchError
+from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
+from baselines.nn import flow_layers as fl
+from baselines.nn import schedule as S
+from baselines.nn.unet import UNet
+
+LN2 = math.log(2.0)
+
+
+@register
+class DiffusionAugmentedFlow(GenerativeModel):
+    """DAF (seed 001): multi-scale NSF x -> z0, DDPM prior on z0; see the module docstring."""
+
+    name = "daf"
+    family = "hybrid"
+    has_likelihood = True
+    conditional = False
+    defaults = {
+        "lr": 2e-4,
+        # flow f (Table 5.1, MNIST): levels x steps_per_level spline-coupling steps
+        "levels": 3, "steps_per_level": 8, "hidden_channels": 64, "num_blocks": 2,
+        "num_bins": 8, "tail_bound": 3.0, "preprocessing": "center", "alpha": 0.05,
+        # diffusion on z0: the shared U-Net (base channels = Table 5.1's hidden channels)
+        "unet_channels": 64, "unet_channel_mults": [1, 2, 2, 2], "unet_res_blocks": 2,
+        "unet_attn_resolutions": [16], "unet_heads": 1, "unet_time_embedding": "adagn", "unet_dropout": 0.0,
+        "timesteps": 500, "beta_schedule": "linear", "variance": "learned",
+        # objective
+        "vlb_weight": 0.001, "training": "joint", "flow_first_steps": 1000, "prior": "diffusion",
+    }
+
+    def __init__(self, config: dict[str, Any], data):
+        super().__init__(config, data)
+        cfg = self.config
+        if cfg["preprocessing"] not in ("logit", "center"):
+            raise BenchError(f"daf: preprocessing={cfg['preprocessing']!r} is not 'logit' or 'center'")
+        if not 0.0 <= float(cfg["alpha"]) < 0.5:
+            raise BenchError(f"daf: alpha={cfg['alpha']} must lie in [0, 0.5)")
+        if cfg["training"] not in ("joint", "flow-first"):
+            raise BenchError(f"daf: training={cfg['training']!r} must be 'joint' or 'flow-first'")
+        if cfg["prior"] not in ("diffusion", "gaussian"):
+            raise BenchError(f"daf: prior={cfg['prior']!r} must be 'diffusion' or 'gaussian' (standard normal)")
+        if cfg["variance"] not in S.VARIANCES:
+            raise BenchError(f"daf: variance={cfg['variance']!r} must be one of {', '.join(S.VARIANCES)}")
+        if int(cfg["timesteps"]) < 2:
+            raise BenchError(f"daf: timesteps={cfg['timesteps']} must be >= 2")
+        if float(cfg["vlb_weight"]) < 0 or int(cfg["flow_first_steps"]) < 0:
+            raise BenchError("daf: vlb_weight and flow_first_steps must be >= 0")
+        levels = int(cfg["levels"])
+        mults = [int(m) for m in cfg["unet_channel_mults"]]
+        for factor, what in ((2 ** levels, f"levels={levels}"), (2 ** (len(mults) - 1), f"unet_channel_mults={mults}")):
+            if data.height % factor or data.width % factor:
+                raise BenchError(f"daf: {what} needs image sides divisible by {factor}, got "
+                                 f"{data.height}x{data.width}; change image_size or the config")
+        self.flow = fl.MultiScaleFlow(data.channels, levels, int(cfg["steps_per_level"]), int(cfg["hidden_channels"]),
+                                      "spline", int(cfg["num_blocks"]), int(cfg["num_bins"]), float(cfg["tail_bound"]))
+        c = data.channels
+        self.learned_variance = cfg["variance"] == "learned"
+        self.unet = UNet(c, 2 * c if self.learned_variance else c, base_channels=int(cfg["unet_channels"]),
+                         channel_mults=mults, num_res_blocks=int(cfg["unet_res_blocks"]),
+                         attn_resolutions=[int(r) for r in cfg["unet_attn_resolutions"]],
+                         num_heads=int(cfg["unet_heads"]), time_embedding=cfg["unet_time_embedding"],
+                         dropout=float(cfg["unet_dropout"]), image_size=data.height)
+        T = int(cfg["timesteps"])
+        if cfg["beta_schedule"] == "linear":  # Ho et al.'s 1e-4..0.02 at T = 1000, rescaled by 1000/T (iDDPM code)
+            betas = S.make_betas("linear", T, 1e-4 * 1000 / T, min(0.02 * 1000 / T, 0.999))  # capped for T < 21
+        else:
+            try:
+                betas = S.make_betas(cfg["beta_schedule"], T)
+            except ValueError as e:
+                raise BenchError(f"daf: {e}") from None
+        self.schedule = S.Schedule(betas)
+
+    # ---- pieces ----------------------------------------------------------------------------------
+    def _eps_model(self, z, t):
+        return self.unet(z, t).float()
+
+    def _flow_forward(self, x, generator):
+        """uint8 images -> (z0 float32, flow log-det, preprocessing log-det), per image."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            s, ld_pre = fl.preprocess(x, self.config["preprocessing"], float(self.config["alpha"]), generator)
+        z0, ld = self.flow(s, generator)
+        return z0.float(), ld.float(), ld_pre.float()
+
+    def _flow_bits(self, ld, ld_pre):
+        """The bare flow's bits/dim without its prior term: (-logdet - logdet_pre)/(D ln 2) + 8."""
+        return fl.bits_per_dim(torch.zeros_like(ld), ld, ld_pre, self.data.dims)
+
+    def _gaussian_prior_bits(self, z0):
+        return -fl.standard_normal_logprob(z0) / (self.data.dims * LN2)
+
+    def _diffusion_loss(self, z0, generator):
+        """Per-image (L_diff, L_simple, L_vlb) in per-dim units (L_vlb in bits/dim, scaled by T)."""
+        n, T = z0.shape[0], self.schedule.T
+        t = torch.randint(0, T, (n,), generator=generator,
+                          device=z0.device if generator is None else generator.device).to(z0.device)
+        eps = S.randn(z0.shape, generator, z0.device)
+        zt = self.schedule.q_sample(z0, t, eps)
+        out = self._eps_model(zt, self.schedule.model_t(t))
+        c = z0.shape[1]
+        l_simple = ((eps - out[:, :c]) ** 2).flatten(1).mean(1)
+        weight = float(self.config["vlb_weight"])
+        if weight > 0:
+            frozen = torch.cat([out[:, :c].detach(), out[:, c:]], 1)  # L_vlb trains the variances, not eps
+            l_t = self.schedule.vb_term(frozen, z0, zt, t, self.config["variance"], decoder="continuous")
+            l_vlb = T * l_t / (self.data.dims * LN2)
+        else:
+            l_vlb = torch.zeros_like(l_simple)
+        return l_simple + weight * l_vlb, l_simple, l_vlb
+
+    def _joint(self, step: int | None) -> bool:
+        if self.config["prior"] == "gaussian":
+            return False
+        if self.config["training"] == "flow-first":
+            return step is None or step >= int(self.config["flow_first_steps"])
+        return True
+
+    # ---- training --------------------------------------------------------------------------------
+    def _losses(self, batch: Batch, step: int | None) -> dict[str, torch.Tensor]:
+        z0, ld, ld_pre = self._flow_forward(batch.x, batch.generator)
+        flow_bits = self._flow_bits(ld, ld_pre)
+        if self._joint(step):
+            l_diff, l_simple, l_vlb = self._diffusion_loss(z0, batch.generator)
+            return {"loss": (l_diff + flow_bits).mean(), "l_simple": l_simple.mean(), "l_vlb": l_vlb.mean(),
+                    "flow_bits": flow_bits.mean()}
+        # standard-normal prior (prior = "gaussian", or the flow-first phase): the bare flow's bits/dim
+        return {"loss": (self._gaussian_prior_bits(z0) + flow_bits).mean(), "flow_bits": flow_bits.mean()}
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The objective at the end of any flow-first phase (joint, or Gaussian prior)."""
+        return self._losses(batch, None)["loss"]
+
+    def training_step(self, batch: Batch, step: int) -> dict[str, float]:
+        out = self._losses(batch, step)
+        self.optimize(out["loss"], "model")
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    # ---- likelihood ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def latent_nll(self, z0: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-image upper bound on -log p(z0) in nats (continuous latent) and its prior-KL part."""
+        if self.config["prior"] == "gaussian":
+            nll = -fl.standard_normal_logprob(z0)
+            return {"total": nll, "prior": torch.zeros_like(nll)}
+        return self.schedule.vlb(self._eps_model, z0.float(), self.config["variance"], generator,
+                                 decoder="continuous")
+
+    @torch.no_grad()
+    def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
+        z0, ld, ld_pre = self._flow_forward(batch.x, batch.generator)
+        latent = self.latent_nll(z0, batch.generator)
+        bpd = fl.bits_per_dim(-latent["total"], ld, ld_pre, self.data.dims)
+        d = self.data.dims * LN2
+        gaussian = self.config["prior"] == "gaussian"
+        info = {"bound": ("dequantization bound; latent prior N(0, I), exact" if gaussian else
+                          "dequantization bound + diffusion VLB on -log p(z0) (continuous Gaussian decoder at t=0), "
+                          f"all {self.schedule.T} terms, one z_t draw each"),
+                "latent_bits_per_dim": float((latent["total"] / d).mean()),
+                "latent_prior_kl_bits_per_dim": float((latent["prior"] / d).mean()),
+                "flow_bits_per_dim": float(self._flow_bits(ld, ld_pre).mean())}
+        return Likelihood(bpd.float(), kind="upper-bound", info=info)
+
+    # ---- sampling --------------------------------------------------------------------------------
+    def _sampler(self, sampler: dict[str, Any]) -> dict[str, Any]:
+        opts = dict(sampler)
+        name = opts.pop("name", "ancestral")
+        if name in ("default", "ddpm"):
+            name = "ancestral"
+        if name not in ("ancestral", "ddim"):
+            raise BenchError(f"daf: unknown sampler {name!r}; use 'ancestral' (DDPM, learned variances) or 'ddim'")
+        T = self.schedule.T
+        steps = int(opts.pop("steps", T))
+        spacing = str(opts.pop("spacing", "linspace"))
+        eta = float(opts.pop("eta", 0.0))
+        if opts:
+            raise BenchError(f"daf: unknown sampler option(s) {sorted(opts)}; options are name, steps, spacing, eta")
+        if not 1 <= steps <= T:
+            raise BenchError(f"daf: sampler steps={steps} must lie in 1..{T}")
+        if spacing not in S.SPACINGS:
+            raise BenchError(f"daf: sampler spacing={spacing!r} must be one of {', '.join(S.SPACINGS)}")
+        return {"name": name, "steps": steps, "spacing": spacing, "eta": eta}
+
+    @torch.no_grad()
+    def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
+        opts = self._sampler(sampler)
+        dev = next(self.parameters()).device
+        shape = (n, *self.data.shape)
+        if self.config["prior"] == "gaussian":
+            z0, steps = S.randn(shape, generator, dev), 0
+        else:
+            sched = self.schedule
+            if opts["steps"] < sched.T:
+                sched = sched.respace(S.spacing(opts["spacing"], sched.T, opts["steps"]))
+            if opts["name"] == "ancestral":
+                z0, steps = S.ancestral_sample(self._eps_model, sched, shape, variance=self.config["variance"],
+                                               clip=False, generator=generator, device=dev)
+            else:
+                z0, steps = S.ddim_sample(self._eps_model, sched, shape, eta=opts["eta"], clip=False,
+                                          generator=generator, device=dev)
+        s = self.flow.inverse(z0.float())
+        images = fl.postprocess(s, self.config["preprocessing"], float(self.config["alpha"]))
+        return Samples(images, nfe=steps + 1, info={"diffusion_steps": steps, "flow_inverse_passes": 1})
