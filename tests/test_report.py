@@ -193,7 +193,7 @@ def test_published_vs_measured(report, results):
     ref = {(r["genbench_model"], r["metric"]): r for r in csv.DictReader(
         (REPO / "results" / "reference" / "seed000-table4.4.csv").open())}
     rows = rows_where(md, "dataset | published model", **{"genbench run": "resflow"})
-    fid = next(r for r in rows if r["metric (unit)"].startswith("fid"))
+    fid = next(r for r in rows if r["metric [unit]"].startswith("fid"))
     assert fid["published"] == f"{float(ref[('resflow', 'fid')]['value']):.4g}" == "20.55"
     assert fid["measured"] == expected("resflow", "fid", results)
     assert fid["comparable?"].startswith("no:")
@@ -204,13 +204,13 @@ def test_published_vs_measured(report, results):
     assert real and all(r["measured"].startswith("not measured") for r in real)
     # seed 001 Table 5.4: NSF failed, DAF absent, NLL without unit, sampling time for 25 images
     nsf = rows_where(md, "dataset | published model", **{"genbench run": "nsf"})
-    nll = next(r for r in nsf if r["metric (unit)"].startswith("nll"))
+    nll = next(r for r in nsf if r["metric [unit]"].startswith("nll"))
     assert nll["published"] == "1.03" and nll["measured"] == "n/a (failed)"
     assert "no stated unit" in nll["comparable?"]
     daf = [r for r in rows_where(md, "dataset | published model") if r["published model"].startswith("DAF")]
     assert daf and all(r["measured"] == "not run" for r in daf)
     ddpm_t = next(r for r in rows_where(md, "dataset | published model", **{"genbench run": "ddpm"})
-                  if r["metric (unit)"].startswith("sample_seconds_per_batch"))
+                  if r["metric [unit]"].startswith("sample_seconds_per_batch"))
     per_image = fixture_metrics("ddpm", 0, True)["sample_seconds_per_image"]["value"]
     assert ddpm_t["measured"] == f"{per_image * 25:.4g}"
     assert "hardware: measured Test CPU" in ddpm_t["comparable?"]

@@ -84,7 +84,11 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
     doc.sections.append(s)
     if mirrors is None:
         mirrors = published.suite_mirrors(suite_name, records)
-    if not mirrors:
+    if mirrors is None:
+        s.add(Note(f"suite `{suite_name}` is not a shipped suite and its records do not say which published tables "
+                   f"it mirrors; pass `--mirrors ID[,ID]` (ids: {', '.join(published.table_ids()) or 'none found'})."))
+        mirrors = []
+    elif not mirrors:
         s.add(Para(f"Suite `{suite_name}` mirrors no published table (its `mirrors` list is empty). Mirrored suites "
                    "show each published number beside the measured one here; the tables are in `results/reference/`."))
     for tid in mirrors:
@@ -215,8 +219,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not suites:
         raise BenchError(f"no result records under {args.results}; run `bench run` first (or pass --results DIR)")
     for name in suites:
+        mirrors = [m.strip() for m in args.mirrors.split(",") if m.strip()] if args.mirrors is not None else None
         for p in render(name, Path(args.results), Path(args.reports), args.profile, formats, args.data_root,
-                        all_records=args.all):
+                        mirrors=mirrors, all_records=args.all):
             print(f"report: {p}")
     return 0
 
@@ -231,5 +236,8 @@ def register_cli(sub) -> None:
     p.add_argument("--reports", default="reports", help="report directory (default: ./reports)")
     p.add_argument("--format", default="md,html", help="comma-separated: md, html (default: md,html)")
     p.add_argument("--data-root", default=None, help="dataset folder for the real-data grid (offline use)")
+    p.add_argument("--mirrors", default=None, metavar="ID[,ID]",
+                   help="published tables to compare with (ids = CSV names in results/reference/); "
+                        "default: the suite file's `mirrors`")
     p.add_argument("--all", action="store_true", help="use every record, not only the newest per (model, seed)")
     p.set_defaults(func=cmd_report)

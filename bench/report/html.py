@@ -13,18 +13,20 @@ import re
 from bench.report.doc import Document, Image, Note, Para, Table
 
 CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1250px;
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1400px;
        color: #1f2328; line-height: 1.45; padding: 0 1em; }
 h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3em; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .8em 0 1.2em; font-size: 13px; display: block; overflow-x: auto; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th { text-align: left; }
 th { background: #f6f8fa; position: sticky; top: 0; }
 td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafbfc; }
 td.status-diverged { background: #fff1e5 !important; color: #953800; }
 td.status-failed { background: #ffebe9 !important; color: #cf222e; }
-td.wrap { white-space: normal; text-align: left; min-width: 18em; }
+td.txt { text-align: left; }
+td.wrap { white-space: normal; text-align: left; min-width: 16em; max-width: 30em; }
 .caption { font-style: italic; color: #57606a; margin-bottom: .2em; }
 .note { border-left: 4px solid #bf8700; background: #fff8c5; padding: .4em .8em; margin: .6em 0; }
 figure { display: inline-block; margin: .5em 1em .8em 0; vertical-align: top; }
@@ -49,7 +51,9 @@ def _td(cell: str) -> str:
         cls = "status-diverged"
     if c.startswith("failed") or " failed" in c:
         cls = "status-failed"
-    if len(c) > 60:
+    if not re.match(r"^[-+≤≈]?\s?[0-9.]", c):
+        cls = (cls + " txt").strip()
+    if len(c) > 40:
         cls = (cls + " wrap").strip()
     return f'<td class="{cls}">{_text(c)}</td>' if cls else f"<td>{_text(c)}</td>"
 

@@ -48,8 +48,9 @@ def load_table(table_id: str, ref_dir: Path | None = None) -> list[dict[str, str
         return list(csv.DictReader(f))
 
 
-def suite_mirrors(suite_name: str, records: list[dict]) -> list[str]:
-    """The table ids a suite mirrors: a record's own ``mirrors`` field, else the suite file's ``mirrors``."""
+def suite_mirrors(suite_name: str, records: list[dict]) -> list[str] | None:
+    """The table ids a suite mirrors: a record's own ``mirrors`` field, else the suite file's ``mirrors``;
+    None when neither is available (e.g. a suite run from a user's file that is not a shipped suite)."""
     for r in records:
         if isinstance(r.get("mirrors"), list):
             return [str(m) for m in r["mirrors"]]
@@ -59,7 +60,7 @@ def suite_mirrors(suite_name: str, records: list[dict]) -> list[str]:
         raw = read_toml(suite_path(suite_name))
         return [str(m) for m in raw.get("mirrors", [])]
     except Exception:
-        return []
+        return None
 
 
 def matching_runs(groups: dict[str, list[dict]], genbench_model: str) -> list[str]:
@@ -146,7 +147,7 @@ def compare_table(table_id: str, groups: dict[str, list[dict]], ref_dir: Path | 
                   ) -> tuple[list[str], list[list[str]], dict[str, Any]]:
     """Rows: published model, genbench run, metric, published, measured, comparability notes."""
     rows_in = load_table(table_id, ref_dir)
-    headers = ["dataset", "published model", "genbench run", "metric (unit)", "published", "measured",
+    headers = ["dataset", "published model", "genbench run", "metric [unit]", "published", "measured",
                "comparable?", "notes"]
     rows = []
     info = {"source": rows_in[0]["source"] if rows_in else "", "matched": 0}
@@ -156,7 +157,7 @@ def compare_table(table_id: str, groups: dict[str, list[dict]], ref_dir: Path | 
         unit = row.get("unit") or ""
         if row.get("batch"):
             unit += f", batch {row['batch']}"
-        metric_label = f"{row['metric']} ({unit})" if unit else row["metric"]
+        metric_label = f"{row['metric']} [{unit}]" if unit else row["metric"]
         gm = row.get("genbench_model", "")
         notes = [row["notes"]] if row.get("notes") else []
         if gm == "real-data":
@@ -192,7 +193,7 @@ def compare_table(table_id: str, groups: dict[str, list[dict]], ref_dir: Path | 
                 elif row["metric"] in ("bits_per_dim", "nll") and not T.has_likelihood(recs):
                     measured = T.NOT_DEFINED
                 else:
-                    measured = T.missing_cell(recs, row["metric"])
+                    measured = T.missing_cell(recs, {"nll": "bits_per_dim"}.get(row["metric"], row["metric"]))
             run_notes = ([how] if how else []) + notes
             reasons = comparability(row, recs, row["metric"])
             comparable = "yes" if not reasons else "no: " + "; ".join(reasons)
