@@ -43,7 +43,7 @@ INCEPTION_ENV = "GENBENCH_INCEPTION_WEIGHTS"
 DOMAIN_DATASETS = ("digits", "mnist")  # "auto" uses the domain classifier for these
 CLASSIFIER_NAME = "genbench-digits-classifier"  # name in torch-fidelity's registry
 CLASSIFIER_VERSION = 1  # bump when the architecture or the training recipe changes (invalidates caches)
-CLASSIFIER_RECIPE = {"epochs": 3, "min_steps": 200, "batch_size": 128, "lr": 2e-3, "weight_decay": 1e-4,
+CLASSIFIER_RECIPE = {"epochs": 3, "min_steps": 150, "batch_size": 128, "lr": 2e-3, "weight_decay": 1e-4,
                      "max_train": 60000, "augment_shift": 2, "seed": 0}
 
 
@@ -277,6 +277,16 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, recipe:
     """Train :class:`DigitsCNN` on uint8 images ``x`` [N, C, H, W] with labels ``y`` (deterministic given the recipe)."""
     r = {**CLASSIFIER_RECIPE, **(recipe or {})}
     device = torch.device(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # this tiny CNN trains ~4x faster on one thread than on 2 contended ones
+        torch.set_num_threads(1)
+    try:
+        return _train(x, y, num_classes, r, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, num_classes: int, r: dict[str, Any], device: torch.device) -> DigitsCNN:
     gen = torch.Generator().manual_seed(int(r["seed"]))
     torch_state = torch.get_rng_state()
     torch.manual_seed(int(r["seed"]))  # weight init
