@@ -326,3 +326,21 @@ def test_reference_tables_are_complete():
     assert ho["bits_per_dim"]["bound"] == "<="
     nll = [r for r in csv.DictReader((ref / "seed001-table5.2.csv").open()) if r["metric"] == "nll"]
     assert nll and all("not stated" in r["unit"] for r in nll)
+
+
+def test_minimal_and_odd_records_still_render(tmp_path):
+    """Records with only the required keys, odd metric values and a missing samples file: a report, not a crash."""
+    root = tmp_path / "results"
+    write_record({"suite": "odd", "profile": "smoke", "model": "a", "seed": 0, "status": "failed",
+                  "error": "ValueError: x", "finished": "2026-01-01T00:00:00.000000Z"}, root)
+    write_record({"suite": "odd", "profile": "smoke", "model": "b", "seed": 0, "status": "ok", "family": "flow",
+                  "metrics": {"fid": "oops", "bits_per_dim": {"value": float("nan")}, "is": {"value": 2.5}},
+                  "curve": [{"images": None, "metrics": None}], "train": {"loss_curve": [[1, None], [2]]},
+                  "artifacts": {"samples": "runs/odd/smoke/samples/missing.npz"},
+                  "finished": "2026-01-01T00:00:01.000000Z"}, root)
+    paths = render("odd", root, tmp_path / "rep", mirrors=["seed000-table4.4", "no-such-table"])
+    md = paths[0].read_text()
+    assert md_row(md, "b", "model | family | status")["IS"] == "2.5"
+    assert md_row(md, "a", "model | family | status")["status"].startswith("seed 0 failed: ValueError: x")
+    assert "reference table no-such-table: unknown reference table" in md
+    assert "b: samples unreadable" in md

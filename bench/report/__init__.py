@@ -65,46 +65,13 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
     # -- models table --
     s = Section("Models")
     doc.sections.append(s)
-    headers, rows, dropped = T.model_table(groups)
-    s.add(Table(headers, rows, "one row per model"))
-    if dropped:
-        s.add(Note(f"not measured by this suite (add to `eval.metrics`): {', '.join(dropped)}."))
-    kinds = {T.protocol(r, "bits_per_dim").get("kind") for r in T.ok(records)} - {None}
-    if "upper-bound" in kinds or "estimate" in kinds:
-        s.add(Para("bits/dim marked ≤ is a variational upper bound, ≈ a stochastic estimate; unmarked values are exact."))
-    fes = sorted({fe for r in T.ok(records) if (fe := T.feature_extractor(r))})
-    if fes:
-        s.add(Para(f"FID/IS/KID feature space: {', '.join(fes)}."))
-    if n_bad:
-        s.add(Note(f"{n_bad} run(s) did not finish normally; their rows show the status and the metrics of the "
-                   "seeds that did. Details below."))
+    fes = _guard(s, "the models table", _models_section, s, groups, records, n_bad) or []
 
     # -- published vs measured --
     s = Section("Published vs measured")
     doc.sections.append(s)
-    if mirrors is None:
-        mirrors = published.suite_mirrors(suite_name, records)
-    if mirrors is None:
-        s.add(Note(f"suite `{suite_name}` is not a shipped suite and its records do not say which published tables "
-                   f"it mirrors; pass `--mirrors ID[,ID]` (ids: {', '.join(published.table_ids()) or 'none found'})."))
-        mirrors = []
-    elif not mirrors:
-        s.add(Para(f"Suite `{suite_name}` mirrors no published table (its `mirrors` list is empty). Mirrored suites "
-                   "show each published number beside the measured one here; the tables are in `results/reference/`."))
-    for tid in mirrors:
-        try:
-            th, tr, info = published.compare_table(tid, groups, reference_dir)
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            s.add(Note(f"reference table {tid}: {e}"))
-            continue
-        fe = ", ".join(fes) or "none (no sample-quality metric)"
-        s.add(Para(f"**{tid}** — {info['source']}. Measured: profile `{first.get('profile')}`, budget "
-                   f"{T.describe_budget(first)}, hardware {T.describe_hardware(first)}, feature extractor {fe}."))
-        s.add(Table(th, tr, f"{tid}: published vs measured"))
-        if first.get("profile") != "paper":
-            s.add(Note(f"measured at the `{first.get('profile')}` budget ({T.describe_budget(first)}), not the "
-                       "published training length: the measured numbers check the pipeline, they do not "
-                       "reproduce the table. Run the `paper` profile for a like-for-like comparison."))
+    _guard(s, "the published-vs-measured tables", _published_section, s, groups, records, suite_name, mirrors,
+           reference_dir, fes, first)
 
     # -- plots --
     s = Section("Plots")
@@ -128,14 +95,59 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
     # -- sample grids --
     s = Section("Samples")
     doc.sections.append(s)
-    _sample_section(s, groups, out_dir, img, results_dir, data_root)
+    _guard(s, "the sample grids", _sample_section, s, groups, out_dir, img, results_dir, data_root)
 
     # -- runs --
     s = Section("Runs")
     doc.sections.append(s)
-    rh, rr = T.runs_table(records)
-    s.add(Table(rh, rr, "every run (newest record per model × seed)"))
+    runs = _guard(s, "the runs table", T.runs_table, records)
+    if runs:
+        s.add(Table(runs[0], runs[1], "every run (newest record per model × seed)"))
     return doc
+
+
+def _models_section(s: Section, groups, records: list[dict], n_bad: int) -> list[str]:
+    headers, rows, dropped = T.model_table(groups)
+    s.add(Table(headers, rows, "one row per model"))
+    if dropped:
+        s.add(Note(f"not measured by this suite (add to `eval.metrics`): {', '.join(dropped)}."))
+    kinds = {T.protocol(r, "bits_per_dim").get("kind") for r in T.ok(records)} - {None}
+    if "upper-bound" in kinds or "estimate" in kinds:
+        s.add(Para("bits/dim marked ≤ is a variational upper bound, ≈ a stochastic estimate; unmarked values are exact."))
+    fes = sorted({fe for r in T.ok(records) if (fe := T.feature_extractor(r))})
+    if fes:
+        s.add(Para(f"FID/IS/KID feature space: {', '.join(fes)}."))
+    if n_bad:
+        s.add(Note(f"{n_bad} run(s) did not finish normally; their rows show the status and the metrics of the "
+                   "seeds that did. Details below."))
+    return fes
+
+
+def _published_section(s: Section, groups, records: list[dict], suite_name: str, mirrors: list[str] | None,
+                       reference_dir: Path | None, fes: list[str], first: dict) -> None:
+    if mirrors is None:
+        mirrors = published.suite_mirrors(suite_name, records)
+    if mirrors is None:
+        s.add(Note(f"suite `{suite_name}` is not a shipped suite and its records do not say which published tables "
+                   f"it mirrors; pass `--mirrors ID[,ID]` (ids: {', '.join(published.table_ids()) or 'none found'})."))
+        mirrors = []
+    elif not mirrors:
+        s.add(Para(f"Suite `{suite_name}` mirrors no published table (its `mirrors` list is empty). Mirrored suites "
+                   "show each published number beside the measured one here; the tables are in `results/reference/`."))
+    for tid in mirrors:
+        try:
+            th, tr, info = published.compare_table(tid, groups, reference_dir)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            s.add(Note(f"reference table {tid}: {e}"))
+            continue
+        fe = ", ".join(fes) or "none (no sample-quality metric)"
+        s.add(Para(f"**{tid}** — {info['source']}. Measured: profile `{first.get('profile')}`, budget "
+                   f"{T.describe_budget(first)}, hardware {T.describe_hardware(first)}, feature extractor {fe}."))
+        s.add(Table(th, tr, f"{tid}: published vs measured"))
+        if first.get("profile") != "paper":
+            s.add(Note(f"measured at the `{first.get('profile')}` budget ({T.describe_budget(first)}), not the "
+                       "published training length: the measured numbers check the pipeline, they do not "
+                       "reproduce the table. Run the `paper` profile for a like-for-like comparison."))
 
 
 def _sample_section(s: Section, groups, out_dir: Path, img: Path, results_dir: Path, data_root: str | None) -> None:
