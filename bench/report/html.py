@@ -31,8 +31,8 @@ td.wrap { white-space: normal; text-align: left; min-width: 16em; max-width: 30e
 .note { border-left: 4px solid #bf8700; background: #fff8c5; padding: .4em .8em; margin: .6em 0; }
 figure { display: inline-block; margin: .5em 1em .8em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #d0d7de; image-rendering: pixelated; }
-figure.plot img { image-rendering: auto; max-width: 600px; }
-figcaption { font-size: 13px; color: #57606a; max-width: 600px; }
+figure.plot img { image-rendering: auto; max-width: 100%; }
+figcaption { font-size: 13px; color: #57606a; max-width: 700px; }
 code { background: #f6f8fa; padding: 0 .25em; border-radius: 3px; }
 """
 
