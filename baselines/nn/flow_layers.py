@@ -55,9 +55,14 @@ def _no_autocast(t: torch.Tensor):
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
+def _hi(t: torch.Tensor) -> torch.Tensor:
+    """float32 unless already float64 (keeps float64 tests exact, lifts bf16/fp16 to float32)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
-    """Per-sample log N(z; 0, I) [N] (float32)."""
-    z = z.float()
+    """Per-sample log N(z; 0, I) [N] (float32, or float64 for float64 input)."""
+    z = _hi(z)
     return (-0.5 * (z * z + LOG_2PI)).flatten(1).sum(1)
 
 
@@ -88,7 +93,7 @@ def postprocess(s: torch.Tensor, kind: str, alpha: float = 1e-5) -> torch.Tensor
 
 def bits_per_dim(log_pz: torch.Tensor, logdet_flow: torch.Tensor, logdet_pre: torch.Tensor, d: int) -> torch.Tensor:
     """log p(z) + log|det| terms (nats, per image) -> bits/dim of the 8-bit image (dequantization bound)."""
-    log_p_y = log_pz.float() + logdet_flow.float() + logdet_pre.float()
+    log_p_y = _hi(log_pz) + _hi(logdet_flow) + _hi(logdet_pre)
     return conventions.unit_density_to_bits_per_dim(log_p_y, d)
 
 
@@ -110,10 +115,10 @@ class FlowSequential(FlowLayer):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x, generator=None):
-        logdet = torch.zeros(x.shape[0], device=x.device)
+        logdet = torch.zeros(x.shape[0], device=x.device, dtype=_hi(x).dtype)
         for layer in self.layers:
             x, ld = layer(x, generator)
-            logdet = logdet + ld.float()
+            logdet = logdet + _hi(ld)
         return x, logdet
 
     def inverse(self, y):
@@ -144,7 +149,7 @@ class ActNorm(FlowLayer):
             self._init(x)
         y = (x + self.bias) * torch.exp(self.logs)
         hw = x.shape[2] * x.shape[3]
-        return y, (hw * self.logs.float().sum()).expand(x.shape[0])
+        return y, (hw * _hi(self.logs).sum()).expand(x.shape[0])
 
     def inverse(self, y):
         return y * torch.exp(-self.logs) - self.bias
@@ -175,7 +180,7 @@ class InvConv1x1(FlowLayer):
         w = self.weight()
         y = F.conv2d(x, w.view(*w.shape, 1, 1))
         hw = x.shape[2] * x.shape[3]
-        return y, (hw * self.log_s.float().sum()).expand(x.shape[0])
+        return y, (hw * _hi(self.log_s).sum()).expand(x.shape[0])
 
     def inverse(self, y):
         with _no_autocast(y):
@@ -242,15 +247,16 @@ class _Coupling(FlowLayer):
         super().__init__()
         if channels < 2:
             raise ValueError("a coupling layer needs at least 2 channels (squeeze first)")
-        self.c_id = channels // 2 if parity == 0 else channels - channels // 2
+        self.c_id = channels // 2  # conditioning channels: the first c_id (parity 0) or the last (parity 1)
         self.c_tr = channels - self.c_id
         self.parity = parity
         self.k = params_per_dim
         self.net = CouplingNet(self.c_id, self.c_tr * params_per_dim, hidden, num_blocks)
 
     def _split(self, x):
-        a, b = x[:, : self.c_id], x[:, self.c_id:]
-        return (a, b) if self.parity == 0 else (b, a)  # (conditioning, transformed)
+        if self.parity == 0:
+            return x[:, : self.c_id], x[:, self.c_id:]  # (conditioning, transformed)
+        return x[:, self.c_tr:], x[:, : self.c_tr]
 
     def _join(self, cond, tr):
         return torch.cat([cond, tr], 1) if self.parity == 0 else torch.cat([tr, cond], 1)
@@ -263,7 +269,7 @@ class _Coupling(FlowLayer):
     def forward(self, x, generator=None):
         cond, tr = self._split(x)
         y, logdet = self._transform(tr, self._params(cond), inverse=False)
-        return self._join(cond, y), logdet.float().flatten(1).sum(1)
+        return self._join(cond, y), _hi(logdet).flatten(1).sum(1)
 
     def inverse(self, y):
         cond, tr = self._split(y)
@@ -279,7 +285,7 @@ class AffineCoupling(_Coupling):
 
     def _transform(self, x, p, inverse):
         shift, raw = p[:, :, 0], p[:, :, 1]
-        log_scale = F.logsigmoid(raw.float() + 2.0)
+        log_scale = F.logsigmoid(_hi(raw) + 2.0)
         if not inverse:
             return (x + shift) * torch.exp(log_scale).to(x.dtype), log_scale
         return x * torch.exp(-log_scale).to(x.dtype) - shift, -log_scale
@@ -305,10 +311,10 @@ class SplineCoupling(_Coupling):
 
         k = self.num_bins
         with _no_autocast(x):
-            p = p.float().permute(0, 1, 3, 4, 2)  # [N, c, H, W, 3K-1]
+            p = _hi(p).permute(0, 1, 3, 4, 2)  # [N, c, H, W, 3K-1]
             scale = math.sqrt(self.hidden)
             out, lad = unconstrained_rational_quadratic_spline(
-                x.float(), p[..., :k] / scale, p[..., k:2 * k] / scale, p[..., 2 * k:] + self._IDENTITY_DERIV,
+                _hi(x), p[..., :k] / scale, p[..., k:2 * k] / scale, p[..., 2 * k:] + self._IDENTITY_DERIV,
                 inverse=inverse, tails="linear", tail_bound=self.tail_bound)
         return out.to(x.dtype), lad
 
@@ -343,7 +349,7 @@ class MultiScaleFlow(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, y: torch.Tensor, generator: torch.Generator | None = None):
-        logdet = torch.zeros(y.shape[0], device=y.device)
+        logdet = torch.zeros(y.shape[0], device=y.device, dtype=_hi(y).dtype)
         h, zs = y, []
         for i, block in enumerate(self.blocks):
             h, ld = block(squeeze2d(h), generator)
@@ -422,7 +428,7 @@ class SNConv2d(nn.Conv2d):
         if self.training or needs_init:
             self._power_iteration(tuple(x_shape), self.n_iterations if self.training else 0)
         with _no_autocast(self.weight):
-            sigma = (self.u * F.conv2d(self.v, self.weight, padding=self.padding)).sum()
+            sigma = (self.u.clone() * F.conv2d(self.v.clone(), self.weight, padding=self.padding)).sum()
             if self.training:
                 self.sigma.copy_(sigma.detach())
             factor = torch.clamp(sigma / self.coeff, min=1.0)
@@ -500,7 +506,7 @@ class ResidualBlock(FlowLayer):
                     lambda t: self.g(t.view(1, *x.shape[1:])).flatten(), xi.detach().flatten(),
                     create_graph=self.training and torch.is_grad_enabled(), vectorize=True)
                 out.append(torch.linalg.slogdet(eye + jac)[1])
-        return torch.stack(out).float()
+        return _hi(torch.stack(out))
 
     def forward(self, x, generator=None):
         if self.mode == "exact":
@@ -516,20 +522,20 @@ class ResidualBlock(FlowLayer):
             v = torch.randn(x.shape, generator=generator,
                             device=x.device if generator is None else generator.device).to(x.device, g.dtype)
             n_exact, n_terms = self._num_terms(generator, x.device)
-            w, value, neumann = v, torch.zeros(x.shape[0], device=x.device), v
+            w, value, neumann = v, torch.zeros(x.shape[0], device=x.device, dtype=_hi(g).dtype), v
             if train and not self.neumann_grad:  # plain power series, differentiated through every term
                 for k in range(1, n_terms + 1):
                     w = torch.autograd.grad(g, xg, w, create_graph=True)[0]
-                    value = value + (-1) ** (k + 1) / k * self.coeff(k, n_exact) * (w * v).flatten(1).sum(1).float()
+                    value = value + (-1) ** (k + 1) / k * self.coeff(k, n_exact) * _hi((w * v).flatten(1).sum(1))
                 return y, value
             for k in range(1, n_terms + 1):
                 w = torch.autograd.grad(g, xg, w, retain_graph=True)[0].detach()
                 c = self.coeff(k, n_exact)
-                value = value + (-1) ** (k + 1) / k * c * (w * v).flatten(1).sum(1).float()
+                value = value + (-1) ** (k + 1) / k * c * _hi((w * v).flatten(1).sum(1))
                 if train:
                     neumann = neumann + (-1) ** k * c * w
             if train:  # Neumann-series gradient estimator; value unchanged
-                surrogate = (torch.autograd.grad(g, xg, neumann, create_graph=True)[0] * v).flatten(1).sum(1).float()
+                surrogate = _hi((torch.autograd.grad(g, xg, neumann, create_graph=True)[0] * v).flatten(1).sum(1))
                 return y, value + surrogate - surrogate.detach()
         return y, value.detach()
 

@@ -1,0 +1,263 @@
+"""Flow layers: invertibility and log-determinants against brute-force Jacobians (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from baselines.nn import flow_layers as fl
+
+torch.set_default_dtype(torch.float32)
+
+
+def brute_logdet(fn, x):
+    """log|det J| of fn at each sample of x, from the full Jacobian (torch.autograd.functional.jacobian)."""
+    out = []
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(lambda t: fn(t.view(1, *x.shape[1:])).flatten(), xi.flatten())
+        out.append(torch.linalg.slogdet(jac)[1])
+    return torch.stack(out)
+
+
+def perturb(module, scale=0.1, seed=0):
+    """Move every parameter off its (often identity) initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def check_layer(layer, x, atol_inv=1e-4, rtol_ld=1e-6):
+    layer = layer.double()
+    x = x.double()
+    layer(x)  # data-dependent initialisations happen here
+    perturb(layer)
+    layer.eval()
+    y, logdet = layer(x)
+    assert y.shape == x.shape or y.numel() == x.numel()
+    x_rec = layer.inverse(y)
+    assert (x_rec - x).abs().max().item() < atol_inv
+    bf = brute_logdet(lambda t: layer(t)[0], x)
+    torch.testing.assert_close(logdet, bf, rtol=rtol_ld, atol=1e-8)
+    return y, logdet
+
+
+def data(shape, seed=0, scale=1.0):
+    return scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_actnorm_data_dependent_init_and_logdet():
+    x = data((16, 3, 4, 4)) * 3 + 1
+    layer = fl.ActNorm(3)
+    y, _ = layer(x)
+    flat = y.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(flat.mean(1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(1), torch.ones(3), atol=1e-4, rtol=0)
+    check_layer(fl.ActNorm(3), data((2, 3, 3, 3)))
+
+
+def test_invconv1x1_lu():
+    y, logdet = check_layer(fl.InvConv1x1(4), data((2, 4, 3, 3)))
+    assert logdet.abs().max() > 1e-3  # perturbed: not volume preserving any more
+
+
+def test_squeeze_roundtrip_and_zero_logdet():
+    x = data((2, 3, 4, 4))
+    y, ld = fl.Squeeze()(x)
+    assert y.shape == (2, 12, 2, 2)
+    assert torch.equal(fl.unsqueeze2d(y), x)
+    assert torch.equal(ld, torch.zeros(2))
+    # squeeze is a permutation: every input value appears once
+    assert torch.equal(torch.sort(y.flatten(1))[0], torch.sort(x.flatten(1))[0])
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+@pytest.mark.parametrize("num_blocks", [0, 1])
+def test_affine_coupling(parity, num_blocks):
+    check_layer(fl.AffineCoupling(3, hidden=8, num_blocks=num_blocks, parity=parity), data((2, 3, 3, 3)))
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_spline_coupling_inside_and_outside_tails(parity):
+    x = data((2, 4, 3, 3), scale=2.5)  # some values beyond tail_bound=3: linear tails
+    assert (x.abs() > 3).any() and (x.abs() < 3).any()
+    y, _ = check_layer(fl.SplineCoupling(4, hidden=8, num_blocks=1, parity=parity, num_bins=5, tail_bound=3.0), x)
+
+
+def test_spline_coupling_starts_at_identity():
+    layer = fl.SplineCoupling(4, hidden=8, num_blocks=1)
+    x = data((2, 4, 3, 3))
+    y, ld = layer(x)
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ld, torch.zeros(2), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("coupling", ["affine", "spline"])
+def test_flow_step(coupling):
+    check_layer(fl.FlowStep(4, coupling, hidden=8, num_blocks=1, parity=1, num_bins=4), data((2, 4, 2, 2)))
+
+
+@pytest.mark.parametrize("coupling,num_blocks", [("affine", 0), ("spline", 1)])
+def test_multiscale_flow_whole_model(coupling, num_blocks):
+    flow = fl.MultiScaleFlow(1, levels=2, steps_per_level=2, hidden_channels=8, coupling=coupling,
+                             num_blocks=num_blocks, num_bins=4)
+    z, _ = check_layer(flow, data((2, 1, 4, 4)))
+    assert z.shape == (2, 1, 4, 4)  # image-shaped latent
+
+
+def test_multiscale_latent_layout_is_identity_without_steps():
+    """With every level's steps replaced by the identity, squeeze/split/re-assembly give z == y."""
+    flow = fl.MultiScaleFlow(1, levels=3, steps_per_level=1, hidden_channels=4)
+    for i in range(len(flow.blocks)):
+        flow.blocks[i] = fl.FlowSequential([])
+    x = data((2, 1, 8, 8))
+    z, ld = flow(x)
+    assert torch.equal(z, x) and torch.equal(flow.inverse(z), x)
+    assert torch.equal(ld, torch.zeros(2))
+
+
+def test_lipswish_is_1_lipschitz():
+    act = fl.LipSwish()
+    with torch.no_grad():
+        act.b.fill_(3.0)
+    x = torch.linspace(-8, 8, 20001, requires_grad=True)
+    (d,) = torch.autograd.grad(act(x).sum(), x)
+    assert d.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_spectral_norm_bounds_operator_norm(k):
+    conv = fl.SNConv2d(3, 5, k, coeff=0.7, n_iterations=2)
+    with torch.no_grad():
+        conv.weight.mul_(10)
+    x = data((4, 3, 6, 6))
+    for _ in range(20):
+        conv(x)  # training-mode power iterations
+    conv.eval()
+    # independent check: the exact operator norm from the dense matrix of the convolution
+    w = conv.normalized_weight(x.shape).detach()
+    mat = torch.autograd.functional.jacobian(
+        lambda t: torch.nn.functional.conv2d(t.view(1, 3, 6, 6), w, padding=conv.padding).flatten(), torch.zeros(108),
+        vectorize=True)
+    sigma = torch.linalg.matrix_norm(mat, ord=2).item()
+    assert sigma <= 0.7 * (1 + 1e-3)
+    assert sigma > 0.69  # the bound is attained (weights were scaled up), not just met by shrinking
+
+
+def residual_block(c=2, hidden=4, coeff=0.9, **kw):
+    """A block whose g is far from zero: identity-like kernels + noise, ReLU-like LipSwish, positive inputs."""
+    torch.manual_seed(0)
+    net = fl.ResidualNet(c, hidden, coeff=coeff, n_iterations=5)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, fl.LipSwish):
+                m.b.fill_(3.0)
+            if isinstance(m, fl.SNConv2d):
+                k = m.weight.shape[-1]
+                eye = torch.zeros_like(m.weight)
+                for i in range(min(m.weight.shape[:2])):
+                    eye[i, i, k // 2, k // 2] = 1.0
+                m.weight.copy_(eye + 0.1 * torch.randn_like(m.weight))
+    blk = fl.ResidualBlock(net, **kw).double()
+    x = (data((3, c, 3, 3)).abs() * 2 + 0.5).double()
+    blk(x)  # training-mode spectral-norm iterations
+    blk.eval()
+    return blk, x
+
+
+def test_residual_block_exact_logdet_and_inverse():
+    blk, x = residual_block()
+    blk.mode = "exact"
+    y, ld = blk(x)
+    bf = brute_logdet(lambda t: t + blk.g(t), x)
+    torch.testing.assert_close(ld, bf, rtol=1e-8, atol=1e-10)
+    assert (bf > 2.0).all()  # a non-trivial Jacobian
+    blk.mode = "estimate"
+    x_rec = blk.inverse(y)
+    assert (x_rec - x).abs().max() < 1e-4
+    assert 2 < blk.last_inverse_iterations < blk.max_iters
+
+
+def _estimate_mean(blk, x, calls, reps, seed=0):
+    """Mean over `calls` independent calls (each with its own roulette N) of the mean over `reps` Hutchinson vectors."""
+    g = torch.Generator().manual_seed(seed)
+    xs = x.repeat(reps, 1, 1, 1)
+    per_call = []
+    for _ in range(calls):
+        _, ld = blk(xs, g)
+        per_call.append(ld.view(reps, x.shape[0]).mean(0))
+    per_call = torch.stack(per_call)
+    return per_call.mean(0), per_call.std(0) / math.sqrt(calls)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_residual_block_estimator_is_unbiased(training):
+    # one exact term so that the Russian roulette (not just a truncation) is exercised
+    blk, x = residual_block(n_exact_terms=1, n_exact_terms_eval=1)
+    exact = brute_logdet(lambda t: t + blk.g(t), x)
+    trace = torch.stack([torch.trace(torch.autograd.functional.jacobian(
+        lambda t: blk.g(t.view(1, *x.shape[1:])).flatten(), xi.flatten())) for xi in x])
+    blk.train(training)
+    for conv in blk.modules():
+        if isinstance(conv, fl.SNConv2d):
+            conv.n_iterations = 0  # keep the function fixed between calls
+    mean, se = _estimate_mean(blk, x, calls=60, reps=256)
+    assert ((mean - exact) / se).abs().max() < 4.5, (mean, exact, se)
+    # the test has power: the 1-term truncation tr(J) (a biased estimator) would fail it
+    assert ((trace - exact) / se).abs().min() > 4.5, (trace, exact, se)
+
+
+def test_neumann_gradient_is_unbiased():
+    blk, x = residual_block(n_exact_terms=1)
+    for conv in blk.modules():
+        if isinstance(conv, fl.SNConv2d):
+            conv.n_iterations = 0
+    blk.train()
+    params = [p for p in blk.parameters() if p.requires_grad]
+    direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=p.dtype) for i, p in enumerate(params)]
+
+    def dir_grad(ld):
+        grads = torch.autograd.grad(ld.sum(), params, allow_unused=True)
+        return sum((g * d).sum() for g, d in zip(grads, direction) if g is not None)
+
+    blk.mode = "exact"
+    exact = dir_grad(blk(x)[1]).item()
+    blk.mode = "estimate"
+    g = torch.Generator().manual_seed(1)
+    xs = x.repeat(32, 1, 1, 1)
+    draws = torch.tensor([dir_grad(blk(xs, g)[1]).item() / 32 for _ in range(60)])
+    se = draws.std().item() / math.sqrt(len(draws))
+    assert abs(draws.mean().item() - exact) < 4.5 * se + 1e-9, (draws.mean(), exact, se)
+
+
+def test_residual_flow_whole_model_roundtrip_and_exact_logdet():
+    torch.manual_seed(0)
+    flow = fl.ResidualFlow(1, blocks_per_scale=(1, 1), hidden_channels=8, coeff=0.9).double()
+    x = data((2, 1, 4, 4)).double()
+    flow(x)  # ActNorm init + spectral-norm warm-up
+    perturb(flow, 0.05)
+    flow(x)
+    flow.eval()
+    flow.set_logdet_mode("exact")
+    z, ld = flow(x)
+    assert z.shape == (2, *flow.latent_shape(1, 4, 4))
+    bf = brute_logdet(lambda t: flow(t)[0], x)
+    torch.testing.assert_close(ld, bf, rtol=1e-7, atol=1e-9)
+    assert (flow.inverse(z) - x).abs().max() < 1e-4
+    assert all(it >= 2 for it in flow.last_inverse_iterations)
+
+
+def test_preprocess_logdet_matches_brute_force():
+    x = torch.randint(0, 256, (2, 1, 3, 3), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    s, ld = fl.preprocess(x, "logit", 0.05, generator=g)
+    y = (torch.sigmoid(s.double()) - 0.05) / 0.9
+    # d s / d y for s = logit(a + (1-2a) y), elementwise: brute force on the diagonal map
+    bf = brute_logdet(lambda t: torch.logit(0.05 + 0.9 * t), y)
+    torch.testing.assert_close(ld.double(), bf, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fl.postprocess(s, "logit", 0.05).double(), y, atol=1e-5, rtol=0)
+    s2, ld2 = fl.preprocess(x, "center", generator=g)
+    assert torch.equal(ld2, torch.zeros(2)) and s2.min() >= -0.5 and s2.max() < 0.5
