@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     oh = overhead(current)
     print(f"reference {REFERENCE}: {ref_s * 1e3:.2f} ms on {machine(report)}")
     if oh is not None:
-        print(f"harness overhead (Trainer.train vs bare loop, min of rounds): {100 * oh:+.1f}%")
+        print(f"harness overhead (Trainer.train vs bare loop, wall-clock, min of rounds): {100 * oh:+.1f}% "
+              "(noisy on a loaded machine; `python -m tests.benchmarks.test_bench_harness` measures CPU time)")
 
     if args.update:
         data = {"kind": KIND, "reference": REFERENCE, "reference_seconds": ref_s, "machine": machine(report),
