@@ -114,3 +114,90 @@ def test_bench_train_bare(benchmark, setup):
     losses = benchmark.pedantic(bare_loop, setup=prepare, rounds=setup["rounds"])
     assert len(losses) == setup["steps"] and all(l == l for l in losses)
     benchmark.extra_info["steps"] = setup["steps"]
+
+
+def measure_overhead(pairs: int = 5, steps: int = 30, batch_size: int = 32, width: int = 32) -> dict:
+    """Interleaved harness/bare runs (robust to load drift); min over pairs of each. Used for docs/ci.md:
+    ``python -m tests.benchmarks.test_bench_harness``."""
+    import pathlib
+    import tempfile
+    import time
+
+    class _Factory:
+        def mktemp(self, name):
+            return pathlib.Path(tempfile.mkdtemp(prefix=name))
+
+    s = setup.__wrapped__({"steps": steps, "batch_size": batch_size, "image_size": 16, "width": width, "rounds": 1},
+                          _Factory())
+    # CPU time of this process (one intra-op thread): far less sensitive than wall-clock to other
+    # processes competing for the cores, which is the norm on shared CI machines.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    harness, bare = [], []
+    try:
+        for _ in range(pairs + 1):  # the first pair warms up allocators and kernels
+            tr = make_trainer(s)
+            t0 = time.process_time()
+            tr.train()
+            harness.append(time.process_time() - t0)
+            m = make_bare(s)
+            t0 = time.process_time()
+            bare_loop(*m, s["train"].x)
+            bare.append(time.process_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    h, b = min(harness[1:]), min(bare[1:])
+    return {"harness_s": h, "bare_s": b, "overhead": h / b - 1, "steps": steps, "pairs": pairs,
+            "step_ms_bare": 1e3 * b / steps, "harness_all": harness[1:], "bare_all": bare[1:]}
+
+
+def measure_bookkeeping(steps: int = 2000) -> dict:
+    """Absolute per-step cost of the harness loop around a model whose step does nothing, against a bare
+    loop that only fetches the same batches (CPU time, one thread): the overhead without model noise."""
+    import pathlib
+    import tempfile
+    import time
+
+    class _Factory:
+        def mktemp(self, name):
+            return pathlib.Path(tempfile.mkdtemp(prefix=name))
+
+    class _Null(ConvDenoiser):
+        def training_step(self, batch, step):
+            return {"loss": 0.0}
+
+    s = setup.__wrapped__({"steps": steps, "batch_size": 32, "image_size": 16, "width": 4, "rounds": 1}, _Factory())
+    s["cls"] = _Null
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    h, b = [], []
+    try:
+        for _ in range(3):
+            tr = make_trainer(s)
+            t0 = time.process_time()
+            tr.train()
+            h.append(time.process_time() - t0)
+            _, _, batches, gen = make_bare(s)
+            x = s["train"].x
+            t0 = time.process_time()
+            for idx in batches:
+                Batch(x[idx], None, gen)
+            b.append(time.process_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return {"harness_us": 1e6 * min(h) / steps, "bare_us": 1e6 * min(b) / steps}
+
+
+if __name__ == "__main__":
+    import sys
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    r = measure_overhead(n)
+    print(f"harness {r['harness_s']:.3f}s, bare {r['bare_s']:.3f}s CPU for {r['steps']} steps "
+          f"({r['step_ms_bare']:.1f} ms/step): overhead {100 * r['overhead']:+.2f}% (min of {r['pairs']} interleaved pairs)")
+    print("harness runs:", " ".join(f"{t:.3f}" for t in r["harness_all"]))
+    print("bare runs:   ", " ".join(f"{t:.3f}" for t in r["bare_all"]))
+    k = measure_bookkeeping()
+    extra = k["harness_us"] - k["bare_us"]
+    print(f"null model: harness loop {k['harness_us']:.1f} us/step, bare batch fetch {k['bare_us']:.1f} us/step: "
+          f"{extra:.1f} us/step of bookkeeping = {100 * extra / (1e3 * r['step_ms_bare']):.3f}% of this step")
