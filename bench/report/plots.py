@@ -60,7 +60,8 @@ def quality_vs_compute(records: list[dict], path: Path) -> tuple[Path | None, st
                       "(set train.eval_fractions, e.g. [0.25, 0.5, 1.0], to evaluate during training)")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, x in zip(axes, ("images seen", "training seconds")):
-        sns.lineplot(data=df, x=x, y=label, hue="model", marker="o", ax=ax, errorbar="sd")
+        sns.lineplot(data=df, x=x, y=label, hue="model", hue_order=sorted(df["model"].unique()), marker="o", ax=ax,
+                     errorbar="sd")
         ax.set_title(f"{label} vs {x}")
         xs = df[x].dropna()
         if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 20:
@@ -142,7 +143,8 @@ def loss_curves(records: list[dict], path: Path) -> tuple[Path | None, str]:
         return None, "training loss curves: no loss curve in the records"
     fig, ax = plt.subplots(figsize=(7, 4.2))
     styles = df["seed"].nunique() > 1
-    sns.lineplot(data=df, x="step", y="loss", hue="model", style="seed" if styles else None, ax=ax, errorbar=None)
+    sns.lineplot(data=df, x="step", y="loss", hue="model", hue_order=sorted(df["model"].unique()),
+                 style="seed" if styles else None, ax=ax, errorbar=None)
     if (df["loss"] > 0).all() and df["loss"].max() / max(df["loss"].min(), 1e-12) > 20:
         ax.set_yscale("log")
     ax.set_title("training loss (each model's own objective: not comparable across families)")
