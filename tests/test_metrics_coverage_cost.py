@@ -1,0 +1,90 @@
+"""Class coverage (histogram, KL from uniform, confidence, label agreement) and the cost metric (FLOPs, MFU)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from bench.metrics import coverage, cost, extractors
+from bench.registry import Batch, DataSpec, GenerativeModel, Samples
+from tests.metrics_helpers import FAST_RECIPE, Replay, digits_data, make_ctx
+
+
+def test_kl_from_uniform_closed_forms():
+    assert coverage.kl_from_uniform(torch.full((10,), 0.1, dtype=torch.float64)) == pytest.approx(0.0, abs=1e-12)
+    one = torch.zeros(10, dtype=torch.float64)
+    one[3] = 1.0
+    assert coverage.kl_from_uniform(one) == pytest.approx(math.log(10))
+    h = torch.tensor([0.5, 0.25, 0.25, 0.0], dtype=torch.float64)
+    assert coverage.kl_from_uniform(h) == pytest.approx(sum(p * math.log(4 * p) for p in (0.5, 0.25, 0.25)))
+
+
+def test_coverage_stats_on_crafted_logits():
+    n, k = 100, 10
+    logits = torch.zeros(n, k)
+    logits[torch.arange(n), torch.arange(n) % 5] = 10.0  # 5 classes, confident
+    logits[:20] = 0.0  # 20 ambiguous samples (argmax -> class 0)
+    s = coverage.coverage_stats(logits, k, labels=torch.arange(n) % 5)
+    assert s["confident"] == pytest.approx(0.8)
+    hist = coverage.class_histogram(logits, k)
+    assert hist[0] == pytest.approx((20 + 16) / 100) and hist[5:].sum() == 0
+    assert s["classes"] == 5 and s["kl"] == pytest.approx(coverage.kl_from_uniform(hist))
+    assert s["label_accuracy"] == pytest.approx(0.84)  # 80 confident + 4 ambiguous ones whose label is 0
+
+
+def test_class_coverage_metric_on_real_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(extractors, "CLASSIFIER_RECIPE", {**extractors.CLASSIFIER_RECIPE, **FAST_RECIPE})
+    train, real = digits_data(16)
+    ctx = make_ctx(Replay(real.x), train, real, tmp_path)
+    out = coverage.class_coverage(ctx)
+    p = out["coverage_kl"]["protocol"]
+    assert p["extractor"] == "digits-classifier" and p["classifier_test_accuracy"] is not None
+    # replaying the real split: the generated histogram is the real one
+    assert out["coverage_kl"]["value"] == pytest.approx(p["real_kl"])
+    assert len(out["coverage_kl"]["histogram"]) == 10 and sum(out["coverage_kl"]["histogram"]) == pytest.approx(1, abs=1e-5)
+    assert 0 <= out["coverage_confident"]["value"] <= 1 and out["coverage_classes"]["value"] >= 8
+    # a model that only draws zeros covers one class
+    zeros = real.x[real.y == 0]
+    one = coverage.class_coverage(make_ctx(Replay(zeros), train, real, tmp_path, num_samples=len(zeros)))
+    assert one["coverage_classes"]["value"] <= 2 and one["coverage_kl"]["value"] > 1.5
+
+
+class LinearModel(GenerativeModel):
+    """x -> W x: closed-form FLOPs (forward 2BD^2; backward only dW: 2BD^2; sampling 2D^2 per image)."""
+
+    name = "linear-cost-test"
+    family = "test"
+
+    def __init__(self, data: DataSpec):
+        super().__init__({}, data)
+        self.lin = nn.Linear(data.dims, data.dims, bias=False)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        x = batch.x.float().flatten(1) / 255
+        return ((self.lin(x) - x) ** 2).mean()
+
+    def sample(self, n, *, labels=None, generator=None, **sampler):
+        z = torch.randn(n, self.data.dims, generator=generator)
+        return Samples(torch.sigmoid(self.lin(z)).view(n, *self.data.shape), nfe=1)
+
+
+def test_cost_flops_match_closed_form_and_model_untouched(tmp_path):
+    train, real = digits_data(8)
+    model = LinearModel(train.spec)
+    model.optimizers = model.configure_optimizers()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = make_ctx(model, train, real, tmp_path, speed_batch=16)
+    out = cost.cost(ctx)
+    d = 64
+    assert out["train_flops_per_image"]["value"] == pytest.approx(4 * d * d)
+    assert out["sample_flops_per_image"]["value"] == pytest.approx(2 * d * d)
+    assert out["sample_flops_per_nfe"]["value"] == pytest.approx(2 * d * d)
+    assert out["peak_flops"]["value"] > 1e8 and 0 < out["train_mfu"]["value"] < 1.5
+    assert out["peak_flops"]["protocol"]["peak_cache"] == "miss"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # steps ran on a copy
+    again = cost.cost(ctx)
+    assert again["peak_flops"]["protocol"]["peak_cache"] == "hit"
+    assert again["peak_flops"]["value"] == out["peak_flops"]["value"]

@@ -1,0 +1,121 @@
+"""Feature extractors: the offline Inception weights path (with a weights file the test builds) and the domain classifier."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+import torch_fidelity
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from bench.data import load_split
+from bench.errors import BenchError
+from bench.metrics import extractors
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A randomly initialised state dict with the shapes of torch-fidelity's Inception-v3, saved to a file."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
+    mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+    torch.manual_seed(0)
+    net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    mp.undo()
+    path = tmp_path_factory.mktemp("weights") / extractors.INCEPTION_FILE
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    def refuse(*a, **k):
+        raise AssertionError("torch-fidelity was asked to download weights")
+
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", refuse)
+    monkeypatch.delenv(extractors.INCEPTION_ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: "/nonexistent-hub-dir")
+
+
+def test_inception_from_env_var_without_network(random_inception_weights, no_download, monkeypatch, tmp_path):
+    monkeypatch.setenv(extractors.INCEPTION_ENV, str(random_inception_weights))
+    ext = extractors.build_inception(tmp_path)
+    digest = hashlib.sha256(random_inception_weights.read_bytes()).hexdigest()
+    assert ext.weights_sha256 == digest and ext.protocol()["extractor_weights_sha256"] == digest[:16]
+    assert ext.feature_layer == "2048" and ext.logits_layer == "logits_unbiased" and "299" in ext.resize
+    x = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    feats = ext.features(x, torch.device("cpu"))
+    assert feats["2048"].shape == (2, 2048) and feats["logits_unbiased"].shape == (2, 1008)
+    # the loaded weights are the file's (not a fresh random init)
+    sd = torch.load(random_inception_weights)
+    assert torch.equal(ext.module.fc.weight, sd["fc.weight"])
+
+
+def test_inception_found_in_cache_dir_and_explicit_path(random_inception_weights, no_download, tmp_path):
+    staged = tmp_path / "weights" / extractors.INCEPTION_FILE
+    staged.parent.mkdir()
+    staged.write_bytes(random_inception_weights.read_bytes())
+    assert extractors.find_inception_weights(tmp_path) == staged  # where `bench prefetch` puts it
+    assert extractors.find_inception_weights(None, str(random_inception_weights)) == random_inception_weights
+
+
+def test_inception_missing_is_one_line_error_naming_file(no_download, tmp_path, monkeypatch):
+    with pytest.raises(BenchError) as e:
+        extractors.find_inception_weights(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and extractors.INCEPTION_FILE in msg and str(tmp_path / "weights") in msg
+    assert "--inception-weights" in msg and extractors.INCEPTION_ENV in msg
+    monkeypatch.setenv(extractors.INCEPTION_ENV, str(tmp_path / "nope.pth"))
+    with pytest.raises(BenchError, match="nope.pth"):
+        extractors.find_inception_weights(tmp_path)
+
+
+def test_corrupt_inception_weights_error(no_download, tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(3)}, bad)
+    with pytest.raises(BenchError, match="cannot load Inception weights"):
+        extractors.build_inception(tmp_path, str(bad))
+
+
+def test_domain_classifier_is_a_registered_torch_fidelity_extractor(tmp_path):
+    cfg = {"dataset": "digits", "image_size": 8, "channels": 1}
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    path, info = extractors.domain_classifier(train, test, tmp_path, "digits", recipe={"min_steps": 5, "epochs": 1})
+    assert issubclass(FEATURE_EXTRACTORS_REGISTRY[extractors.CLASSIFIER_NAME], torch_fidelity.FeatureExtractorBase)
+    from torch_fidelity.utils import create_feature_extractor
+
+    fe = create_feature_extractor(extractors.CLASSIFIER_NAME, ["192", "logits"], cuda=False,
+                                  feature_extractor_weights_path=str(path), verbose=False)
+    f192, logits = fe(test.x[:5].expand(-1, 3, -1, -1))
+    assert f192.shape == (5, 192) and logits.shape == (5, 10)
+    # cached: a second call returns the same file without retraining
+    mtime = path.stat().st_mtime_ns
+    again, info2 = extractors.domain_classifier(train, test, tmp_path, "digits", recipe={"min_steps": 5, "epochs": 1})
+    assert again == path and path.stat().st_mtime_ns == mtime and info2 == info
+    # a different image size is a different classifier
+    cfg16 = {**cfg, "image_size": 16}
+    other, _ = extractors.domain_classifier(load_split(cfg16, "train"), load_split(cfg16, "test"), tmp_path, "digits",
+                                            recipe={"min_steps": 5, "epochs": 1})
+    assert other != path
+
+
+def test_domain_classifier_accuracy_on_digits(tmp_path):
+    """The default recipe on scikit-learn digits (16 px): stated accuracy >= 98% on the 360 held-out images."""
+    cfg = {"dataset": "digits", "image_size": 16, "channels": 1}
+    _, info = extractors.domain_classifier(load_split(cfg, "train"), load_split(cfg, "test"), tmp_path, "digits")
+    assert info["test_accuracy"] >= 0.98, info
+
+
+def test_domain_classifier_accuracy_on_mnist(shared_data):
+    """Trained on 20,000 MNIST training images (2 epochs), >= 98% on the 10,000 held-out test images."""
+    cfg = {"dataset": "mnist", "image_size": 32, "channels": 1}
+    train = load_split(cfg, "train", str(shared_data))
+    test = load_split(cfg, "test", str(shared_data))
+    net = extractors.train_classifier(train.x, train.y, 10, {"max_train": 20000, "epochs": 2})
+    acc = extractors.accuracy(net, test.x, test.y)
+    assert acc >= 0.98, acc
