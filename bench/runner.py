@@ -340,7 +340,7 @@ def save_samples(samples: metrics.Samples, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"images": to_uint8(samples.images[:SAMPLE_GRID]).numpy()}
     labels = samples.info.get("labels")
-    if labels is not None:
+    if isinstance(labels, torch.Tensor):
         arrays["labels"] = labels[:SAMPLE_GRID].numpy()
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez_compressed(tmp, **arrays)
@@ -357,7 +357,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     cfg = suite.models[run_name]
     cls = registry.get(cfg["model"])
     record: dict[str, Any] = {
-        "suite": suite.name, "profile": suite.profile, "model": run_name, "registered": cls.name,
+        "suite": suite.name, "profile": suite.profile, "mirrors": suite.mirrors, "model": run_name, "registered": cls.name,
         "family": cls.family, "seed": seed, "config": {**cls.defaults, **model_config(cfg)},
         "sampler": cfg.get("sampler") or {}, "config_hash": suite.config_hash(run_name),
         "overrides": suite.overrides, "budget": {"kind": suite.budget.kind, "value": suite.budget.value},

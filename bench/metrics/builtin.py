@@ -44,10 +44,10 @@ def bits_per_dim(ctx: EvalContext) -> dict:
     data_se = float(bpd.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
     est_se = math.sqrt(float(torch.cat(est_var).sum())) / n if est_var else 0.0
     kind = "upper-bound" if "upper-bound" in kinds else ("estimate" if "estimate" in kinds else "exact")
-    return {"bits_per_dim": value(
-        float(bpd.mean()), std=math.sqrt(data_se ** 2 + est_se ** 2), n=n, kind=kind,
-        estimator_stderr=est_se, split=ctx.real.name, dequantization="uniform (x+u)/256",
-        precision=ctx.precision, **{k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})}
+    protocol = {"dequantization": "uniform (x+u)/256", "split": ctx.real.name, "precision": ctx.precision}
+    protocol.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})  # the model knows best
+    protocol.update(kind=kind, estimator_stderr=est_se)
+    return {"bits_per_dim": value(float(bpd.mean()), std=math.sqrt(data_se ** 2 + est_se ** 2), n=n, **protocol)}
 
 
 @metric("sampling_speed")
