@@ -129,3 +129,35 @@ def test_results_command_exports_csv(workdirs, capsys, tmp_path):
     import pandas as pd
     df = pd.read_csv(csv)
     assert list(df["model"]) == ["reference"] and df["bits_per_dim"].iloc[0] > 0
+
+
+@register
+class OddInfo(GenerativeModel):
+    """Test model whose likelihood/sample info carries keys the harness also sets."""
+    name = "test-odd-info"
+    family = "flow"
+    has_likelihood = True
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def loss(self, batch):
+        return (self.w - 1).pow(2).sum()
+
+    def nll_bits_per_dim(self, batch):
+        from bench.registry import Likelihood
+        return Likelihood(torch.full((len(batch),), 7.5), kind="upper-bound", info={"dequantization": "variational"})
+
+    def sample(self, n, *, labels=None, generator=None, **sampler):
+        from bench.registry import Samples
+        return Samples(torch.rand(n, *self.data.shape, generator=generator), nfe=3, info={"labels": "none"})
+
+
+def test_model_info_keys_are_recorded_not_clashing(workdirs, capsys, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]", "[models.odd]\n    model = \"test-odd-info\""))
+    assert run_cli(args(workdirs, "--suite", str(suite)), capsys)[0] == 0
+    rec, = records.load_records(workdirs["results"], "tiny", "smoke")
+    assert rec["status"] == "ok", rec.get("error")
+    bpd = rec["metrics"]["bits_per_dim"]
+    assert bpd["value"] == 7.5 and bpd["protocol"]["dequantization"] == "variational" and bpd["protocol"]["kind"] == "upper-bound"
