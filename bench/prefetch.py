@@ -1,0 +1,103 @@
+"""`bench prefetch`: stage a suite's datasets and weights for offline compute nodes.
+
+Run on a machine with internet (a cluster's login node)::
+
+    bench prefetch --suite cifar10-ddpm --data-root /shared/genbench/data --cache-dir /shared/genbench/cache
+
+It downloads the suite's train/eval splits into ``--data-root`` (``bench.data.load_split(...,
+download=True)``) and, when the suite's metrics use the ``inception`` extractor, the Inception-v3
+weights into ``<cache-dir>/weights/`` (where ``bench run --cache-dir`` finds them), or copies a
+file given with ``--inception-weights``. ``--classifier`` also trains the digits domain classifier
+into the cache. Compute nodes then run ``bench run --data-root ... --cache-dir ...`` with no
+network. Nothing is written into site-packages or a hard-coded /tmp path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from bench.errors import BenchError
+
+SAMPLE_METRICS = {"fid", "is", "kid", "precision_recall", "prc"}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GENBENCH_CACHE", str(Path.home() / ".cache" / "genbench")))
+
+
+def download_inception(cache_dir: Path, source: str | None = None, log=print) -> Path:
+    """Put the Inception weights at ``<cache_dir>/weights/<file>`` (copy ``source`` or download)."""
+    from bench.metrics.extractors import INCEPTION_FILE, INCEPTION_URL, file_sha256
+
+    dest = cache_dir / "weights" / INCEPTION_FILE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source:
+        src = Path(source)
+        if not src.is_file():
+            raise BenchError(f"--inception-weights {src} does not exist: point it at {INCEPTION_FILE}")
+        if src.resolve() != dest.resolve():
+            shutil.copyfile(src, dest.with_suffix(".part"))
+            os.replace(dest.with_suffix(".part"), dest)
+    elif not dest.is_file():
+        import torch
+
+        log(f"downloading {INCEPTION_URL}")
+        try:
+            torch.hub.download_url_to_file(INCEPTION_URL, str(dest.with_suffix(".part")), progress=True)
+        except Exception as e:
+            raise BenchError(f"cannot download {INCEPTION_URL} ({type(e).__name__}: {e}); without internet, copy "
+                             f"{INCEPTION_FILE} to {dest} by hand") from None
+        os.replace(dest.with_suffix(".part"), dest)
+    # the file name carries the first 8 hex digits of its sha256 (torch.hub convention)
+    digest = file_sha256(dest)
+    expected = INCEPTION_FILE.rsplit("-", 1)[1].split(".")[0]
+    if not digest.startswith(expected):
+        raise BenchError(f"{dest} is corrupt (sha256 {digest[:8]}..., expected {expected}...): delete it and prefetch again")
+    return dest
+
+
+def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Path, inception_weights: str | None,
+             classifier: bool, log=print) -> None:
+    from bench.data import load_split
+    from bench.metrics.extractors import resolve_name
+    from bench.suite import load_suite
+
+    suite = load_suite(suite_name, profile)
+    splits = {}
+    for which in ("train_split", "eval_split"):
+        split = suite.data.get(which, "train" if which == "train_split" else "test")
+        data = load_split(suite.data, split, data_root, download=True)
+        splits[which] = data
+        log(f"data: {data.name}: {len(data)} images")
+    metrics = set(suite.eval.get("metrics") or [])
+    extractor = resolve_name(suite.eval.get("feature_extractor"), suite.data["dataset"])
+    if (metrics & SAMPLE_METRICS and extractor == "inception") or inception_weights:
+        log(f"weights: {download_inception(cache_dir, inception_weights, log)}")
+    if classifier and ("class_coverage" in metrics or extractor == "digits-classifier"):
+        from bench.metrics.extractors import domain_classifier
+
+        path, info = domain_classifier(splits["train_split"], splits["eval_split"], cache_dir, suite.data["dataset"],
+                                       log=log)
+        log(f"classifier: {path} (test accuracy {info['test_accuracy']:.4f})")
+    log(f"done: run with --data-root {data_root or '(default)'} --cache-dir {cache_dir} on the compute nodes")
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    prefetch(args.suite, args.profile, args.data_root, cache, args.inception_weights, args.classifier)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("prefetch", help="download a suite's datasets and weights for offline runs")
+    p.add_argument("--suite", default="digits", help="suite name or .toml path (default: digits)")
+    p.add_argument("--profile", default="smoke", help="profile whose settings to read (default: smoke)")
+    p.add_argument("--data-root", default=None, help="where datasets go (default: $GENBENCH_DATA_ROOT or ~/.cache/genbench/data)")
+    p.add_argument("--cache-dir", default=None, help="where weights/classifiers go (default: $GENBENCH_CACHE or ~/.cache/genbench)")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="stage this copy of weights-inception-2015-12-05-6726825d.pth instead of downloading it")
+    p.add_argument("--classifier", action="store_true", help="also train the digits domain classifier into the cache")
+    p.set_defaults(func=cmd_prefetch)
