@@ -36,6 +36,7 @@ from bench.metrics import EvalContext, make_batch, metric, synchronize, value
 
 PEAK_SIZES = {"cpu": 1024, "cuda": 8192}
 PEAK_REPEATS = 5
+NO_FLOPS = "not defined: no matmul/conv/attention FLOPs counted (FlopCounterMode counts only those)"
 
 
 def hardware_key(device: torch.device, precision: str) -> tuple[str, dict[str, Any]]:
@@ -109,6 +110,8 @@ def count_flops(fn) -> tuple[int, Any]:
 
 @metric("cost")
 def cost(ctx: EvalContext) -> dict:
+    if not ctx.final:  # intermediate (budget-fraction) evaluations: cost does not change with training
+        return {}
     model = ctx.model
     peak, hw = peak_flops(ctx)
     proto = {"precision": ctx.precision, "device": str(ctx.device), "counter": "torch.utils.flop_counter",
@@ -134,10 +137,11 @@ def cost(ctx: EvalContext) -> dict:
         step(i)
     synchronize(ctx.device)
     seconds = (time.perf_counter() - t0) / k
-    tproto = {**proto, "batch": bs, "timed_steps": k, "note": "on a copy of the final model"}
+    tproto = {**proto, "batch": bs, "timed_steps": k, "measured_on": "a copy of the final model"}
     out["train_flops_per_image"] = value(flops / bs, **tproto)
     out["train_flops_per_second"] = value(flops / seconds, **tproto)
-    out["train_mfu"] = value(flops / seconds / peak, **tproto)
+    out["train_mfu"] = (value(flops / seconds / peak, **tproto) if flops else
+                        value(None, note=NO_FLOPS, **tproto))
     del clone
 
     # -- sampling --
@@ -161,5 +165,6 @@ def cost(ctx: EvalContext) -> dict:
     out["sample_flops_per_image"] = value(sflops, **sproto)
     out["sample_flops_per_nfe"] = (value(sflops / nfe, **sproto) if nfe else
                                    value(None, note="the sampler reports no NFE", **sproto))
-    out["sample_mfu"] = value(sflops * n / sseconds / peak, **sproto)
+    out["sample_mfu"] = (value(sflops * n / sseconds / peak, **sproto) if sflops else
+                         value(None, note=NO_FLOPS, **sproto))
     return out
