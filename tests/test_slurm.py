@@ -1,0 +1,142 @@
+"""`bench submit` against a REAL single-node SLURM cluster on localhost (tests/slurm_localhost.py).
+
+One array submission (through submitit, throttled to 2 tasks at once) of four tasks of the
+digits suite's reference model: seed 0 is requeued with ``scontrol requeue`` while it trains and
+must resume from its checkpoint to the same metrics as an uninterrupted run; seed 1 runs
+normally; a second run name with an invalid learning rate fails. Skipped with the reason when
+the SLURM packages are missing (scripts/install_slurm.sh) or the daemons do not start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.slurm_localhost import ClusterUnavailable, LocalSlurm
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 300
+COMMON = ["--budget", f"steps={STEPS}", "--set", "train.checkpoint_every_s=0.3", "--set",
+          'eval.metrics=["bits_per_dim"]', "--device", "cpu"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+
+
+def bench(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, env=env(), capture_output=True,
+                       text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return r
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    c = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start()
+    except ClusterUnavailable as e:
+        pytest.skip(f"no local SLURM cluster: {e}")
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def submission(cluster, tmp_path_factory):
+    """Submit the array, requeue seed 0 mid-training, run the uninterrupted reference meanwhile."""
+    root = tmp_path_factory.mktemp("submit")
+    suite = root / "suite.toml"
+    suite.write_text((REPO / "bench" / "suites" / "digits.toml").read_text()
+                     + '\n[models.broken]\nmodel = "reference"\nlr = -1.0\n')
+    out = bench("submit", "--suite", str(suite), "--cluster-profile", "localhost", "--seed", "0", "--seed", "1",
+                *COMMON, "--results", str(root / "results"), cwd=root)
+    folder = Path(out.stdout.split("submission ", 1)[1].split(": ", 1)[1].splitlines()[0])
+    data = json.loads((folder / "submission.json").read_text())
+    # the uninterrupted reference for seed 0, locally, while the cluster works
+    ref = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--suite", str(suite), "--model", "reference",
+                            "--seed", "0", *COMMON, "--quiet", "--no-report", "--results", str(root / "ref"),
+                            "--checkpoints", str(root / "ref-ckpt")], cwd=root, env=env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    task0 = next(t for t in data["tasks"] if t["model"] == "reference" and t["seed"] == 0)
+    ckpts = folder / "checkpoints" / "digits" / "smoke"
+    latest = None
+    t_end = time.monotonic() + 150
+    while time.monotonic() < t_end and latest is None:
+        found = list(ckpts.glob("reference__seed0__*/latest.json"))
+        if found:
+            step = json.loads(found[0].read_text())["files"][0]["step"]
+            if step >= 10:
+                latest = step
+        time.sleep(0.05)
+    assert latest is not None, "task 0 never checkpointed: " + cluster.run("squeue", check=False).stdout
+    requeue = cluster.run("scontrol", "requeue", task0["job_id"], check=False)
+    collected = bench("collect", "--results", str(root / "results"), "--wait", "200", "--no-report", cwd=root,
+                      check=False)
+    assert ref.wait(300) == 0, ref.stderr.read().decode()[-2000:]
+    return {"root": root, "folder": folder, "data": data, "requeue": requeue, "requeued_after_step": latest,
+            "collect": collected, "status": bench("status", "--results", str(root / "results"), cwd=root)}
+
+
+def records(sub) -> dict[tuple[str, int], dict]:
+    out = {}
+    for p in (sub["root"] / "results" / "runs").rglob("*.json"):
+        r = json.loads(p.read_text())
+        out[(r["model"], r["seed"])] = r
+    return out
+
+
+def test_array_submission_through_submitit(submission, cluster):
+    data, folder = submission["data"], submission["folder"]
+    assert data["executor"] == "slurm" and data["array_job_id"]
+    assert [t["job_id"] for t in data["tasks"]] == [f"{data['array_job_id']}_{i}" for i in range(4)]
+    assert data["suite"]["budget"] == {"steps": float(STEPS)}  # the resolved config is stored
+    script = next(folder.glob("submitit/*/*_submission.sh")).read_text()
+    assert "--array=0-3%2" in script  # array throttling from the cluster profile
+    acct = cluster.run("sacct", "-n", "-X", "-P", "-j", data["array_job_id"], "--format=JobID,State").stdout
+    assert f"{data['array_job_id']}_1|COMPLETED" in acct
+    assert "COMPLETED" in submission["status"].stdout
+
+
+def test_records_collected_and_separate(submission):
+    recs = records(submission)
+    assert set(recs) == {("reference", 0), ("reference", 1), ("broken", 0), ("broken", 1)}
+    assert recs[("reference", 1)]["status"] == "ok"
+    assert recs[("reference", 1)]["submission"]["id"] == submission["data"]["id"]
+    paths = list((submission["root"] / "results" / "runs").rglob("*.json"))
+    assert len(paths) == len(set(paths)) == 4  # one file per task, nothing overwritten
+    assert "4/4 task record(s)" in submission["collect"].stdout, submission["collect"].stdout
+
+
+def test_failing_task_leaves_the_others_intact(submission):
+    recs = records(submission)
+    for seed in (0, 1):
+        bad = recs[("broken", seed)]
+        assert bad["status"] == "failed" and "learning rate" in bad["error"]
+    assert recs[("reference", 0)]["status"] == recs[("reference", 1)]["status"] == "ok"
+    assert "failed" in submission["status"].stdout
+
+
+def test_requeued_task_resumes_with_identical_metrics(submission):
+    assert submission["requeue"].returncode == 0, submission["requeue"].stderr
+    rec = records(submission)[("reference", 0)]
+    ref = json.loads(next((submission["root"] / "ref").rglob("*.json")).read_text())
+    signals = [i.get("signal") for i in rec["interruptions"] if "signal" in i]
+    resumed = [i["resumed_at_step"] for i in rec["interruptions"] if "resumed_at_step" in i]
+    if not resumed:
+        pytest.fail(f"task 0 was not resumed (finished before the requeue?): {rec['interruptions']}")
+    assert signals == ["SIGTERM"]  # scontrol requeue -> SIGTERM -> checkpoint at the step boundary
+    assert resumed[0] >= submission["requeued_after_step"]
+    assert rec["train"]["steps"] == ref["train"]["steps"] == STEPS
+    assert rec["metrics"]["bits_per_dim"]["value"] == ref["metrics"]["bits_per_dim"]["value"]
+    assert rec["train"]["loss_curve"] == ref["train"]["loss_curve"]
+    assert [c["metrics"] for c in rec["curve"]] == [c["metrics"] for c in ref["curve"]]
