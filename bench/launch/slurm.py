@@ -221,7 +221,7 @@ def submit(suite, args, prof: dict[str, Any], executor_kind: str, results: Path)
     folder, data = plan(suite, args, prof, results)
     folder.mkdir(parents=True, exist_ok=True)
     data["executor"] = executor_kind
-    if executor_kind == "slurm" and not shutil.which("sbatch"):
+    if executor_kind == "slurm" and not getattr(args, "dry_run", False) and not shutil.which("sbatch"):
         raise BenchError("sbatch not found: this machine is not a SLURM login node; use --executor local, "
                          "or --dry-run and slurm/array.sbatch on the cluster")
     _write_json(folder / "submission.json", data)
