@@ -200,15 +200,24 @@ class Schedule:
 
     # ---- variational bound ----------------------------------------------------------------------
     def vb_term(self, out: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                variance: str = "fixedlarge") -> torch.Tensor:
-        """Per-image nats: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0, -log p(x0|x1) (discretized) for t = 0."""
+                variance: str = "fixedlarge", decoder: str = "discretized") -> torch.Tensor:
+        """Per-image nats: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0, -log p(x0|x1) for t = 0.
+
+        ``decoder``: "discretized" (8-bit data in [-1, 1], Ho et al.'s bins) or "continuous" (the Gaussian
+        density itself, for continuous data such as a flow's latent)."""
+        if decoder not in ("discretized", "continuous"):
+            raise ValueError(f"decoder must be 'discretized' or 'continuous', got {decoder!r}")
         true_mean, _, true_logvar = self.q_posterior(x0, xt, t)
         p = self.p_mean_var(out, xt, t, variance)
         kl = normal_kl(true_mean, true_logvar, p["mean"], p["logvar"]).flatten(1).sum(1)
         first = t == 0
         if not bool(first.any()):
             return kl
-        nll = -discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["logvar"]).flatten(1).sum(1)
+        if decoder == "continuous":
+            nll = 0.5 * (math.log(2 * math.pi) + p["logvar"] + (x0 - p["mean"]) ** 2 * torch.exp(-p["logvar"]))
+        else:
+            nll = -discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["logvar"])
+        nll = nll.flatten(1).sum(1)
         return torch.where(first.to(kl.device), nll, kl)
 
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
@@ -217,7 +226,7 @@ class Schedule:
         return normal_kl(mean, torch.log(var), torch.zeros_like(mean), torch.zeros_like(mean)).flatten(1).sum(1)
 
     def vlb(self, model_fn: Callable, x0: torch.Tensor, variance: str = "fixedlarge",
-            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+            generator: torch.Generator | None = None, decoder: str = "discretized") -> dict[str, torch.Tensor]:
         """The whole bound -log p(x0) <= L_T + sum_{t>1} L_{t-1} + L_0, per image in nats (one x_t draw per term)."""
         n = x0.shape[0]
         total = self.prior_kl(x0)
@@ -225,7 +234,7 @@ class Schedule:
         for i in range(self.T):
             t = torch.full((n,), i, device=x0.device, dtype=torch.long)
             xt = self.q_sample(x0, t, randn(x0.shape, generator, x0.device))
-            total = total + self.vb_term(model_fn(xt, self.model_t(t)).float(), x0, xt, t, variance)
+            total = total + self.vb_term(model_fn(xt, self.model_t(t)).float(), x0, xt, t, variance, decoder)
         return {"total": total, "prior": prior}
 
 
