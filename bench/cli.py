@@ -89,6 +89,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"suite {suite.name} [{suite.profile}], budget {suite.budget}, "
           f"models: {', '.join(opts.models or suite.models)}, seeds: {opts.seeds or suite.train['seeds']}")
     paths = run_suite(suite, opts)
+    from bench.runner import world
+
+    if world()[0] != 0:  # under torchrun only rank 0 writes records, prints and renders
+        return 0
     recs = [records.load_records(Path(args.results), suite.name, suite.profile)]
     written = {str(p) for p in paths}
     fresh = [r for r in recs[0] if r["_path"] in written]
