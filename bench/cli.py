@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", dest="download", action="store_false", help="never download; fail naming the missing file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the suite's, usually auto)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last checkpoint")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="staged weights-inception-2015-12-05-6726825d.pth for offline FID/IS; same as $GENBENCH_INCEPTION_WEIGHTS")
     p.add_argument("--cache-dir", default=None, help="cache for reference statistics and classifiers (default: ~/.cache/genbench or $GENBENCH_CACHE)")
 
 
@@ -50,6 +53,12 @@ def run_options(args: argparse.Namespace):
                       seeds=args.seeds, progress=not getattr(args, "quiet", False))
     if args.cache_dir:
         opts.cache_dir = Path(args.cache_dir)
+    if getattr(args, "inception_weights", None):
+        weights = Path(args.inception_weights).resolve()
+        if not weights.is_file():
+            raise BenchError(f"--inception-weights {weights} does not exist; stage torch-fidelity's "
+                             "weights-inception-2015-12-05-6726825d.pth there (or run `bench prefetch` on a machine with internet)")
+        os.environ["GENBENCH_INCEPTION_WEIGHTS"] = str(weights)
     return opts
 
 
