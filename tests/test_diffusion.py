@@ -1,0 +1,160 @@
+"""The diffusion wrappers: training, EMA, samplers and their options, guidance, bits/dim."""
+
+import math
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.registry import Batch, DataSpec, get
+
+SPEC = DataSpec(1, 16, 16, 10)
+TINY = {"unet": "tiny", "timesteps": 20, "beta_start": 5e-3, "beta_end": 0.5, "ema_decay": 0.5, "lr": 1e-3}
+
+
+def _batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return Batch(x, y, torch.Generator().manual_seed(seed + 1))
+
+
+def _train(model, steps=2):
+    for s in range(steps):
+        out = model.training_step(_batch(seed=s), s)
+        assert math.isfinite(out["loss"])
+    return out
+
+
+@pytest.mark.parametrize("name,extra", [("ddpm", {}), ("iddpm", {}), ("ncsn", {"unet": "tiny", "ema_decay": 0.5})])
+def test_models_train_and_sample_in_unit_range(name, extra):
+    torch.manual_seed(0)
+    cfg = extra if name == "ncsn" else TINY
+    m = get(name)(cfg, SPEC)
+    assert m.family == "diffusion"
+    _train(m)
+    opts = {"steps_each": 2} if name == "ncsn" else {"steps": 5}
+    s = m.sample(4, generator=torch.Generator().manual_seed(0), **opts)
+    assert s.images.shape == (4, 1, 16, 16)
+    assert 0.0 <= s.images.min() and s.images.max() <= 1.0
+    assert s.nfe == (2 * 10 + 1 if name == "ncsn" else 5)
+    again = m.sample(4, generator=torch.Generator().manual_seed(0), **opts)
+    assert torch.equal(s.images, again.images)  # the generator makes sampling reproducible
+
+
+def test_ema_update_is_the_configured_lerp_and_used_for_sampling():
+    m = get("ddpm")({**TINY, "ema_decay": 0.75}, SPEC)
+    before = [p.detach().clone() for p in m.ema.parameters()]
+    _train(m, 1)
+    for e, b, p in zip(m.ema.parameters(), before, m.net.parameters()):
+        assert torch.allclose(e, 0.75 * b + 0.25 * p.detach(), atol=1e-6)
+    assert any(k.startswith("ema.") for k in m.state_dict())
+    assert m.num_parameters() == sum(p.numel() for p in m.net.parameters())
+    # Sampling uses the EMA weights: perturbing the raw net does not change samples, perturbing EMA does.
+    ref = m.sample(2, generator=torch.Generator().manual_seed(0), steps=3).images
+    with torch.no_grad():
+        for p in m.net.parameters():
+            p.add_(1.0)
+    assert torch.equal(ref, m.sample(2, generator=torch.Generator().manual_seed(0), steps=3).images)
+    with torch.no_grad():
+        m.ema.conv_out.bias.add_(0.5)
+    assert not torch.equal(ref, m.sample(2, generator=torch.Generator().manual_seed(0), steps=3).images)
+
+
+def test_sampler_options_nfe_and_errors():
+    m = get("ddpm")(TINY, SPEC)
+    assert m.sample(2, steps=20).nfe == 20
+    for spacing in ("uniform", "linspace", "leading", "trailing", "quadratic"):
+        s = m.sample(2, name="ddim", steps=10, eta=0.5, spacing=spacing)
+        assert s.nfe == s.info["steps"] <= 10 and s.info["spacing"] == spacing
+    assert m.sample(2, name="ddim", steps=7, spacing="linspace").nfe == 7
+    with pytest.raises(BenchError, match="unknown sampler option"):
+        m.sample(2, stepz=3)
+    with pytest.raises(BenchError):
+        m.sample(2, name="euler")
+    with pytest.raises(BenchError):
+        m.sample(2, steps=50)
+    with pytest.raises(BenchError):
+        m.sample(2, classifier_scale=1.0)  # no classifier trained
+    with pytest.raises(BenchError):
+        m.sample(2, labels=torch.tensor([1, 2]))  # unconditional
+
+
+def test_bad_configs_are_one_line_errors():
+    with pytest.raises(BenchError):
+        get("ddpm")({**TINY, "variance": "huge"}, SPEC)
+    with pytest.raises(BenchError):
+        get("ddpm")({**TINY, "loss": "hybrid"}, SPEC)  # hybrid needs learned variances
+    with pytest.raises(BenchError):
+        get("ddpm")({**TINY, "class_conditional": True}, DataSpec(1, 16, 16, 0))
+    with pytest.raises(BenchError):
+        get("ddpm")({**TINY, "unet": "giant"}, SPEC)
+    with pytest.raises(BenchError):
+        get("ddpm")({**TINY, "beta_schedule": "sigmoid"}, SPEC)
+
+
+def test_classifier_free_and_classifier_guidance():
+    torch.manual_seed(0)
+    m = get("ddpm")({**TINY, "class_conditional": True, "classifier": True, "classifier_channels": 8}, SPEC)
+    out = _train(m, 2)
+    assert "classifier_loss" in out and set(m.configure_optimizers()) == {"model", "classifier"}
+    labels = torch.arange(4)
+    g = lambda: torch.Generator().manual_seed(0)
+    plain = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4)
+    cfg = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4, guidance=4.0)
+    clf = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4, classifier_scale=10.0)
+    assert plain.nfe == 4 and cfg.nfe == 8  # guidance evaluates the conditional and the null branch
+    assert not torch.allclose(plain.images, cfg.images) and not torch.allclose(plain.images, clf.images)
+    # Labels default to a per-class grid 0, 1, ..., 9, 0, ...
+    assert m.sample(12, steps=2).info["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    # The conditional branch depends on the label.
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([5, 5])
+    assert not torch.allclose(m.ema(x, t, torch.tensor([1, 1])), m.ema(x, t, torch.tensor([2, 2])))
+
+
+def test_hybrid_loss_vlb_part_trains_only_the_variance_head():
+    m = get("iddpm")(TINY, SPEC)
+    b = _batch()
+    captured = {}
+    orig = m.net.forward
+    m.net.forward = lambda *a, **k: captured.setdefault("out", orig(*a, **k))
+    m.config["vlb_weight"] = 1.0
+    total = m.loss(b)
+    out = captured["out"]
+    m.config["loss"] = "simple"
+    captured.clear()
+    simple = m.loss(_batch())
+    captured["out"].retain_grad()
+    # Gradient of (hybrid - simple) w.r.t. the eps channels vanishes; w.r.t. the variance channels it does not.
+    g = torch.autograd.grad(total, out, retain_graph=True)[0]
+    g_simple = torch.autograd.grad(simple, captured["out"])[0]
+    assert torch.allclose(g[:, :1], g_simple[:, :1], atol=1e-7)
+    assert g[:, 1:].abs().sum() > 0 and g_simple[:, 1:].abs().sum() == 0
+
+
+def test_bits_per_dim_is_an_upper_bound_over_all_terms():
+    torch.manual_seed(0)
+    for name in ("ddpm", "iddpm"):
+        m = get(name)(TINY, SPEC)
+        _train(m, 1)
+        lik = m.nll_bits_per_dim(_batch(4))
+        assert lik.kind == "upper-bound" and lik.bits_per_dim.shape == (4,)
+        assert torch.isfinite(lik.bits_per_dim).all() and (lik.bits_per_dim > 0).all()
+        assert lik.info["terms"] == 21
+    assert not get("ncsn").has_likelihood
+
+
+def test_train_on_mnist_test_split(shared_data):
+    from bench.data import load_split
+
+    data = load_split({"dataset": "mnist", "image_size": 32}, "test", data_root=str(shared_data))
+    x, y = data.x[:16], data.y[:16]
+    spec = DataSpec(1, 32, 32, 10)
+    for name, cfg in [("ddpm", {**TINY, "class_conditional": True}), ("iddpm", TINY),
+                      ("ncsn", {"unet": "tiny", "ema_decay": 0.5})]:
+        m = get(name)(cfg, spec)
+        for s in range(2):
+            out = m.training_step(Batch(x, y, torch.Generator().manual_seed(s)), s)
+            assert math.isfinite(out["loss"])
+        opts = {"steps_each": 1} if name == "ncsn" else {"steps": 3}
+        assert m.sample(2, **opts).images.shape == (2, 1, 32, 32)
