@@ -94,7 +94,7 @@ class DDPM(_EMAMixin, GenerativeModel):
     name = "ddpm"
     family = "diffusion"
     has_likelihood = True
-    conditional = True  # only when class_conditional = true (or classifier guidance); see sample()
+    conditional = False  # per instance: True when class_conditional or classifier guidance is configured
     defaults = {
         "lr": 2e-4, **UNET_DEFAULTS,
         "timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
@@ -125,6 +125,7 @@ class DDPM(_EMAMixin, GenerativeModel):
             raise BenchError(f"{self.name}: {e}") from None
         self.learned = c["variance"] == "learned"
         self.num_classes = data.num_classes if c["class_conditional"] else 0
+        self.conditional = bool(c["class_conditional"] or c["classifier"])
         self.net = build_unet(c, data, data.channels * (2 if self.learned else 1), self.num_classes)
         self._init_ema()
         self.classifier = None
