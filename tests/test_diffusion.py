@@ -8,6 +8,15 @@ import torch
 from bench.errors import BenchError
 from bench.registry import Batch, DataSpec, get
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small elementwise ops: one thread avoids OpenMP contention on busy 2-core machines (100x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SPEC = DataSpec(1, 16, 16, 10)
 TINY = {"unet": "tiny", "timesteps": 20, "beta_start": 5e-3, "beta_end": 0.5, "ema_decay": 0.5, "lr": 1e-3}
 

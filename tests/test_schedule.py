@@ -8,6 +8,15 @@ import torch
 from baselines.nn import schedule as S
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small elementwise ops: one thread avoids OpenMP contention on busy 2-core machines (100x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(params=["linear", "cosine"])
 def sched(request):
     return S.Schedule(S.make_betas(request.param, 200))
