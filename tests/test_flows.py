@@ -86,19 +86,20 @@ def test_resflow_estimate_has_stderr_and_agrees_with_brute_force():
 def test_uniform_pixels_never_below_8_bits_and_training_approaches_8(name):
     """i.i.d. uniform 8-bit pixels have entropy 8 bits/dim; the dequantization bound can't go below it."""
     torch.manual_seed(0)
-    m = make(name)
-    train, test = uniform_pixels(512, seed=1), uniform_pixels(256, seed=2)
+    # logit preprocessing: logit of a uniform variable is logistic, close to the Gaussian base
+    m = make(name, preprocessing="logit", alpha=1e-5)
+    train, test = uniform_pixels(512, seed=1), uniform_pixels(128, seed=2)
     g = torch.Generator().manual_seed(0)
     before = m.eval().nll_bits_per_dim(Batch(test, None, g)).bits_per_dim.mean().item()
     m.train()
     m.optimizers = {"model": torch.optim.Adam(m.parameters(), lr=1e-2)}
-    for step in range(60):
-        idx = torch.randint(0, len(train), (128,), generator=g)
+    for step in range(40):
+        idx = torch.randint(0, len(train), (64,), generator=g)
         m.training_step(Batch(train[idx], None, g), step)
     m.eval()
     res = m.nll_bits_per_dim(Batch(test, None, g))
     after = res.bits_per_dim.mean().item()
-    slack = 0.0 if res.stderr is None else 3 * res.stderr.mean().item() / 16  # per-image SE -> mean over 256
+    slack = 0.0 if res.stderr is None else 3 * res.stderr.mean().item() / 11  # per-image SE -> mean over 128
     assert before >= 8.0 - 1e-3 and after >= 8.0 - slack - 1e-3, (before, after)
     assert after < 8.1, after
 
