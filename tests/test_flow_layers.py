@@ -12,6 +12,16 @@ from baselines.nn import flow_layers as fl
 torch.set_default_dtype(torch.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on busy 2-core machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def brute_logdet(fn, x):
     """log|det J| of fn at each sample of x, from the full Jacobian (torch.autograd.functional.jacobian)."""
     out = []

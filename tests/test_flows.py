@@ -18,6 +18,16 @@ TINY = {
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on busy 2-core machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def make(name, spec=DataSpec(1, 8, 8), **over):
     torch.manual_seed(0)
     return get(name)({**TINY[name], **over}, spec)
