@@ -139,7 +139,7 @@ class Trainer:
         self.device = resolve_device(opts.device or suite.train["device"])
         self.precision = suite.train["precision"]
         self.rank, self.world = world()
-        self.batch_size = int(suite.train["batch_size"])  # global batch
+        self.batch_size = int(self.cfg.get("batch_size", suite.train["batch_size"]))  # global batch
         self.state = TrainState()
         self._shard_weight = 1.0  # this process's share of the global batch (DDP)
         self.ckpt_dir = (Path(opts.checkpoint_dir) / suite.name / suite.profile /

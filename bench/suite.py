@@ -28,6 +28,10 @@ BUDGET_KINDS = ("epochs", "steps", "images", "seconds")
 
 TOP_KEYS = {"name", "description", "mirrors", "data", "train", "eval", "models", "profiles", "budget"}
 DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "root", "path", "limit_train", "limit_eval"}
+# Keys of a [models.<run>] table that the harness reads itself (never passed to the wrapper): the
+# registered wrapper, its sampler options, and a per-model batch size where the seeds train the models
+# of one comparison at different batch sizes (seed 000: flow 64, DDPM 128). The budget stays shared.
+HARNESS_MODEL_KEYS = ("model", "sampler", "batch_size")
 TRAIN_KEYS = {"batch_size", "seeds", "precision", "device", "eval_fractions", "warmup_steps", "log_every",
               "checkpoint_every_s", "grad_clip", "eval_batch_size"}
 EVAL_KEYS = {"metrics", "num_samples", "repeats", "feature_extractor", "sample_batch_size", "speed_batch",
@@ -211,6 +215,9 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
             raise BenchError(f"{where}: models.{run_name} must be a table")
         cfg = dict(cfg)
         cfg.setdefault("model", run_name)
+        bs = cfg.get("batch_size", 1)
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs <= 0:
+            raise BenchError(f"{where}: models.{run_name}.batch_size must be a positive integer, got {bs!r}")
         resolved[run_name] = cfg
     if check_models:
         validate_models(resolved, where)
@@ -228,7 +235,7 @@ def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
             raise BenchError(f"{where}: models.{run_name}: unknown model {cfg['model']!r}"
                              f"{did_you_mean(cfg['model'], registry.available())}; `bench list` shows the registered models")
         cls = registry.get(cfg["model"])
-        known = set(cls.defaults) | {"model", "sampler"}
+        known = set(cls.defaults) | set(HARNESS_MODEL_KEYS)
         for key in cfg:
             if key not in known:
                 raise BenchError(f"{where}: unknown key models.{run_name}.{key} for model {cls.name!r}"
@@ -237,7 +244,7 @@ def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config handed to the wrapper (harness-level keys removed)."""
-    return {k: v for k, v in cfg.items() if k not in ("model", "sampler")}
+    return {k: v for k, v in cfg.items() if k not in HARNESS_MODEL_KEYS}
 
 
 def _check_train(train: dict[str, Any], where: str) -> None:

@@ -67,3 +67,21 @@ def test_budget_fraction_evaluations_happen_once_each(tmp_path):
     tr.train()
     assert [(c["fraction"], c["step"]) for c in tr.state.curve] == [(0.25, 2), (0.5, 4)]
     assert all("bits_per_dim" in c["metrics"] for c in tr.state.curve)
+
+
+def test_a_model_may_train_at_its_own_batch_size_under_the_shared_budget(tmp_path):
+    text = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n    batch_size = 8")
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", text.replace("{ steps = 5 }", "{ images = 40 }"))), "smoke")
+    tr = Trainer(suite, "reference", 0, RunOptions(checkpoint_dir=tmp_path / "ck"),
+                 load_split(suite.data, "train"), load_split(suite.data, "test"))
+    tr.build()
+    assert "batch_size" not in tr.model.config  # a harness key, never handed to the wrapper
+    tr.train()
+    assert tr.state.step == 5 and tr.state.images == 40
+
+
+def test_a_bad_per_model_batch_size_is_a_one_line_error(tmp_path):
+    from bench.errors import BenchError
+    text = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n    batch_size = 0")
+    with pytest.raises(BenchError, match="models.reference.batch_size must be a positive integer"):
+        load_suite(str(write_suite(tmp_path / "s.toml", text)), "smoke")

@@ -5,12 +5,16 @@ from bench.suite import Budget, load_suite, suite_names
 from tests.helpers import TINY_DIGITS, write_suite
 
 
-def test_every_shipped_suite_loads_its_smoke_profile():
+def test_every_shipped_suite_loads_every_profile():
+    from bench.suite import read_toml, suite_path
     names = suite_names()
     assert "digits" in names
     for name in names:
-        s = load_suite(name, "smoke")
-        assert s.budget.value > 0 and s.models
+        profiles = read_toml(suite_path(name))["profiles"]
+        assert "smoke" in profiles, name
+        for profile in profiles:
+            s = load_suite(name, profile)
+            assert s.budget.value > 0 and s.models
 
 
 def test_profile_is_deep_merged_and_overrides_are_applied_and_recorded(tmp_path):
