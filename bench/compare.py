@@ -60,6 +60,12 @@ FIELDS = set(FALLBACK_DEFAULTS)
 
 # ---- tolerances -----------------------------------------------------------------------------
 
+def _exact_and_globs(section: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    out = [section[metric]] if metric in section else []
+    out += [v for k, v in section.items() if k != metric and any(c in k for c in "*?[") and fnmatch.fnmatchcase(metric, k)]
+    return out
+
+
 class Tolerances:
     """Direction, kind and tolerance of each metric, per suite; see ``bench/tolerances.toml``."""
 
@@ -91,11 +97,11 @@ class Tolerances:
 
     @staticmethod
     def _match(section: dict[str, Any], metric: str) -> list[dict[str, Any]]:
-        """Entries of a [metrics] table that apply to ``metric``: exact name first, then globs in order."""
-        out = []
-        if metric in section:
-            out.append(section[metric])
-        out += [v for k, v in section.items() if k != metric and any(c in k for c in "*?[") and fnmatch.fnmatchcase(metric, k)]
+        """Entries of a [metrics] table that apply to ``metric``: exact name first, then globs in order.
+        A per-sampler metric (``fid@ddim-10``) also takes its base metric's entries (``fid``), after its own."""
+        out = _exact_and_globs(section, metric)
+        if "@" in metric:
+            out += _exact_and_globs(section, metric.split("@", 1)[0])
         return out
 
     def rule(self, suite: str, metric: str) -> dict[str, Any]:

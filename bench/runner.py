@@ -30,6 +30,9 @@ from bench.records import utc_now, write_record
 from bench.registry import Batch, GenerativeModel
 from bench.suite import Suite, model_config
 
+# Metrics that do not depend on how samples are drawn: not repeated in a model's sampler sweep.
+SAMPLER_INDEPENDENT_METRICS = ("bits_per_dim", "cost")
+
 SAMPLE_GRID = 64  # images kept per run for the report's sample grid
 
 
@@ -239,18 +242,26 @@ class Trainer:
         return notes
 
     # -- evaluation --
-    def evaluate(self, final: bool) -> tuple[dict[str, Any], metrics.EvalContext]:
-        t0 = time.perf_counter()
-        sampler = dict(self.cfg.get("sampler") or {})
-        ctx = metrics.EvalContext(
+    def _context(self, sampler: dict[str, Any], final: bool) -> metrics.EvalContext:
+        return metrics.EvalContext(
             model=self.model, real=self.eval_data, train=self.train_data,
             eval_cfg={**self.suite.eval, "eval_batch_size": self.suite.train["eval_batch_size"]},
             device=self.device, precision=self.precision, seed=self.seed, sampler=sampler,
             cache_dir=str(Path(self.opts.cache_dir)), dataset=self.suite.data, final=final)
+
+    def evaluate(self, final: bool) -> tuple[dict[str, Any], metrics.EvalContext]:
+        t0 = time.perf_counter()
+        main_sampler = dict(self.cfg.get("sampler") or {})
+        ctx = self._context(main_sampler, final)
         names = list(self.suite.eval["metrics"])
         if not final:
             names = [n for n in names if n != "sampling_speed"]
         result = metrics.compute(names, ctx)
+        if final:  # sampler sweep: the sample metrics again under each extra sampler, as <metric>@<label>
+            sweep = [n for n in names if n not in SAMPLER_INDEPENDENT_METRICS]
+            for label, options in (self.cfg.get("samplers") or {}).items():
+                for key, v in metrics.compute(sweep, self._context({**main_sampler, **options}, final)).items():
+                    result[f"{key}@{label}"] = v
         self.state.eval_seconds += time.perf_counter() - t0
         return result, ctx
 
@@ -359,7 +370,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     record: dict[str, Any] = {
         "suite": suite.name, "profile": suite.profile, "mirrors": suite.mirrors, "model": run_name, "registered": cls.name,
         "family": cls.family, "seed": seed, "config": {**cls.defaults, **model_config(cfg)},
-        "sampler": cfg.get("sampler") or {}, "config_hash": suite.config_hash(run_name),
+        "sampler": cfg.get("sampler") or {}, "samplers": cfg.get("samplers") or {}, "config_hash": suite.config_hash(run_name),
         "overrides": suite.overrides, "budget": {"kind": suite.budget.kind, "value": suite.budget.value},
         "data": {**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
                  "eval_size": len(eval_data)},

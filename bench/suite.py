@@ -31,17 +31,19 @@ DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "
 # Keys of a [models.<run>] table that the harness reads itself (never passed to the wrapper): the
 # registered wrapper, its sampler options, and a per-model batch size where the seeds train the models
 # of one comparison at different batch sizes (seed 000: flow 64, DDPM 128). The budget stays shared.
-HARNESS_MODEL_KEYS = ("model", "sampler", "batch_size")
+# `samplers` = {label = {options}}: extra samplers the final evaluation also measures (a sweep, e.g. NFE vs FID),
+# each merged over `sampler`, recorded as <metric>@<label>.
+HARNESS_MODEL_KEYS = ("model", "sampler", "samplers", "batch_size")
 TRAIN_KEYS = {"batch_size", "seeds", "precision", "device", "eval_fractions", "warmup_steps", "log_every",
               "checkpoint_every_s", "grad_clip", "eval_batch_size"}
 EVAL_KEYS = {"metrics", "num_samples", "repeats", "feature_extractor", "sample_batch_size", "speed_batch",
-             "samplers", "num_real", "bpd_batches"}
+             "num_real", "bpd_batches"}
 
 TRAIN_DEFAULTS = {"batch_size": 64, "seeds": [0], "precision": "fp32", "device": "auto", "eval_fractions": [1.0],
                   "warmup_steps": 3, "log_every": 10, "checkpoint_every_s": 300.0, "grad_clip": 0.0,
                   "eval_batch_size": 256}
 EVAL_DEFAULTS = {"metrics": ["bits_per_dim", "sampling_speed"], "num_samples": 256, "repeats": 1,
-                 "feature_extractor": "auto", "sample_batch_size": 256, "speed_batch": 128, "samplers": {},
+                 "feature_extractor": "auto", "sample_batch_size": 256, "speed_batch": 128,
                  "num_real": 0, "bpd_batches": 0}
 
 
@@ -215,6 +217,13 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
             raise BenchError(f"{where}: models.{run_name} must be a table")
         cfg = dict(cfg)
         cfg.setdefault("model", run_name)
+        for key in ("sampler", "samplers"):
+            if not isinstance(cfg.get(key, {}), dict):
+                raise BenchError(f"{where}: models.{run_name}.{key} must be a table, e.g. {{ name = \"ddim\", steps = 10 }}")
+        for label, options in cfg.get("samplers", {}).items():
+            if not isinstance(options, dict) or "@" in label:
+                raise BenchError(f"{where}: models.{run_name}.samplers.{label} must be a table of sampler options "
+                                 f"under a label without '@' (e.g. ddim-10 = {{ steps = 10 }})")
         bs = cfg.get("batch_size", 1)
         if isinstance(bs, bool) or not isinstance(bs, int) or bs <= 0:
             raise BenchError(f"{where}: models.{run_name}.batch_size must be a positive integer, got {bs!r}")

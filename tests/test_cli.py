@@ -161,3 +161,27 @@ def test_model_info_keys_are_recorded_not_clashing(workdirs, capsys, tmp_path):
     assert rec["status"] == "ok", rec.get("error")
     bpd = rec["metrics"]["bits_per_dim"]
     assert bpd["value"] == 7.5 and bpd["protocol"]["dequantization"] == "variational" and bpd["protocol"]["kind"] == "upper-bound"
+
+
+def test_a_sampler_sweep_records_each_samplers_metrics(workdirs, capsys, tmp_path):
+    body = TINY_DIGITS.replace("[models.reference]", """[models.ddpm]
+    unet = "tiny"
+    timesteps = 10
+    ema_decay = 0.0
+    sampler = { name = "ddim", steps = 5 }
+    samplers = { ddim-2 = { steps = 2 }, ancestral = { name = "ddpm", steps = 10 } }""").replace(
+        'metrics = ["bits_per_dim"]', 'metrics = ["bits_per_dim", "sampling_speed"]\n    bpd_batches = 1\n    speed_batch = 4')
+    suite = write_suite(tmp_path / "s.toml", body)
+    code, out, err = run_cli(args(workdirs, "--suite", str(suite)), capsys)
+    assert code == 0, err
+    (r,) = records.load_records(workdirs["results"], "tiny", "smoke")
+    m = r["metrics"]
+    assert (m["nfe"]["value"], m["nfe@ddim-2"]["value"], m["nfe@ancestral"]["value"]) == (5, 2, 10)
+    assert "bits_per_dim@ddim-2" not in m  # the likelihood does not depend on the sampler
+    assert r["samplers"]["ddim-2"] == {"steps": 2}
+
+
+def test_a_malformed_sampler_sweep_is_a_one_line_error(workdirs, capsys, tmp_path):
+    body = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n    samplers = { fast = 3 }")
+    code, out, err = run_cli(args(workdirs, "--suite", str(write_suite(tmp_path / "s.toml", body))), capsys)
+    assert code == 2 and "models.reference.samplers.fast must be a table" in err and "Traceback" not in err

@@ -245,3 +245,12 @@ def test_perf_check_uses_ratios_to_the_reference(tmp_path):
     assert "REGRESSED" in md.read_text() and "4.00x" in md.read_text()
     assert perf.main(["--from-json", str(_bench_json(tmp_path / "c.json", 0.01, 0.4)), "--baseline", str(base),
                       "--max-slowdown", "5"]) == 0
+
+
+def test_a_per_sampler_metric_is_judged_like_its_base_metric(tmp_path, capsys):
+    sweep = lambda v: {"fid@ddim-5": {"value": v, "std": 0.1, "protocol": {}}}
+    base = make_baseline(tmp_path, capsys, [rec(extra=sweep(10.0))])
+    code, rows, *_ = run_compare(tmp_path, capsys, base, rec(extra=sweep(12.0)))
+    assert code == 1 and rows[("ddpm", "fid@ddim-5")]["status"] == "regressed"  # lower is better, as fid
+    code, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(extra=sweep(8.0)))
+    assert code == 0 and rows[("ddpm", "fid@ddim-5")]["status"] == "improved"

@@ -123,7 +123,8 @@ def nfe_vs_quality(records: list[dict], path: Path) -> tuple[Path | None, str]:
     df = pd.DataFrame(rows)
     if df.empty or df.groupby("wrapper")["NFE"].nunique().max() < 2:
         return None, ("NFE vs quality: no model was evaluated with two or more samplers/step counts "
-                      "(add eval.samplers to the suite, or several runs of one wrapper with different sampler tables)")
+                      "(add a sweep to a model, e.g. samplers = { ddim-5 = { steps = 5 } } in its [models.X] table, "
+                      "or several runs of one wrapper with different sampler tables)")
     df = df[df.groupby("wrapper")["NFE"].transform("nunique") >= 2]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     sns.lineplot(data=df.sort_values("NFE"), x="NFE", y=label, hue="wrapper", marker="o", ax=ax, errorbar="sd")
