@@ -18,6 +18,10 @@ from bench.registry import Batch, DataSpec, get
 FULL = os.environ.get("GENBENCH_BENCH_FULL") == "1"
 SPEC = DataSpec(1, 32, 32) if FULL else DataSpec(1, 16, 16)
 BATCH = 64
+# The seed-000 residual flow does not fit a batch of 64 in 24 GiB of CPU memory (activations of 48 blocks
+# of 512 channels at up to 32x32, plus the power-series graph; Chen et al.'s "gradient in forward" trick,
+# which frees it, is not implemented): its full-size training step is timed on 16 images.
+TRAIN_BATCH = {"resflow": 16} if FULL else {}
 SMALL = {
     "resflow": {"blocks_per_scale": [1, 1, 1], "hidden_channels": 16, "sn_iterations": 1},
     "glow": {"levels": 2, "steps_per_level": 2, "hidden_channels": 16},
@@ -44,7 +48,8 @@ def autocast(dtype):
 @pytest.mark.parametrize("name", ["resflow", "glow", "nsf"])
 def test_train_images_per_second(benchmark, name, precision):
     m = build(name).train()
-    b = batch()
+    n = TRAIN_BATCH.get(name, BATCH)
+    b = batch(n)
 
     def step():
         with autocast(PRECISIONS[precision]):
@@ -52,7 +57,7 @@ def test_train_images_per_second(benchmark, name, precision):
 
     step()  # ActNorm init, spectral-norm warm-up
     out = benchmark.pedantic(step, rounds=3 if not FULL else 2, iterations=1)
-    benchmark.extra_info["images_per_step"] = BATCH
+    benchmark.extra_info["images_per_step"] = n
     benchmark.extra_info["config"] = "seed" if FULL else "small"
     assert out is None or torch.isfinite(torch.tensor(out["loss"]))
 
@@ -94,7 +99,7 @@ def test_normflows_glow_train_and_sample(benchmark, precision):
             latent = (c * 2 ** (levels + 1), size // 2 ** levels, size // 2 ** levels)
         q0.append(nf.distributions.DiagGaussian(latent))
     model = nf.MultiscaleFlow(q0, flows, merges)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # at 1e-3 its full-size loss turned non-finite by the 3rd step on random pixels
     x = (batch().x.float() + torch.rand(BATCH, *SPEC.shape)) / 256 - 0.5
 
     def step():

@@ -135,19 +135,28 @@ def measure_overhead(pairs: int = 5, steps: int = 30, batch_size: int = 32, widt
     torch.set_num_threads(1)
     harness, bare = [], []
     try:
-        for _ in range(pairs + 1):  # the first pair warms up allocators and kernels
-            tr = make_trainer(s)
-            t0 = time.process_time()
-            tr.train()
-            harness.append(time.process_time() - t0)
-            m = make_bare(s)
-            t0 = time.process_time()
-            bare_loop(*m, s["train"].x)
-            bare.append(time.process_time() - t0)
+        for i in range(pairs + 1):  # the first pair warms up allocators and kernels
+            def run_harness():
+                tr = make_trainer(s)
+                t0 = time.process_time()
+                tr.train()
+                harness.append(time.process_time() - t0)
+
+            def run_bare():
+                m = make_bare(s)
+                t0 = time.process_time()
+                bare_loop(*m, s["train"].x)
+                bare.append(time.process_time() - t0)
+
+            order = (run_harness, run_bare) if i % 2 == 0 else (run_bare, run_harness)  # cancel order effects
+            for run in order:
+                run()
     finally:
         torch.set_num_threads(threads)
     h, b = min(harness[1:]), min(bare[1:])
+    paired = sorted(x / y - 1 for x, y in zip(harness[1:], bare[1:]))
     return {"harness_s": h, "bare_s": b, "overhead": h / b - 1, "steps": steps, "pairs": pairs,
+            "median_paired_overhead": paired[len(paired) // 2],
             "step_ms_bare": 1e3 * b / steps, "harness_all": harness[1:], "bare_all": bare[1:]}
 
 
@@ -194,7 +203,8 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     r = measure_overhead(n)
     print(f"harness {r['harness_s']:.3f}s, bare {r['bare_s']:.3f}s CPU for {r['steps']} steps "
-          f"({r['step_ms_bare']:.1f} ms/step): overhead {100 * r['overhead']:+.2f}% (min of {r['pairs']} interleaved pairs)")
+          f"({r['step_ms_bare']:.1f} ms/step): overhead {100 * r['overhead']:+.2f}% (min of {r['pairs']} interleaved pairs), "
+          f"median of paired ratios {100 * r['median_paired_overhead']:+.2f}%")
     print("harness runs:", " ".join(f"{t:.3f}" for t in r["harness_all"]))
     print("bare runs:   ", " ".join(f"{t:.3f}" for t in r["bare_all"]))
     k = measure_bookkeeping()
