@@ -134,6 +134,7 @@ def print_table(recs: list[dict]) -> None:
         return
     df = records_table(recs)
     cols = [c for c in SUMMARY_COLUMNS if c in df.columns]
+    no_likelihood = {(r.get("model"), r.get("seed")) for r in recs if r.get("has_likelihood") is False}
     table = Table()
     for c in cols:
         table.add_column(c, justify="right" if c not in ("model", "family", "status") else "left")
@@ -142,7 +143,7 @@ def print_table(recs: list[dict]) -> None:
         for c in cols:
             v = row[c]
             if c == "bits_per_dim" and (v is None or v != v) and row.get("status") == "ok":
-                cells.append("not defined" if row.get("family") == "gan" else "")
+                cells.append("not defined" if (row.get("model"), row.get("seed")) in no_likelihood else "n/a")
             elif isinstance(v, float):
                 cells.append("" if v != v else f"{v:.4g}")
             else:

@@ -185,3 +185,14 @@ def test_a_malformed_sampler_sweep_is_a_one_line_error(workdirs, capsys, tmp_pat
     body = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n    samplers = { fast = 3 }")
     code, out, err = run_cli(args(workdirs, "--suite", str(write_suite(tmp_path / "s.toml", body))), capsys)
     assert code == 2 and "models.reference.samplers.fast must be a table" in err and "Traceback" not in err
+
+
+def test_results_table_says_not_defined_for_every_model_without_a_likelihood(capsys):
+    from bench.cli import print_table
+    base = {"suite": "s", "profile": "smoke", "family": "diffusion", "status": "ok", "parameters": 1,
+            "metrics": {"bits_per_dim": {"value": None, "note": "not defined"}}}
+    print_table([{**base, "model": "ncsn", "seed": 0, "has_likelihood": False},   # not a GAN, still no likelihood
+                 {**base, "model": "ddpm", "seed": 0, "has_likelihood": True}])   # has one, not measured here
+    out = capsys.readouterr().out
+    row = lambda name: next(line for line in out.splitlines() if f" {name} " in line)
+    assert "not defined" in row("ncsn") and "not defined" not in row("ddpm") and "n/a" in row("ddpm")
