@@ -246,7 +246,7 @@ class ConditionalFlowMatching(GenerativeModel):
         res = self.transport(x0, y, **opts)
         w = opts["guidance"]
         per_call = 2 if (y is not None and w not in (0.0, 1.0)) else 1
-        info = {"solver_evals": res.nfe, "guidance": w if y is not None else 0.0, "labels": label_source}
+        info = {"solver_evals": res.nfe, "guidance": w if y is not None else 0.0, "label_source": label_source}
         return Samples(conventions.from_signed(res.x), nfe=res.nfe * per_call, info=info)
 
     def divergence_mode(self) -> str:

@@ -226,7 +226,7 @@ class DCGAN(GenerativeModel):
         y = self._labels(n, labels, generator, device)
         z = self._latent(n, generator, device)
         images = conventions.from_signed(self.generator(z, y).float())
-        info = {"labels": "given" if labels is not None else ("uniform" if self.num_classes else "none")}
+        info = {"label_source": "given" if labels is not None else ("uniform" if self.num_classes else "none")}
         return Samples(images, nfe=1, info=info)
 
 

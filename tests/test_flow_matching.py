@@ -154,7 +154,7 @@ def test_sample_options_nfe_and_errors():
     model.eval()
     g = torch.Generator().manual_seed(0)
     s = model.sample(4, generator=g, name="euler", steps=5)
-    assert s.images.shape == (4, 1, 8, 8) and s.nfe == 5 and s.info["labels"] == "uniform"
+    assert s.images.shape == (4, 1, 8, 8) and s.nfe == 5 and s.info["label_source"] == "uniform"
     assert 0 <= float(s.images.min()) and float(s.images.max()) <= 1
     assert model.sample(4, generator=g, name="rk4", steps=3, guidance=2.0).nfe == 24  # 2 branches x 12
     assert model.sample(4, labels=torch.arange(4), generator=g, solver="midpoint", steps=2).nfe == 4

@@ -88,3 +88,20 @@ def test_cost_flops_match_closed_form_and_model_untouched(tmp_path):
     again = cost.cost(ctx)
     assert again["peak_flops"]["protocol"]["peak_cache"] == "hit"
     assert again["peak_flops"]["value"] == out["peak_flops"]["value"]
+
+
+def test_class_coverage_ignores_a_wrappers_own_label_notes(tmp_path, monkeypatch):
+    """Wrappers may describe their labels in Samples.info (e.g. a GAN's "none"); only the harness's tensor of
+    requested labels feeds the label accuracy, so such notes must not break the metric."""
+    monkeypatch.setattr(extractors, "CLASSIFIER_RECIPE", {**extractors.CLASSIFIER_RECIPE, **FAST_RECIPE})
+    train, real = digits_data(16)
+
+    class Noted(Replay):
+        def sample(self, n, **kw):
+            s = super().sample(n, **kw)
+            s.info["labels"] = "none"
+            return s
+
+    out = coverage.class_coverage(make_ctx(Noted(real.x), train, real, tmp_path))
+    assert out["coverage_kl"]["value"] == pytest.approx(out["coverage_kl"]["protocol"]["real_kl"])
+    assert "coverage_label_accuracy" not in out

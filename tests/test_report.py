@@ -50,6 +50,8 @@ def fixture_metrics(model: str, seed: int, has_lik: bool) -> dict:
         "nfe": m(1.0 if model != "ddpm" else 1000.0, batch=128),
     }
     out["sample_seconds_per_image"] = m(out["sample_seconds_per_batch"]["value"] / 128, batch=128)
+    out["train_mfu"] = m(float(0.1 + 0.2 * rng.random()))  # as bench/metrics/cost.py records them
+    out["sample_mfu"] = m(float(0.05 + 0.1 * rng.random()))
     if has_lik:
         kind = "upper-bound" if model == "ddpm" else "exact"
         out["bits_per_dim"] = {"value": float(3 + rng.random()), "std": 0.01, "n": 360, "protocol": {"kind": kind}}
@@ -167,6 +169,8 @@ def test_model_table_numbers(report, results):
     assert row["train img/s"] == f"{statistics.fmean(ips):.4g} ± {statistics.stdev(ips):.2g}"
     assert row["parameters"] == f"{1000 + len('resflow'):,}"
     assert row["peak mem (MB)"] == "800 ± 0"  # identical over seeds
+    assert row["train MFU"] == expected("resflow", "train_mfu", results)
+    assert row["sample MFU"] == expected("resflow", "sample_mfu", results)
 
 
 def test_partial_results_and_not_defined(report, results):

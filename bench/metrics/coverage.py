@@ -60,7 +60,8 @@ def class_coverage(ctx: EvalContext) -> dict:
     per = []
     for r in range(repeats(ctx)):
         logits = generated_features(ctx, ext, r)[ext.logits_layer]
-        per.append(coverage_stats(logits, k, generated(ctx, r).info.get("labels")))
+        labels = generated(ctx, r).info.get("labels")  # the harness's tensor of requested labels, if any
+        per.append(coverage_stats(logits, k, labels if isinstance(labels, torch.Tensor) else None))
     hist = class_histogram(generated_features(ctx, ext, 0)[ext.logits_layer], k)
     ref = reference(ctx, ext)
     real_kl = kl_from_uniform(class_histogram(ref["features"][ext.logits_layer], k))

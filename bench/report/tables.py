@@ -213,7 +213,8 @@ METRIC_COLUMNS: list[tuple[str, str, Getter]] = [
     ("sample s / img", "sample_seconds_per_image", metric("sample_seconds_per_image")),
     ("NFE", "nfe", metric("nfe")),
     ("peak mem (MB)", "peak_memory", peak_memory),
-    ("MFU", "mfu", metric("mfu")),
+    ("train MFU", "train_mfu", metric("train_mfu", "mfu")),
+    ("sample MFU", "sample_mfu", metric("sample_mfu")),
 ]
 
 
