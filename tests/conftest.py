@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -26,3 +27,13 @@ def workdirs(tmp_path, monkeypatch):
         d.mkdir()
     monkeypatch.setenv("GENBENCH_CACHE", str(dirs["cache"]))
     return dirs
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module of many small tensor ops: on a busy 2-core machine OpenMP
+    workers spinning against each other made such modules up to 100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

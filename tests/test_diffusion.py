@@ -8,13 +8,8 @@ import torch
 from bench.errors import BenchError
 from bench.registry import Batch, DataSpec, get
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small elementwise ops: one thread avoids OpenMP contention on busy 2-core machines (100x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Many tiny ops: one thread avoids OpenMP contention on busy 2-core machines (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SPEC = DataSpec(1, 16, 16, 10)

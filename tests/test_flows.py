@@ -18,13 +18,8 @@ TINY = {
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on busy 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Many tiny ops: one thread avoids OpenMP contention on busy 2-core machines (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -8,13 +8,8 @@ import torch
 from baselines.nn import schedule as S
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small elementwise ops: one thread avoids OpenMP contention on busy 2-core machines (100x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Many tiny ops: one thread avoids OpenMP contention on busy 2-core machines (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=["linear", "cosine"])
