@@ -28,6 +28,28 @@ COMMON = ["--budget", f"steps={STEPS}", "--set", "train.checkpoint_every_s=0.3",
           'eval.metrics=["bits_per_dim"]', "--device", "cpu"]
 
 
+# The digits data with two run names only: the embedded default's reference model and a broken copy.
+SUITE = """
+name = "digits"
+[data]
+dataset = "digits"
+image_size = 16
+channels = 1
+[train]
+batch_size = 64
+eval_fractions = [0.5, 1.0]
+[eval]
+metrics = ["bits_per_dim"]
+[models.reference]
+lr = 0.05
+[models.broken]
+model = "reference"
+lr = -1.0
+[profiles.smoke]
+budget = { steps = 100 }
+"""
+
+
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
 
@@ -56,8 +78,7 @@ def submission(cluster, tmp_path_factory):
     """Submit the array, requeue seed 0 mid-training, run the uninterrupted reference meanwhile."""
     root = tmp_path_factory.mktemp("submit")
     suite = root / "suite.toml"
-    suite.write_text((REPO / "bench" / "suites" / "digits.toml").read_text()
-                     + '\n[models.broken]\nmodel = "reference"\nlr = -1.0\n')
+    suite.write_text(SUITE)
     out = bench("submit", "--suite", str(suite), "--cluster-profile", "localhost", "--seed", "0", "--seed", "1",
                 *COMMON, "--results", str(root / "results"), cwd=root)
     folder = Path(out.stdout.split("submission ", 1)[1].split(": ", 1)[1].splitlines()[0])
