@@ -42,6 +42,12 @@ on the concatenated skips (+ attention) and nearest-upsample + conv -> GroupNorm
 The middle attention uses ``num_heads`` too. The time embedding is sinusoidal(base) -> Linear(4 base)
 -> SiLU -> Linear(4 base); class labels are an embedding added to it.
 
+Why not diffusers' ``UNet2DModel``: it builds the same layout (the same parameter count) and could be configured
+for most of what the families need (an extra class as the null label, 2C outputs), but the noise-aware
+classifier needs the encoder half on its own, and one short module we control keeps DDPM, iDDPM, NCSN, flow
+matching and DAF on a single definition. It is measured against diffusers' in
+tests/benchmarks/test_bench_diffusion.py and is not slower.
+
 :class:`NoiseAwareClassifier` reuses the encoder half (down path + middle) with a pooled linear head:
 a classifier of noisy images x_t for classifier guidance (Dhariwal & Nichol 2021).
 """
