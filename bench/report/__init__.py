@@ -113,7 +113,7 @@ def _models_section(s: Section, groups, records: list[dict], n_bad: int) -> list
         s.add(Note(f"not measured by this suite (add to `eval.metrics`): {', '.join(dropped)}."))
     kinds = {T.protocol(r, "bits_per_dim").get("kind") for r in T.ok(records)} - {None}
     if "upper-bound" in kinds or "estimate" in kinds:
-        s.add(Para("bits/dim marked ≤ is a variational upper bound, ≈ a stochastic estimate; unmarked values are exact."))
+        s.add(Para("bits/dim marked ≤ is an upper bound (a variational bound, or the uniform-dequantization bound of a flow), ≈ a stochastic estimate; unmarked values are exact."))
     fes = sorted({fe for r in T.ok(records) if (fe := T.feature_extractor(r))})
     if fes:
         s.add(Para(f"FID/IS/KID feature space: {', '.join(fes)}."))
