@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable
 
 import torch
@@ -88,24 +88,40 @@ class EvalContext:
             return None
         return torch.arange(n, device=self.device) % k
 
+    @contextmanager
+    def sampling(self):
+        """Eval mode, no autograd, the run's precision; the model's training mode is restored after."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.autocast():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def timed_sample(self, n: int, offset: int) -> tuple[Samples, float]:
+        """One ``sample(n)`` call (balanced labels for conditional models) and its device-synchronised
+        wall time; call inside :meth:`sampling`."""
+        labels = self.labels(n)
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        s = self.model.sample(n, labels=labels, generator=self.generator(offset), **self.sampler)
+        synchronize(self.device)
+        return s, time.perf_counter() - t0
+
     def draw(self, n: int, offset: int = 0) -> Samples:
         """Generate ``n`` images in batches of ``eval.sample_batch_size``; images on the CPU."""
         bs = int(self.eval_cfg.get("sample_batch_size") or n)
         gen = self.generator(offset)
         chunks, nfe, info = [], None, {}
         labels = self.labels(n)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.sampling():
             for start in range(0, n, bs):
                 m = min(bs, n - start)
                 lab = labels[start:start + m] if labels is not None else None
-                with torch.no_grad(), self.autocast():
-                    s = self.model.sample(m, labels=lab, generator=gen, **self.sampler)
+                s = self.model.sample(m, labels=lab, generator=gen, **self.sampler)
                 chunks.append(s.images.float().clamp(0, 1).cpu())
                 nfe, info = s.nfe, s.info
-        finally:
-            self.model.train(was_training)
         out = Samples(torch.cat(chunks), nfe=nfe, info=dict(info))
         if labels is not None:
             out.info["labels"] = labels.cpu()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
-from bench.metrics import EvalContext, make_batch, metric, synchronize, value
+from bench.metrics import EvalContext, make_batch, metric, value
 
 
 @metric("bits_per_dim")
@@ -54,21 +53,9 @@ def bits_per_dim(ctx: EvalContext) -> dict:
 def sampling_speed(ctx: EvalContext) -> dict:
     """Seconds to sample one batch of ``eval.speed_batch`` images (warm-up excluded, device synced)."""
     n = int(ctx.eval_cfg.get("speed_batch") or 128)
-    model = ctx.model
-    was_training = model.training
-    model.eval()
-    labels = ctx.labels(n)
-    try:
-        with torch.no_grad(), ctx.autocast():
-            model.sample(min(n, 4), labels=labels[:4] if labels is not None else None,
-                         generator=ctx.generator(offset=2), **ctx.sampler)  # warm-up: allocations, lazy init
-            synchronize(ctx.device)
-            t0 = time.perf_counter()
-            out = model.sample(n, labels=labels, generator=ctx.generator(offset=3), **ctx.sampler)
-            synchronize(ctx.device)
-            seconds = time.perf_counter() - t0
-    finally:
-        model.train(was_training)
+    with ctx.sampling():
+        ctx.timed_sample(min(n, 4), offset=2)  # warm-up: allocations, lazy init
+        out, seconds = ctx.timed_sample(n, offset=3)
     proto = dict(batch=n, sampler=dict(ctx.sampler), precision=ctx.precision, device=str(ctx.device), warmup=1)
     res = {"sample_seconds_per_batch": value(seconds, **proto),
            "sample_seconds_per_image": value(seconds / n, **proto),

@@ -146,20 +146,9 @@ def cost(ctx: EvalContext) -> dict:
 
     # -- sampling --
     n = max(1, min(int(ctx.eval_cfg.get("speed_batch") or 128), 128))
-    labels = ctx.labels(n)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), ctx.autocast():
-            sflops, s1 = count_flops(lambda: model.sample(1, labels=labels[:1] if labels is not None else None,
-                                                          generator=ctx.generator(offset=7), **ctx.sampler))
-            synchronize(ctx.device)
-            t0 = time.perf_counter()
-            s = model.sample(n, labels=labels, generator=ctx.generator(offset=8), **ctx.sampler)
-            synchronize(ctx.device)
-            sseconds = time.perf_counter() - t0
-    finally:
-        model.train(was_training)
+    with ctx.sampling():
+        sflops, (s1, _) = count_flops(lambda: ctx.timed_sample(1, offset=7))
+        s, sseconds = ctx.timed_sample(n, offset=8)
     nfe = s1.nfe or s.nfe
     sproto = {**proto, "batch": n, "sampler": dict(ctx.sampler), "nfe": nfe}
     out["sample_flops_per_image"] = value(sflops, **sproto)
