@@ -148,6 +148,7 @@ class Trainer:
         self.ckpt_dir = (Path(opts.checkpoint_dir) / suite.name / suite.profile /
                          f"{run_name}__seed{seed}__{suite.config_hash(run_name)}")
         self._last_ckpt = time.monotonic()
+        self._saved_step = -1
 
     # -- setup --
     def build(self) -> None:
@@ -222,6 +223,7 @@ class Trainer:
         }
         checkpoint.save(self.ckpt_dir, payload, self.state.step)
         self._last_ckpt = time.monotonic()
+        self._saved_step = self.state.step
 
     def try_resume(self) -> list[str]:
         payload, notes = checkpoint.load(self.ckpt_dir, map_location=self.device)
@@ -328,6 +330,8 @@ class Trainer:
                 raise Interrupted(f"stopped by signal {signal.Signals(sig).name} at step {st.step}; checkpoint saved")
             if every_s > 0 and time.monotonic() - self._last_ckpt >= every_s:
                 self.save_checkpoint()
+        if every_s > 0 and steps_this_process > 0 and self._saved_step != self.state.step:
+            self.save_checkpoint()  # the final evaluation can be long: a stop during it must not cost training
 
     def throughput(self) -> float | None:
         st = self.state
@@ -414,19 +418,26 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     record["interruptions"] = st.interruptions
     record["finished"] = utc_now()
     if record["status"] == "ok" and not opts.keep_checkpoints and trainer.rank == 0:
-        checkpoint.clear(trainer.ckpt_dir)
+        record["_clear_checkpoints"] = str(trainer.ckpt_dir)  # by write(), once the record is on disk
     return record
 
 
 def write(record: dict[str, Any], results_dir: Path) -> Path:
-    """Write the record (and its sample grid) under ``results_dir``; returns the record's path."""
+    """Write the record (and its sample grid) under ``results_dir``; returns the record's path.
+
+    A finished run's checkpoints are cleared only after its record is written, so a kill in between
+    leaves a resumable checkpoint rather than neither."""
     samples = record.pop("_samples", None)
+    clear = record.pop("_clear_checkpoints", None)
     if samples is not None:
         stamp = record["finished"].replace(":", "").replace("-", "").replace(".", "")
         rel = Path("runs") / record["suite"] / record["profile"] / "samples" / f"{record['model']}__seed{record['seed']}__{stamp}.npz"
         save_samples(samples, Path(results_dir) / rel)
         record["artifacts"] = {"samples": str(rel)}
-    return write_record(record, Path(results_dir))
+    path = write_record(record, Path(results_dir))
+    if clear:
+        checkpoint.clear(Path(clear))
+    return path
 
 
 def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print) -> list[Path]:

@@ -22,7 +22,7 @@ import torch
 from bench import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = 200
+STEPS = 1000
 
 
 def bench_cmd(root: Path, *extra: str) -> list[str]:
@@ -104,7 +104,8 @@ def test_kill9_at_random_point_then_resume_equals_uninterrupted(tmp_path, uninte
     if list((tmp_path / "results").rglob("*.json")):
         pytest.skip("the run finished before the kill (machine faster than expected)")
     payload, _ = checkpoint.load(ckpt_folder(tmp_path))
-    assert payload is not None and 0 < payload["state"]["step"] < STEPS
+    # Up to STEPS: a kill during the final evaluation (training done, no record yet) must resume too.
+    assert payload is not None and 0 < payload["state"]["step"] <= STEPS
     if trial == 0:  # also: the newest checkpoint is truncated -> the previous good one is used
         index = json.loads((ckpt_folder(tmp_path) / "latest.json").read_text())["files"]
         if len(index) == 2:
@@ -114,7 +115,7 @@ def test_kill9_at_random_point_then_resume_equals_uninterrupted(tmp_path, uninte
     rec = the_record(tmp_path)
     assert outcome(rec) == uninterrupted
     resumed = [i for i in rec["interruptions"] if "resumed_at_step" in i]
-    assert len(resumed) == 1 and 0 < resumed[0]["resumed_at_step"] < STEPS
+    assert len(resumed) == 1 and 0 < resumed[0]["resumed_at_step"] <= STEPS
     if trial == 0 and resumed[0]["notes"]:
         assert "corrupt" in resumed[0]["notes"][0]
 
@@ -153,3 +154,25 @@ def test_corrupt_and_truncated_checkpoints_fall_back(tmp_path):
     (folder / "ckpt-1.pt").write_bytes(b"")  # the older one truncated to nothing as well
     payload, notes = checkpoint.load(folder)
     assert payload is None and len(notes) == 2
+
+
+def test_kill_between_training_and_record_leaves_a_resumable_checkpoint(tmp_path, monkeypatch, uninterrupted):
+    """Checkpoints are cleared only after the record is on disk: a crash while writing it keeps them,
+    and --resume then evaluates from the final step without retraining."""
+    from bench import cli, runner
+
+    def disk_full(record, results_dir):
+        raise OSError("No space left on device")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "write_record", disk_full)
+    argv = bench_cmd(tmp_path)[3:]  # drop "python -m bench.cli"
+    assert cli.main(argv) != 0
+    payload, notes = checkpoint.load(ckpt_folder(tmp_path))
+    assert notes == [] and payload is not None and payload["state"]["step"] == STEPS
+    monkeypatch.undo()
+    run(tmp_path, "--resume")
+    rec = the_record(tmp_path)
+    assert outcome(rec) == uninterrupted
+    assert rec["interruptions"][-1]["resumed_at_step"] == STEPS
+    assert not ckpt_folder(tmp_path).exists()
