@@ -1,9 +1,11 @@
 """`bench submit` against a REAL single-node SLURM cluster on localhost (tests/slurm_localhost.py).
 
 One array submission (through submitit, throttled to 2 tasks at once) of four tasks of the
-digits suite's reference model: seed 0 is requeued with ``scontrol requeue`` while it trains and
-must resume from its checkpoint to the same metrics as an uninterrupted run; seed 1 runs
-normally; a second run name with an invalid learning rate fails. Skipped with the reason when
+digits suite's reference model. Both seeds are interrupted while they train, each through one of
+SLURM's two paths: seed 0 by ``scontrol requeue`` (SIGTERM; SLURM restarts the job), seed 1 by a
+preemption notice (``scancel --signal=USR2``; submitit's handler checkpoints the task and requeues it).
+Each must resume from its checkpoint to the same metrics as an uninterrupted run. A second run
+name with an invalid learning rate fails. Skipped with the reason when
 the SLURM packages are missing (scripts/install_slurm.sh) or the daemons do not start.
 """
 
@@ -75,7 +77,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def submission(cluster, tmp_path_factory):
-    """Submit the array, requeue seed 0 mid-training, run the uninterrupted reference meanwhile."""
+    """Submit the array, interrupt both reference seeds mid-training, run the uninterrupted runs meanwhile."""
     root = tmp_path_factory.mktemp("submit")
     suite = root / "suite.toml"
     suite.write_text(SUITE)
@@ -83,28 +85,34 @@ def submission(cluster, tmp_path_factory):
                 *COMMON, "--results", str(root / "results"), cwd=root)
     folder = Path(out.stdout.split("submission ", 1)[1].split(": ", 1)[1].splitlines()[0])
     data = json.loads((folder / "submission.json").read_text())
-    # the uninterrupted reference for seed 0, locally, while the cluster works
+    # the uninterrupted runs of both seeds, locally, while the cluster works
     ref = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--suite", str(suite), "--model", "reference",
-                            "--seed", "0", *COMMON, "--quiet", "--no-report", "--results", str(root / "ref"),
-                            "--checkpoints", str(root / "ref-ckpt")], cwd=root, env=env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    task0 = next(t for t in data["tasks"] if t["model"] == "reference" and t["seed"] == 0)
+                            "--seed", "0", "--seed", "1", *COMMON, "--quiet", "--no-report",
+                            "--results", str(root / "ref"), "--checkpoints", str(root / "ref-ckpt")],
+                           cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tasks = {t["seed"]: t for t in data["tasks"] if t["model"] == "reference"}
+    how = {0: ["scontrol", "requeue", tasks[0]["job_id"]],  # SIGTERM, SLURM requeues
+           # preemption notice to the task's step (srun's step 0) as SLURM sends it before a time limit; submitit
+           # requeues. Signalling the job instead can answer "transitional state" and make scancel retry
+           # for seconds, re-signalling the requeued task.
+           1: ["scancel", "--signal=USR2", f"{tasks[1]['job_id']}.0"]}
     ckpts = folder / "checkpoints" / "digits" / "smoke"
-    latest = None
+    interrupted_after, answers = {}, {}
     t_end = time.monotonic() + 150
-    while time.monotonic() < t_end and latest is None:
-        found = list(ckpts.glob("reference__seed0__*/latest.json"))
-        if found:
-            step = json.loads(found[0].read_text())["files"][0]["step"]
-            if step >= 10:
-                latest = step
+    while time.monotonic() < t_end and len(interrupted_after) < 2:
+        for seed in set(how) - set(interrupted_after):
+            found = list(ckpts.glob(f"reference__seed{seed}__*/latest.json"))
+            if found:
+                step = json.loads(found[0].read_text())["files"][0]["step"]
+                if step >= 10:
+                    interrupted_after[seed] = step
+                    answers[seed] = cluster.run(*how[seed], check=False)
         time.sleep(0.05)
-    assert latest is not None, "task 0 never checkpointed: " + cluster.run("squeue", check=False).stdout
-    requeue = cluster.run("scontrol", "requeue", task0["job_id"], check=False)
+    assert len(interrupted_after) == 2, "a task never checkpointed: " + cluster.run("squeue", check=False).stdout
     collected = bench("collect", "--results", str(root / "results"), "--wait", "200", "--no-report", cwd=root,
                       check=False)
     assert ref.wait(300) == 0, ref.stderr.read().decode()[-2000:]
-    return {"root": root, "folder": folder, "data": data, "requeue": requeue, "requeued_after_step": latest,
+    return {"root": root, "folder": folder, "data": data, "answers": answers, "interrupted_after": interrupted_after,
             "collect": collected, "status": bench("status", "--results", str(root / "results"), cwd=root)}
 
 
@@ -147,16 +155,20 @@ def test_failing_task_leaves_the_others_intact(submission):
     assert "failed" in submission["status"].stdout
 
 
-def test_requeued_task_resumes_with_identical_metrics(submission):
-    assert submission["requeue"].returncode == 0, submission["requeue"].stderr
-    rec = records(submission)[("reference", 0)]
-    ref = json.loads(next((submission["root"] / "ref").rglob("*.json")).read_text())
+@pytest.mark.parametrize("seed, signal_name", [(0, "SIGTERM"), (1, "SIGUSR2")],
+                         ids=["scontrol-requeue", "preemption-usr2"])
+def test_interrupted_task_resumes_with_identical_metrics(submission, seed, signal_name):
+    answer = submission["answers"][seed]
+    assert answer.returncode == 0, answer.stderr
+    rec = records(submission)[("reference", seed)]
+    ref = next(r for r in map(json.loads, (p.read_text() for p in (submission["root"] / "ref").rglob("*.json")))
+               if r["seed"] == seed)
     signals = [i.get("signal") for i in rec["interruptions"] if "signal" in i]
     resumed = [i["resumed_at_step"] for i in rec["interruptions"] if "resumed_at_step" in i]
     if not resumed:
-        pytest.fail(f"task 0 was not resumed (finished before the requeue?): {rec['interruptions']}")
-    assert signals == ["SIGTERM"]  # scontrol requeue -> SIGTERM -> checkpoint at the step boundary
-    assert resumed[0] >= submission["requeued_after_step"]
+        pytest.fail(f"task {seed} was not resumed (finished before the signal?): {rec['interruptions']}")
+    assert signals == [signal_name], rec["interruptions"]  # the runner checkpointed at the step boundary after this signal
+    assert resumed[0] >= submission["interrupted_after"][seed]
     assert rec["train"]["steps"] == ref["train"]["steps"] == STEPS
     assert rec["metrics"]["bits_per_dim"]["value"] == ref["metrics"]["bits_per_dim"]["value"]
     assert rec["train"]["loss_curve"] == ref["train"]["loss_curve"]
