@@ -167,7 +167,7 @@ class BenchTask(submitit.helpers.Checkpointable):
             sig = runner._STOP["signal"]
             print(f"genbench: {e}", file=sys.stderr, flush=True)
             if sig == signal.SIGUSR2 and callable(submitit_usr2):
-                submitit_usr2(signal.SIGUSR2, None)  # calls self.checkpoint(), requeues, exits
+                _checkpoint_and_requeue(submitit_usr2)  # exits when the requeue went through
             # SIGTERM (scontrol requeue, scancel, time limit): SLURM decides what happens next; leave
             # no result file so a requeued job is not reported finished.
             raise SystemExit(3)
@@ -176,6 +176,43 @@ class BenchTask(submitit.helpers.Checkpointable):
         # The runner's checkpoint is on disk already (written at the step boundary where it stopped,
         # or the last periodic one when this is called directly); the requeued task resumes from it.
         return submitit.helpers.DelayedSubmission(BenchTask(self.spec))
+
+
+REQUEUE_TRIES = 6
+
+
+def _job_state() -> str:
+    """This task's SLURM state as squeue reports it ("" when squeue cannot say)."""
+    try:
+        job_id = submitit.JobEnvironment().job_id
+        r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+        return r.stdout.strip().upper()
+    except Exception:  # noqa: BLE001 - diagnostics only; the caller retries
+        return ""
+
+
+def _checkpoint_and_requeue(submitit_handler: Any, tries: int = REQUEUE_TRIES, wait_s: float = 2.0,
+                            job_state=_job_state) -> None:
+    """Run submitit's checkpoint-and-requeue handler until SLURM has the task requeued, then exit.
+
+    submitit gives up at the first failed ``scontrol requeue`` and the task ends FAILED with its
+    checkpoint unused. Seen on a loaded node: scancel repeats a preemption signal while the job is
+    in transition, the repeat kills the ``scontrol`` child although the requeue went through, and
+    later tries answer "Job is pending execution". So after a failure, a task that is no longer
+    RUNNING counts as requeued; otherwise the handler (which re-dumps the same checkpoint) runs again.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            submitit_handler(signal.SIGUSR2, None)
+            return  # a handler that returns (not rank 0) leaves the exit to the caller
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            state = job_state()
+            print(f"genbench: scontrol requeue failed (try {attempt}/{tries}; job state {state or 'unknown'}): {e}",
+                  file=sys.stderr, flush=True)
+            if state and state != "RUNNING":
+                raise SystemExit(-1) from None  # requeued already: exit like submitit after a requeue
+            if attempt < tries:
+                time.sleep(wait_s * attempt)
 
 
 # ---- submit ------------------------------------------------------------------------------------
