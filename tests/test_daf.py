@@ -137,7 +137,7 @@ def test_joint_training_gradients_reach_flow_and_unet():
     # the flow is trained by the diffusion loss itself, not only by its log-det
     daf.zero_grad()
     z0, _, _ = daf._flow_forward(images(seed=2), gen(2))
-    l_diff, _, _ = daf._diffusion_loss(z0, gen(3))
+    l_diff, _, _, _ = daf._diffusion_loss(z0, gen(3))
     l_diff.mean().backward()
     assert _nonzero(_grads(daf.flow)) > 0
     # with the hybrid loss the U-Net's variance half is trained as well (by L_vlb)
@@ -193,3 +193,37 @@ def test_daf_trains_a_few_steps_on_mnist(shared_data):
     assert torch.isfinite(lik.bits_per_dim).all() and float(lik.bits_per_dim.min()) > 0
     s = daf.sample(2, generator=gen(1))
     assert s.images.shape == (2, 1, 32, 32)
+
+
+def test_bound_objective_trains_the_flow_on_the_bound_and_leaves_the_unets_loss_alone():
+    # "bound" adds B(z0) (the one-sample VLB estimate on -log p(z0)) through the U-Net as a fixed function:
+    # the U-Net's gradients equal those of the thesis objective, the flow's differ by B's gradient.
+    grads = {}
+    for objective in ("thesis", "bound"):
+        daf = make_daf(flow_objective=objective)
+        perturb(daf.flow)
+        daf.loss(Batch(images(), None, gen()))  # ActNorm init
+        daf.zero_grad()
+        out = daf._losses(Batch(images(seed=1), None, gen(1)), None)
+        out["loss"].backward()
+        grads[objective] = ({n: p.grad.clone() for n, p in daf.unet.named_parameters() if p.grad is not None},
+                            {n: p.grad.clone() for n, p in daf.flow.named_parameters() if p.grad is not None})
+        if objective == "bound":
+            assert float(out["latent_bound"]) > 0
+    (unet_t, flow_t), (unet_b, flow_b) = grads["thesis"], grads["bound"]
+    assert unet_t.keys() == unet_b.keys() and len(unet_t) > 0
+    for n in unet_t:
+        assert torch.allclose(unet_t[n], unet_b[n], atol=1e-6, rtol=1e-5), n
+    assert any(not torch.allclose(flow_t[n], flow_b[n], atol=1e-6) for n in flow_t)
+
+
+def test_frozen_unet_is_the_same_function_with_gradients_only_to_its_input():
+    daf = make_daf()
+    perturb(daf.unet)
+    z = torch.randn(2, *SPEC.shape, generator=gen(5), requires_grad=True)
+    t = daf.schedule.model_t(torch.tensor([3, 11]))
+    out = daf._eps_model_frozen(z, t)
+    assert torch.allclose(out, daf._eps_model(z, t), atol=1e-6)
+    out.square().sum().backward()
+    assert z.grad is not None and float(z.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in daf.unet.parameters())
