@@ -30,7 +30,6 @@ null-label (unconditional) branch.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -42,6 +41,7 @@ from bench.conventions import bits_per_dim, dequantize, from_signed, to_signed
 from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
 from baselines.nn import schedule as S
+from baselines.nn.ema import ema_copy, update_ema
 from baselines.nn.unet import PRESETS, NoiseAwareClassifier, UNet
 
 UNET_KEYS = ("base_channels", "channel_mults", "num_res_blocks", "attn_resolutions", "num_heads",
@@ -62,24 +62,17 @@ def build_unet(config: dict[str, Any], data, out_channels: int, num_classes: int
 
 
 class _EMAMixin:
-    """EMA copy of ``self.net`` kept in the module's state_dict and updated after each model step."""
+    """EMA copy of ``self.net`` (:mod:`baselines.nn.ema`, warmed-up decay) kept in the module's
+    state_dict with its update count, and updated after each model step."""
 
     def _init_ema(self):
-        self.ema = copy.deepcopy(self.net)
-        for p in self.ema.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def _update_ema(self):
-        decay = float(self.config["ema_decay"])
-        ema_p, p = list(self.ema.parameters()), list(self.net.parameters())
-        torch._foreach_lerp_(ema_p, [q.detach() for q in p], 1.0 - decay)
-        for b_ema, b in zip(self.ema.buffers(), self.net.buffers()):
-            b_ema.copy_(b)
+        self.ema = ema_copy(self.net)
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
 
     def after_optimizer_step(self, optimizer: str) -> None:
         if optimizer == "model":
-            self._update_ema()
+            self.ema_steps += 1
+            update_ema(self.ema, self.net, float(self.config["ema_decay"]), int(self.ema_steps))
 
 
 def _check_options(options: dict[str, Any], allowed: set[str], model: str):

@@ -36,7 +36,6 @@ and the loss is || v_theta(t, x_t, y) - u_t ||^2 averaged over pixels, t ~ U[0, 
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -49,6 +48,7 @@ from bench import conventions
 from bench.errors import BenchError, did_you_mean
 from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Samples, register
 from baselines.nn import ode
+from baselines.nn.ema import ema_copy, update_ema
 from baselines.nn.unet import PRESETS, UNet
 
 SAMPLER_KEYS = ("name", "solver", "steps", "rtol", "atol", "guidance")
@@ -131,11 +131,7 @@ class ConditionalFlowMatching(GenerativeModel):
         if data.height % 2 ** (levels - 1):
             raise BenchError(f"U-Net preset {c['unet']!r} has {levels} levels and needs an image size divisible by "
                              f"{2 ** (levels - 1)}, got {data.height}")
-        self.ema = None
-        if float(c["ema_decay"]) > 0:
-            self.ema = copy.deepcopy(self.net)
-            for p in self.ema.parameters():
-                p.requires_grad_(False)
+        self.ema = ema_copy(self.net) if float(c["ema_decay"]) > 0 else None
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
 
     # ---- training -------------------------------------------------------------------------
@@ -172,13 +168,7 @@ class ConditionalFlowMatching(GenerativeModel):
         if self.ema is None:
             return
         self.ema_steps += 1
-        n = int(self.ema_steps)
-        decay = min(float(self.config["ema_decay"]), (1.0 + n) / (10.0 + n))  # warm-up for short runs
-        with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.net.parameters()):
-                e.lerp_(p.detach(), 1.0 - decay)
-            for e, b in zip(self.ema.buffers(), self.net.buffers()):
-                e.copy_(b)
+        update_ema(self.ema, self.net, float(self.config["ema_decay"]), int(self.ema_steps))
 
     # ---- velocity -------------------------------------------------------------------------
     def eval_net(self) -> UNet:
