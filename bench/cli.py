@@ -21,6 +21,7 @@ COMMAND_MODULES = ("bench.report", "bench.compare", "bench.launch", "bench.prefe
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 3
+EXIT_RUN_FAILED = 4  # every record was written, but some run diverged or failed
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,11 +114,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ModuleNotFoundError:
             report = None
         if report is not None and hasattr(report, "render"):
-            out = report.render(suite.name, Path(args.results), Path(args.reports), profile=suite.profile)
+            out = report.render(suite.name, Path(args.results), Path(args.reports), profile=suite.profile,
+                                data_root=args.data_root)
             for p in out:
                 print(f"report: {p}")
     bad = [r for r in fresh if r["status"] != "ok"]
-    return 1 if bad and len(bad) == len(fresh) else 0
+    if bad:
+        print(f"{len(bad)} of {len(fresh)} run(s) not ok: "
+              + ", ".join(f"{r['model']} seed {r['seed']} {r['status']}" for r in bad), file=sys.stderr)
+    return EXIT_RUN_FAILED if bad else 0
 
 
 SUMMARY_COLUMNS = ("model", "family", "seed", "status", "parameters", "bits_per_dim", "fid", "is", "kid",

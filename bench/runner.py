@@ -105,8 +105,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def peak_memory_mb(device: torch.device) -> dict[str, float]:
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a run's peak-memory window, so one suite's runs do not inherit each other's peaks.
+
+    On Linux writing "5" to /proc/self/clear_refs resets VmHWM (the resident high-water mark);
+    elsewhere ``peak_rss_mb`` stays the process-wide peak (``peak_rss_scope`` in the record says which)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _vm_hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, Any]:
+    hwm = _vm_hwm_mb()
+    if hwm is not None:
+        out: dict[str, Any] = {"peak_rss_mb": hwm, "peak_rss_scope": "run"}
+    else:
+        out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "peak_rss_scope": "process"}
     if device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
@@ -383,6 +412,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
         "started": utc_now(), "status": "ok", "error": None,
     }
     trainer = Trainer(suite, run_name, seed, opts, train_data, eval_data)
+    reset_peak_memory(trainer.device)
     record["hardware"] = environment.hardware(str(trainer.device))
     record["versions"] = environment.package_versions()
     record["git_commit"] = environment.git_commit()

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from bench import records
+from bench import cli, records
 from bench.registry import GenerativeModel, register
 from tests.helpers import TINY_DIGITS, run_cli, write_suite
 
@@ -73,7 +73,7 @@ def test_nan_loss_marks_the_run_diverged_and_the_suite_goes_on(workdirs, capsys,
     body = TINY_DIGITS.replace("[models.reference]", "[models.bad]\n    model = \"test-nan\"\n    [models.crash]\n    model = \"test-crash\"\n    [models.reference]")
     suite = write_suite(tmp_path / "s.toml", body.replace("{ steps = 5 }", "{ steps = 10 }"))
     code, out, err = run_cli(args(workdirs, "--suite", str(suite)), capsys)
-    assert code == 0
+    assert code == cli.EXIT_RUN_FAILED and "2 of 3 run(s) not ok" in err  # the suite went on; the exit says so
     by_model = {r["model"]: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
     assert by_model["bad"]["status"] == "diverged" and "non-finite loss" in by_model["bad"]["error"]
     assert by_model["bad"]["train"]["steps"] == 3  # the NaN step is not counted
