@@ -129,7 +129,8 @@ SUMMARY_COLUMNS = ("model", "family", "seed", "status", "parameters", "bits_per_
                    "train_images_per_second", "sample_seconds_per_image", "nfe")
 
 
-def print_table(recs: list[dict]) -> None:
+def print_table(recs: list[dict], with_suite: bool = False) -> None:
+    """The summary table; ``with_suite`` leads with suite and profile (records of several suites)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -138,11 +139,11 @@ def print_table(recs: list[dict]) -> None:
     if not recs:
         return
     df = records_table(recs)
-    cols = [c for c in SUMMARY_COLUMNS if c in df.columns]
+    cols = [c for c in (("suite", "profile") if with_suite else ()) + SUMMARY_COLUMNS if c in df.columns]
     no_likelihood = {(r.get("model"), r.get("seed")) for r in recs if r.get("has_likelihood") is False}
     table = Table()
     for c in cols:
-        table.add_column(c, justify="right" if c not in ("model", "family", "status") else "left")
+        table.add_column(c, justify="right" if c not in ("suite", "profile", "model", "family", "status") else "left")
     for _, row in df.iterrows():
         cells = []
         for c in cols:
@@ -170,7 +171,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         df.to_csv(args.csv, index=False)
         print(f"wrote {len(df)} rows to {args.csv}")
     else:
-        print_table(recs)
+        print_table(recs, with_suite=True)
     return 0
 
 
@@ -190,10 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("results", help="load result records into a table")
-    p.add_argument("--results", default="results")
-    p.add_argument("--suite", default=None)
-    p.add_argument("--profile", default=None)
+    p = sub.add_parser("results", help="load result records into a table (every suite and profile found)")
+    p.add_argument("--results", default="results", help="results directory (default: ./results)")
+    p.add_argument("--suite", default=None, help="only this suite (default: all)")
+    p.add_argument("--profile", default=None, help="only this profile, e.g. smoke or paper (default: all)")
     p.add_argument("--all", action="store_true", help="every record, not only the newest per (model, seed)")
     p.add_argument("--csv", default=None, help="write the table as CSV to this file")
     p.set_defaults(func=cmd_results)

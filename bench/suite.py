@@ -189,6 +189,11 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
         keypath, value = parse_override(text)
         apply_override(merged, keypath, value)
 
+    unknown = set(merged) - TOP_KEYS  # again after the profile and --set: they can add keys too
+    if unknown:
+        k = sorted(unknown)[0]
+        raise BenchError(f"{where}: unknown top-level key {k!r}{did_you_mean(k, TOP_KEYS)} (from profile {profile!r} "
+                         f"or --set)")
     for section, allowed in (("data", DATA_KEYS), ("train", TRAIN_KEYS), ("eval", EVAL_KEYS)):
         table = merged.get(section, {})
         if not isinstance(table, dict):
@@ -202,6 +207,7 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
     train = {**TRAIN_DEFAULTS, **merged.get("train", {})}
     evaluation = {**EVAL_DEFAULTS, **merged.get("eval", {})}
     _check_train(train, where)
+    _check_counts(data, train, evaluation, where)
 
     budget_spec = budget if budget is not None else merged.get("budget")
     if budget_spec is None:
@@ -254,6 +260,32 @@ def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config handed to the wrapper (harness-level keys removed)."""
     return {k: v for k, v in cfg.items() if k not in HARNESS_MODEL_KEYS}
+
+
+# settings that count things: (section, key) -> smallest allowed value (absent keys are not checked)
+COUNTS = {("data", "image_size"): 1, ("data", "channels"): 1, ("data", "limit_train"): 1, ("data", "limit_eval"): 1,
+          ("train", "eval_batch_size"): 1, ("train", "log_every"): 1, ("train", "warmup_steps"): 0,
+          ("eval", "num_samples"): 1, ("eval", "repeats"): 1, ("eval", "sample_batch_size"): 1,
+          ("eval", "speed_batch"): 1, ("eval", "num_real"): 0, ("eval", "bpd_batches"): 0}
+
+
+def _check_counts(data: dict[str, Any], train: dict[str, Any], evaluation: dict[str, Any], where: str) -> None:
+    """Whole-number settings in range, non-negative durations, and a list of metric names."""
+    tables = {"data": data, "train": train, "eval": evaluation}
+    for (section, key), low in COUNTS.items():
+        v = tables[section].get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            what = "a positive integer" if low == 1 else "an integer >= 0"
+            raise BenchError(f"{where}: {section}.{key} must be {what}, got {v!r}")
+    for key in ("checkpoint_every_s", "grad_clip"):
+        v = train.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise BenchError(f"{where}: train.{key} must be a number >= 0, got {v!r}")
+    m = evaluation.get("metrics")
+    if not isinstance(m, list) or not all(isinstance(x, str) for x in m):
+        raise BenchError(f"{where}: eval.metrics must be a list of metric names, e.g. [\"bits_per_dim\", \"fid\"]")
 
 
 def _check_train(train: dict[str, Any], where: str) -> None:

@@ -11,6 +11,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Benchmarks run once, untimed, in the plain test run; ``--benchmark-only`` or ``--benchmark-enable``
+    times them. (An ``addopts = --benchmark-disable`` would make pytest-benchmark refuse ``--benchmark-only``.)"""
+    opt = config.option
+    if hasattr(opt, "benchmark_disable") and not (opt.benchmark_only or opt.benchmark_enable):
+        opt.benchmark_disable = True
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout (MNIST raw files); skip cleanly where it is absent."""

@@ -89,6 +89,11 @@ def test_nan_loss_marks_the_run_diverged_and_the_suite_goes_on(workdirs, capsys,
     (["--budget", "steps=-3"], "must be a positive number"),
     (["--budget", "fortnights=2"], "unknown budget kind"),
     (["--set", "train.precision=fp8"], "train.precision must be 'fp32' or 'bf16'"),
+    (["--set", "eval.num_samples=0"], "eval.num_samples must be a positive integer, got 0"),
+    (["--set", "data.image_size=0"], "data.image_size must be a positive integer, got 0"),
+    (["--set", "eval.bpd_batches=-1"], "eval.bpd_batches must be an integer >= 0"),
+    (["--set", "eval.metrics=\"fid\""], "eval.metrics must be a list of metric names"),
+    (["--set", "foo.bar=1"], "unknown top-level key 'foo'"),
     (["--profile", "pape"], "no profile 'pape'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(workdirs, capsys, extra, message):
@@ -129,6 +134,11 @@ def test_results_command_exports_csv(workdirs, capsys, tmp_path):
     import pandas as pd
     df = pd.read_csv(csv)
     assert list(df["model"]) == ["reference"] and df["bits_per_dim"].iloc[0] > 0
+    code, out, err = run_cli(["results", "--results", str(workdirs["results"])], capsys)
+    header = next(line for line in out.splitlines() if "model" in line)
+    assert code == 0 and header.index("suite") < header.index("profile") < header.index("model")
+    row = next(line for line in out.splitlines() if "reference" in line)
+    assert df["suite"].iloc[0] in row and df["profile"].iloc[0] in row  # the record's suite and profile
 
 
 @register
