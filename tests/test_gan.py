@@ -153,3 +153,23 @@ def test_trains_on_mnist_test_subset(name, shared_data):
     model.eval()
     s = model.sample(4, generator=g)
     assert s.images.shape == (4, 1, 32, 32)
+
+
+def test_a_collapsing_gan_run_is_recorded_diverged_and_the_suite_goes_on(workdirs, capsys, tmp_path):
+    # End to end through `bench run`: the wrapper's divergence rule becomes the record's status, the
+    # other model still runs, and the exit code says a run is not ok.
+    from bench import cli, records
+    from tests.helpers import TINY_DIGITS, run_cli, write_suite
+
+    body = TINY_DIGITS.replace("image_size = 8", "image_size = 16").replace(
+        "[models.reference]",
+        "[models.gan]\n    model = \"dcgan\"\n    g_channels = 8\n    d_channels = 8\n    latent_dim = 16\n"
+        "    collapse_ratio = 100.0\n    diverge_patience = 2\n    [models.reference]")
+    suite = write_suite(tmp_path / "s.toml", body)
+    code, out, err = run_cli(["run", "--suite", str(suite), "--results", str(workdirs["results"]), "--checkpoints",
+                              str(workdirs["checkpoints"]), "--quiet", "--no-report"], capsys)
+    recs = {r["model"]: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
+    assert recs["gan"]["status"] == "diverged" and "mode collapse" in recs["gan"]["error"]
+    assert recs["gan"]["train"]["steps"] == 1  # the second step tripped the rule and is not counted
+    assert recs["reference"]["status"] == "ok"
+    assert code == cli.EXIT_RUN_FAILED and "gan seed 0 diverged" in err
