@@ -211,5 +211,6 @@ class ResFlow(_Flow):
                        info={"temperature": temperature, "fixed_point_iterations_total": int(sum(its)),
                              "fixed_point_iterations_mean": mean_it,
                              "fixed_point_iterations_max": int(max(its, default=0)),
-                             "fixed_point_tolerance": {"atol": self.config["fixed_point_atol"],
-                                                       "rtol": self.config["fixed_point_rtol"]}})
+                             "fixed_point_atol": float(self.config["fixed_point_atol"]),
+                             "fixed_point_rtol": float(self.config["fixed_point_rtol"]),
+                             "fixed_point_unconverged_blocks": self.flow.last_inverse_unconverged})

@@ -136,6 +136,12 @@ def test_resflow_sampling_reports_fixed_point_iterations_and_inverts():
         y = m.flow.inverse(z)
         z2, _ = m.flow(y)
     assert (z2 - z).abs().max() < 1e-4
+    assert info["fixed_point_unconverged_blocks"] == 0 and info["fixed_point_atol"] == m.config["fixed_point_atol"]
+    # an iteration cap far below what the tolerance needs: every block is reported unconverged
+    for block in m.flow.residual_blocks():
+        block.max_iters, block.atol, block.rtol = 2, 1e-12, 0.0
+    info = m.sample(4, generator=torch.Generator().manual_seed(0)).info
+    assert info["fixed_point_unconverged_blocks"] == len(m.flow.last_inverse_iterations) > 0
 
 
 def test_glow_temperature_zero_like_is_mode():

@@ -484,6 +484,7 @@ class ResidualBlock(FlowLayer):
         self.atol, self.rtol, self.max_iters = fixed_point_atol, fixed_point_rtol, fixed_point_max_iters
         self.mode = "estimate"
         self.last_inverse_iterations = 0
+        self.last_inverse_converged = True
 
     # -- log-det -------------------------------------------------------------------------------
     def _num_terms(self, generator, device):
@@ -547,7 +548,7 @@ class ResidualBlock(FlowLayer):
             y = y.float() if y.dtype != torch.float64 else y
             tol = self.atol + self.rtol * y.abs()
             x = y - self.g(y)
-            it = 1
+            it, done = 1, False
             while it < self.max_iters:
                 x_new = y - self.g(x)
                 it += 1
@@ -556,6 +557,7 @@ class ResidualBlock(FlowLayer):
                 if done:
                     break
         self.last_inverse_iterations = it
+        self.last_inverse_converged = done  # False: stopped at max_iters, the sample is not an exact inverse
         return x
 
 
@@ -604,3 +606,8 @@ class ResidualFlow(nn.Module):
     @property
     def last_inverse_iterations(self) -> list[int]:
         return [b.last_inverse_iterations for b in self.residual_blocks()]
+
+    @property
+    def last_inverse_unconverged(self) -> int:
+        """How many blocks of the last inverse stopped at ``max_iters`` above the tolerance."""
+        return sum(not b.last_inverse_converged for b in self.residual_blocks())
