@@ -196,7 +196,10 @@ class ResFlow(_Flow):
                 z, ld = self.flow(s, batch.generator)
                 draws.append(fl.bits_per_dim(fl.standard_normal_logprob(z), ld, ld_pre, self.data.dims))
             d = torch.stack(draws)
+            # each draw shares one roulette truncation across the batch: the batch mean's stderr comes from
+            # the spread of the draws' batch means, not from per-image spreads
             return Likelihood(d.mean(0), kind="estimate", stderr=d.std(0) / math.sqrt(d.shape[0]),
+                              batch_stderr=float(d.mean(1).std() / math.sqrt(d.shape[0])),
                               info={"logdet": f"Russian-roulette power series, {d.shape[0]} draws",
                                     "bound": "dequantization upper bound"})
 

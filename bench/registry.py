@@ -82,6 +82,9 @@ class Likelihood:
     bits_per_dim: torch.Tensor  # [N]
     kind: str = "exact"  # "exact" | "upper-bound" (variational / dequantization bound) | "estimate"
     stderr: torch.Tensor | None = None  # [N] standard error of a stochastic estimator, if any
+    # Standard error of the batch *mean* when the estimator's errors are shared across the batch (one
+    # random draw for all images, e.g. a Russian-roulette truncation): per-image errors then do not average out.
+    batch_stderr: float | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from bench.metrics import coverage, cost, extractors
-from bench.registry import Batch, DataSpec, GenerativeModel, Samples
+from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Samples
 from tests.metrics_helpers import FAST_RECIPE, Replay, digits_data, make_ctx
 
 
@@ -105,3 +105,38 @@ def test_class_coverage_ignores_a_wrappers_own_label_notes(tmp_path, monkeypatch
     out = coverage.class_coverage(make_ctx(Noted(real.x), train, real, tmp_path))
     assert out["coverage_kl"]["value"] == pytest.approx(out["coverage_kl"]["protocol"]["real_kl"])
     assert "coverage_label_accuracy" not in out
+
+
+class SharedDrawEstimate(GenerativeModel):
+    """Likelihood whose estimator error is one draw shared by the batch (like a Russian-roulette truncation)."""
+
+    name = "shared-draw-test"
+    family = "test"
+    has_likelihood = True
+
+    def __init__(self, spec, batch_stderr=None, per_image_stderr=None):
+        super().__init__({}, spec)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.batch_se, self.image_se = batch_stderr, per_image_stderr
+
+    def nll_bits_per_dim(self, batch):
+        n = len(batch)
+        stderr = None if self.image_se is None else torch.full((n,), self.image_se)
+        return Likelihood(torch.full((n,), 3.0), kind="estimate", stderr=stderr, batch_stderr=self.batch_se)
+
+
+def test_bits_per_dim_stderr_does_not_average_out_an_error_shared_by_the_batch(tmp_path):
+    from bench.metrics import builtin
+
+    train, real = digits_data(8)
+    n_batches, bs, s = 4, 32, 0.2
+    n = min(len(real), n_batches * bs)  # bpd_batches caps the evaluated images
+    shared = builtin.bits_per_dim(make_ctx(SharedDrawEstimate(real.spec, batch_stderr=s), train, real, tmp_path,
+                                           eval_batch_size=bs, bpd_batches=n_batches))["bits_per_dim"]
+    independent = builtin.bits_per_dim(make_ctx(SharedDrawEstimate(real.spec, per_image_stderr=s), train, real,
+                                                tmp_path, eval_batch_size=bs, bpd_batches=n_batches))["bits_per_dim"]
+    batches = math.ceil(n / bs)
+    # the mean of B batch means, each off by an independent error of std s: s / sqrt(B)
+    assert shared["protocol"]["estimator_stderr"] == pytest.approx(s / math.sqrt(batches), rel=1e-6)
+    # independent per-image errors: s / sqrt(N), much smaller
+    assert independent["protocol"]["estimator_stderr"] == pytest.approx(s / math.sqrt(n), rel=1e-6)

@@ -32,7 +32,10 @@ def bits_per_dim(ctx: EvalContext) -> dict:
             with ctx.autocast():
                 lik = model.nll_bits_per_dim(batch)
             per_image.append(lik.bits_per_dim.detach().double().cpu())
-            if lik.stderr is not None:
+            if lik.batch_stderr is not None:  # correlated within the batch: the batch mean's variance, x n_b^2
+                est_var.append(torch.tensor([(len(lik.bits_per_dim) * float(lik.batch_stderr)) ** 2],
+                                            dtype=torch.float64))
+            elif lik.stderr is not None:  # independent per image
                 est_var.append(lik.stderr.detach().double().cpu() ** 2)
             kinds.add(lik.kind)
             info.update(lik.info)
