@@ -2,7 +2,7 @@
 
 Run on a machine with internet (a cluster's login node)::
 
-    bench prefetch --suite cifar10-ddpm --data-root /shared/genbench/data --cache-dir /shared/genbench/cache
+    bench prefetch --suite mnist-flow-vs-ddpm --data-root /shared/genbench/data --cache-dir /shared/genbench/cache
 
 It downloads the suite's train/eval splits into ``--data-root`` (``bench.data.load_split(...,
 download=True)``) and, when the suite's metrics use the ``inception`` extractor, the Inception-v3

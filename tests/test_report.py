@@ -165,6 +165,7 @@ def test_model_table_numbers(report, results):
     assert row["KID"] == expected("resflow", "kid", results)
     assert row["sample s / img"] == expected("resflow", "sample_seconds_per_image", results)
     assert row["sample s / 128 img"] == expected("resflow", "sample_seconds_per_batch", results)
+    assert "`sample s / 128 img`: timed directly on one batch of 128 images." in md  # the fixture timed 128
     ips = [600.0, 610.0, 620.0]
     assert row["train img/s"] == f"{statistics.fmean(ips):.4g} ± {statistics.stdev(ips):.2g}"
     assert row["parameters"] == f"{1000 + len('resflow'):,}"
@@ -218,7 +219,65 @@ def test_published_vs_measured(report, results):
     per_image = fixture_metrics("ddpm", 0, True)["sample_seconds_per_image"]["value"]
     assert ddpm_t["measured"] == f"{per_image * 25:.4g}"
     assert "hardware: measured Test CPU" in ddpm_t["comparable?"]
+    assert "extrapolated to 25 images (seconds per image × 25) from one timed batch of 128 images" in ddpm_t["notes"]
     assert "Measured: profile `smoke`, budget 100 steps" in md
+    # the fixture suite has no `paper` profile: the note must not promise a like-for-like run
+    assert "No `paper` profile of suite `fixture` was found" in md and "like-for-like" not in md
+
+
+def test_sample_time_column_says_it_is_scaled_from_the_timed_batch(results, tmp_path):
+    """Timed on 16 images: the 128-image column is seconds per image × 128, and the report says so."""
+    from bench.records import load_records
+
+    root = tmp_path / "results"
+    for rec in load_records(results, SUITE):
+        rec.pop("_path")
+        rec["eval_settings"] = {**rec["eval_settings"], "speed_batch": 16}
+        for key in ("sample_seconds_per_batch", "sample_seconds_per_image", "nfe"):
+            if key in rec["metrics"]:
+                rec["metrics"][key]["protocol"] = {**rec["metrics"][key]["protocol"], "batch": 16}
+        if "sample_seconds_per_batch" in rec["metrics"]:
+            rec["metrics"]["sample_seconds_per_batch"]["value"] = rec["metrics"]["sample_seconds_per_image"]["value"] * 16
+        write_record(rec, root)
+    render(SUITE, root, tmp_path / "rep", formats=["md"], mirrors=["seed000-speed"])
+    md = (tmp_path / "rep" / SUITE / PROFILE / "README.md").read_text()
+    row = md_row(md, "reference", "model | family | status")
+    per_image = fixture_metrics("reference", 0, True)["sample_seconds_per_image"]["value"]
+    assert row["sample s / 128 img"] == f"{per_image * 128:.4g}"
+    note = next(line for line in md.splitlines() if "`sample s / 128 img`" in line)
+    assert "extrapolated, not measured at 128" in note and "timed one batch of `eval.speed_batch` images (16 for" in note
+    assert "seconds per image × 128" in note and "timed directly" not in note
+    flow = next(r for r in rows_where(md, "dataset | published model", **{"genbench run": "resflow"})
+                if r["metric [unit]"].startswith("sample_seconds_per_batch"))
+    assert "extrapolated to 128 images (seconds per image × 128) from one timed batch of 16 images" in flow["notes"]
+
+
+def test_paper_profile_note_names_what_the_paper_profile_does_not_measure(tmp_path):
+    from bench.report import _paper_profile_text, published
+
+    # the shipped main job: its paper profile computes FID and IS, but in the domain classifier's feature space
+    gaps = published.profile_gaps("mnist-flow-vs-ddpm", "seed000-table4.4")
+    assert gaps["missing"] == [] and gaps["feature_spaces"] == [("digits-classifier", "inception")]
+    text = _paper_profile_text("mnist-flow-vs-ddpm", "seed000-table4.4", None)
+    assert "`paper` profile (500 epochs) still differs" in text and "digits-classifier feature space" in text
+    # a suite whose paper profile leaves IS out: the note says so, read from the suite file
+    path = tmp_path / "s.toml"
+    path.write_text('''name = "s"
+[data]
+dataset = "mnist"
+[eval]
+metrics = ["fid"]
+feature_extractor = "inception"
+[models.ddpm]
+[models.resflow]
+[profiles.smoke]
+budget = { steps = 1 }
+[profiles.paper]
+budget = { epochs = 500 }
+''')
+    gaps = published.profile_gaps(str(path), "seed000-table4.4")
+    assert gaps["missing"] == ["is"] and gaps["feature_spaces"] == []
+    assert "does not compute is" in _paper_profile_text(str(path), "seed000-table4.4", None)
 
 
 def test_plots_and_grids_present(report):

@@ -17,6 +17,22 @@ def test_every_shipped_suite_loads_every_profile():
             assert s.budget.value > 0 and s.models
 
 
+def test_every_mirrored_table_exists_and_maps_to_a_run_of_the_suite():
+    """A suite's `mirrors` names reference tables in results/reference/ with at least one row for its models."""
+    from bench.report import published
+
+    ids = set(published.table_ids())
+    for name in suite_names():
+        s = load_suite(name, "smoke")
+        runs = set(s.models) | {str(cfg.get("model")) for cfg in s.models.values()}
+        for tid in s.mirrors:
+            assert tid in ids, (name, tid)
+            models = {m.strip() for row in published.load_table(tid) for m in row["genbench_model"].split("|")}
+            assert models & runs, (name, tid)
+    assert "seed000-speed" in load_suite("mnist-flow-vs-ddpm", "smoke").mirrors
+    assert "seed001-table5.2" in load_suite("mnist-daf-vs-ddpm-vs-nsf", "smoke").mirrors
+
+
 def test_profile_is_deep_merged_and_overrides_are_applied_and_recorded(tmp_path):
     path = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]", "[models.reference]\nlr = 0.1") + """
     [profiles.paper]

@@ -109,6 +109,10 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
 def _models_section(s: Section, groups, records: list[dict], n_bad: int) -> list[str]:
     headers, rows, dropped = T.model_table(groups)
     s.add(Table(headers, rows, "one row per model"))
+    if T.SAMPLE_BATCH_HEADER in headers:
+        scaling, scaled = T.describe_batch_scaling(groups, T.SAMPLE_BATCH, T.SAMPLE_BATCH_HEADER)
+        if scaling:
+            s.add(Note(scaling) if scaled else Para(scaling))
     if dropped:
         s.add(Note(f"not measured by this suite (add to `eval.metrics`): {', '.join(dropped)}."))
     kinds = {T.protocol(r, "bits_per_dim").get("kind") for r in T.ok(records)} - {None}
@@ -147,7 +151,25 @@ def _published_section(s: Section, groups, records: list[dict], suite_name: str,
         if first.get("profile") != "paper":
             s.add(Note(f"measured at the `{first.get('profile')}` budget ({T.describe_budget(first)}), not the "
                        "published training length: the measured numbers check the pipeline, they do not "
-                       "reproduce the table. Run the `paper` profile for a like-for-like comparison."))
+                       f"reproduce the table. {_paper_profile_text(suite_name, tid, reference_dir)}"))
+
+
+def _paper_profile_text(suite_name: str, tid: str, reference_dir: Path | None) -> str:
+    """What running the suite's `paper` profile would and would not change, read from the suite file."""
+    gaps = published.profile_gaps(suite_name, tid, "paper", reference_dir)
+    if gaps is None:
+        return (f"No `paper` profile of suite `{suite_name}` was found to run instead; the `comparable?` column "
+                "lists what differs from the published setting.")
+    diffs = []
+    if gaps["missing"]:
+        diffs.append(f"its `eval.metrics` does not compute {', '.join(gaps['missing'])}, which the table reports")
+    for measured, pub in gaps["feature_spaces"]:
+        diffs.append(f"its sample metrics use the {measured} feature space, the table's {pub}")
+    if diffs:
+        return (f"The suite's `paper` profile ({gaps['budget']}) still differs from the table: {'; '.join(diffs)}; "
+                "the `comparable?` column lists any further differences (hardware, data, units).")
+    return (f"The suite's `paper` profile ({gaps['budget']}) computes every evaluation metric this table "
+            "reports; the `comparable?` column says what would still differ (hardware, data, units).")
 
 
 def _sample_section(s: Section, groups, out_dir: Path, img: Path, results_dir: Path, data_root: str | None) -> None:

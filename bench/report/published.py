@@ -63,6 +63,48 @@ def suite_mirrors(suite_name: str, records: list[dict]) -> list[str] | None:
         return None
 
 
+# The `eval.metrics` entry that produces each published metric key (training-side numbers are always recorded).
+EVAL_METRIC_OF = {"fid": "fid", "is": "is", "kid": "kid", "precision": "precision_recall",
+                  "recall": "precision_recall", "bits_per_dim": "bits_per_dim", "nll": "bits_per_dim",
+                  "sample_seconds_per_batch": "sampling_speed", "sample_seconds_per_image": "sampling_speed",
+                  "sampling_speedup_vs_ddpm": "sampling_speed"}
+
+
+def profile_gaps(suite_name: str, table_id: str, profile: str = "paper", ref_dir: Path | None = None
+                 ) -> dict[str, Any] | None:
+    """What a suite's ``profile`` (default ``paper``) would still not measure like the published table, read from
+    the suite file: ``missing`` (published metrics of the suite's models its ``eval.metrics`` does not compute),
+    ``feature_spaces`` ((measured, published) extractor pairs that differ) and ``budget``. None when the suite file
+    cannot be read or has no such profile."""
+    try:
+        from bench.suite import load_suite, read_toml, suite_path
+
+        if profile not in (read_toml(suite_path(suite_name)).get("profiles") or {}):
+            return None
+        suite = load_suite(suite_name, profile, check_models=False)
+        rows = load_table(table_id, ref_dir)
+    except Exception:
+        return None
+    names = set(suite.models) | {str(cfg.get("model")) for cfg in suite.models.values()}
+    computed = set(suite.eval.get("metrics") or [])
+    fe = str(suite.eval.get("feature_extractor") or "auto")
+    if fe == "auto":  # as bench.metrics.extractors.resolve_name (not imported: it loads torch)
+        fe = "digits-classifier" if suite.data.get("dataset") in ("digits", "mnist") else "inception"
+    missing: list[str] = []
+    spaces: set[tuple[str, str]] = set()
+    for row in rows:
+        if not names & {n.strip() for n in row.get("genbench_model", "").split("|")}:
+            continue
+        need = EVAL_METRIC_OF.get(row["metric"])
+        if need is not None and need not in computed:
+            if row["metric"] not in missing:
+                missing.append(row["metric"])
+        elif row["metric"] in SAMPLE_METRICS and row.get("feature_extractor") \
+                and row["feature_extractor"].lower() != fe.lower():
+            spaces.add((fe, row["feature_extractor"]))
+    return {"missing": missing, "feature_spaces": sorted(spaces), "budget": suite.budget}
+
+
 def matching_runs(groups: dict[str, list[dict]], genbench_model: str) -> list[str]:
     names = [n.strip() for n in genbench_model.split("|") if n.strip()]
     out = []
@@ -172,6 +214,13 @@ def compare_table(table_id: str, groups: dict[str, list[dict]], ref_dir: Path | 
         for run in runs:
             recs = groups[run]
             getter, how = measured_getter(row, groups)
+            if row["metric"] == "sample_seconds_per_batch":
+                b = _batch(row) or 128
+                sizes = {T.timed_batch(r) for r in T.ok(recs)} - {b}
+                if sizes:
+                    timed = ", ".join(sorted(str(x) if x else "an unrecorded number of" for x in sizes))
+                    how = (f"measured: extrapolated to {b} images (seconds per image × {b}) from one timed batch "
+                           f"of {timed} images")
             if row["metric"] == "sampling_speedup_vs_ddpm":
                 v = _ratio(groups, "ddpm|ddpm-thesis", gm, T.metric("sample_seconds_per_image"))
                 measured = T.fmt(v) if v is not None else "not measured (needs a ddpm run)"

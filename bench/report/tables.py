@@ -79,7 +79,8 @@ def protocol(record: dict, name: str) -> dict:
 
 
 def seconds_per_batch(batch: int) -> Getter:
-    """Sampling seconds for ``batch`` images: measured directly if the protocol's batch matches, else per image × batch."""
+    """Sampling seconds for ``batch`` images: measured directly if the protocol's batch matches, else per image × batch
+    (extrapolated from the timed batch; :func:`describe_batch_scaling` says which it was)."""
 
     def get(record: dict) -> float | None:
         m = metric_entry(record, "sample_seconds_per_batch")
@@ -89,6 +90,53 @@ def seconds_per_batch(batch: int) -> Getter:
         return per * batch if per is not None else None
 
     return get
+
+
+def timed_batch(record: dict) -> int | None:
+    """How many images the sampling-speed metric timed in one batch: its protocol's ``batch``, else the
+    suite's ``eval.speed_batch`` from the record's ``eval_settings``; None when neither is recorded."""
+    for v in (protocol(record, "sample_seconds_per_batch").get("batch"),
+              (record.get("eval_settings") or {}).get("speed_batch")):
+        try:
+            if v is not None and int(v) > 0:
+                return int(v)
+        except (TypeError, ValueError):
+            pass
+    return None
+
+
+def batch_scaling(groups: "OrderedDict[str, list[dict]]", batch: int) -> tuple[list[str], dict[str, list[str]]]:
+    """Which models' ``seconds_per_batch(batch)`` was timed on exactly ``batch`` images, and which were scaled
+    (seconds per image × ``batch``), keyed by the timed batch size (``"unknown"`` when not recorded)."""
+    direct: list[str] = []
+    scaled: dict[str, list[str]] = {}
+    for name, recs in groups.items():
+        timed = [r for r in ok(recs) if seconds_per_batch(batch)(r) is not None]
+        if not timed:
+            continue
+        sizes = {timed_batch(r) for r in timed}
+        if sizes == {batch}:
+            direct.append(name)
+        for size in sorted(sizes - {batch}, key=lambda x: (x is None, x or 0)):
+            scaled.setdefault(str(size) if size is not None else "unknown", []).append(name)
+    return direct, scaled
+
+
+def describe_batch_scaling(groups: "OrderedDict[str, list[dict]]", batch: int, header: str
+                           ) -> tuple[str | None, bool]:
+    """How the ``header`` column (seconds for ``batch`` images) was obtained, and whether any value in it was
+    extrapolated from a different timed batch size."""
+    direct, scaled = batch_scaling(groups, batch)
+    if not scaled:
+        return (f"`{header}`: timed directly on one batch of {batch} images." if direct else None), False
+    parts = [f"{size} for {', '.join(models)}" if size != "unknown" else f"an unrecorded number for {', '.join(models)}"
+             for size, models in scaled.items()]
+    text = (f"`{header}` is extrapolated, not measured at {batch}: each run timed one batch of `eval.speed_batch` "
+            f"images ({'; '.join(parts)}) and the column shows seconds per image × {batch}, which ignores how the "
+            f"per-image cost changes with batch size.")
+    if direct:
+        text += f" Timed directly on {batch} images: {', '.join(direct)}."
+    return text, True
 
 
 def peak_memory(record: dict) -> float | None:
@@ -200,6 +248,11 @@ def missing_cell(recs: list[dict], name: str | None = None) -> str:
     return NA
 
 
+# The main table's sampling-time column: seconds for SAMPLE_BATCH images (seed 000's unit), scaled from the timed
+# batch (eval.speed_batch) when that differs; the report says so under the table (describe_batch_scaling).
+SAMPLE_BATCH = 128
+SAMPLE_BATCH_HEADER = f"sample s / {SAMPLE_BATCH} img"
+
 # Columns of the main table: (header, metric name for notes, getter or None for special cells).
 METRIC_COLUMNS: list[tuple[str, str, Getter]] = [
     ("FID", "fid", metric("fid")),
@@ -209,7 +262,7 @@ METRIC_COLUMNS: list[tuple[str, str, Getter]] = [
     ("recall", "recall", metric("recall")),
     ("class-coverage KL", "coverage_kl", metric("coverage_kl", "class_kl", "class_coverage_kl")),
     ("train img/s", "train_images_per_second", first_of(timing("train_images_per_second"), metric("train_images_per_second"))),
-    ("sample s / 128 img", "sample_seconds_per_batch", seconds_per_batch(128)),
+    (SAMPLE_BATCH_HEADER, "sample_seconds_per_batch", seconds_per_batch(SAMPLE_BATCH)),
     ("sample s / img", "sample_seconds_per_image", metric("sample_seconds_per_image")),
     ("NFE", "nfe", metric("nfe")),
     ("peak mem (MB)", "peak_memory", peak_memory),
