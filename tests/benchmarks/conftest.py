@@ -1,8 +1,8 @@
 """Shared pieces of the pytest-benchmark files (``tests/benchmarks/test_bench_*.py``).
 
-Benchmarks run once each (as plain tests) in the normal ``pytest`` run because pyproject's
-addopts pass ``--benchmark-disable``; ``pytest tests/benchmarks --benchmark-enable --benchmark-only``
-times them. ``GENBENCH_BENCH_FULL=1`` switches to the large configurations.
+Benchmarks run once each (as plain tests, untimed) in the normal ``pytest`` run: tests/conftest.py
+disables timing unless ``--benchmark-only`` or ``--benchmark-enable`` is given, so
+``pytest tests/benchmarks --benchmark-only`` times them. ``GENBENCH_BENCH_FULL=1`` switches to the large configurations.
 ``scripts/perf_check.py`` divides every benchmark's time by ``test_reference_matmul``'s (measured
 in the same session) so a slowdown is judged independently of the machine.
 """
