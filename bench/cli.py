@@ -60,6 +60,12 @@ def run_options(args: argparse.Namespace):
             raise BenchError(f"--inception-weights {weights} does not exist; stage torch-fidelity's "
                              "weights-inception-2015-12-05-6726825d.pth there (or run `bench prefetch` on a machine with internet)")
         os.environ["GENBENCH_INCEPTION_WEIGHTS"] = str(weights)
+    elif os.environ.get("GENBENCH_INCEPTION_WEIGHTS"):  # checked before training, not after it
+        weights = Path(os.environ["GENBENCH_INCEPTION_WEIGHTS"])
+        if not weights.is_file():
+            raise BenchError(f"$GENBENCH_INCEPTION_WEIGHTS={weights} does not exist; stage torch-fidelity's "
+                             "weights-inception-2015-12-05-6726825d.pth there, unset the variable, or run "
+                             "`bench prefetch` on a machine with internet")
     return opts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bench.data import ImageData, load_split
@@ -35,6 +36,42 @@ class Replay(GenerativeModel):
         if self.noise:
             x = x + self.noise * torch.randn(x.shape, generator=generator, device=x.device)
         return Samples(x.clamp(0, 1), nfe=1, info={"spacing": "none"})
+
+
+def random_inception_state_dict(calibration: torch.Tensor, seed: int = 0, logit_std: float = 3.0) -> dict:
+    """A random state dict with the shapes of torch-fidelity's Inception-v3 whose features have real spread.
+
+    The network's default initialisation (PyTorch's fan-in uniform, gain 1/sqrt(3)) shrinks the activations
+    ~6x per conv+ReLU, so after ~90 layers every image gives ~1e-8 features: FID ~ 0 and IS = 1 for any
+    input. Here the convolutions get He-normal weights (std sqrt(2/fan_in), scale-preserving through ReLU)
+    and the batch norms stay identity. Random ReLU nets map all images close to one shared direction, which
+    would give every image the same logits (IS ~ 1); so the fc rows are drawn orthogonal to the mean
+    2048-d feature of ``calibration`` (uint8 [N, C, H, W], N >= 2, not the images a test evaluates) and
+    scaled so that its logits vary across images with std ``logit_std``. Everything is drawn from a
+    generator seeded with ``seed``; one forward pass over ``calibration`` (~0.3 s per image on a CPU).
+    """
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    from bench.metrics.extractors import rgb
+
+    with pytest.MonkeyPatch.context() as mp:  # build the module without fetching or loading any weights
+        mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
+        mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+        feats = net(rgb(calibration))[0].double()
+        mean = feats.mean(0)
+        u = mean / mean.norm()
+        w = torch.randn(net.fc.weight.shape, generator=g, dtype=torch.float64)
+        w -= (w @ u)[:, None] * u[None]
+        w *= logit_std / ((feats - mean) @ w.T).std(0).mean()
+        net.fc.weight.copy_(w.float())
+        net.fc.bias.zero_()
+    return net.state_dict()
 
 
 def digits_data(size: int = 16) -> tuple[ImageData, ImageData]:

@@ -11,22 +11,19 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench.data import load_split
 from bench.errors import BenchError
-from bench.metrics import extractors
+from bench.metrics import extractors, fidelity
+from tests.helpers import TINY_DIGITS, run_cli, write_suite
+from tests.metrics_helpers import Replay, digits_data, make_ctx, random_inception_state_dict
 
 
 @pytest.fixture(scope="module")
 def random_inception_weights(tmp_path_factory):
-    """A randomly initialised state dict with the shapes of torch-fidelity's Inception-v3, saved to a file."""
-    import torch_fidelity.feature_extractor_inceptionv3 as tfi
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
-    mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
-    torch.manual_seed(0)
-    net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    mp.undo()
+    """Seeded random weights with the shapes of torch-fidelity's Inception-v3 whose features vary from image
+    to image (see random_inception_state_dict), calibrated on 8 digits training images, saved to a file."""
+    train, _ = digits_data(16)
+    calibration = train.x[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:8]]
     path = tmp_path_factory.mktemp("weights") / extractors.INCEPTION_FILE
-    torch.save(net.state_dict(), path)
+    torch.save(random_inception_state_dict(calibration, seed=0), path)
     return path
 
 
@@ -56,6 +53,29 @@ def test_inception_from_env_var_without_network(random_inception_weights, no_dow
     assert torch.equal(ext.module.fc.weight, sd["fc.weight"])
 
 
+def test_fid_and_is_through_inception_tell_clean_from_corrupted(random_inception_weights, no_download, monkeypatch,
+                                                                tmp_path):
+    """FID/IS as a suite computes them with eval.feature_extractor = "inception": FID of 24 held-out digits
+    against 16 others (same distribution) is far below FID of those 16 plus Gaussian noise (std 0.3) against
+    themselves, and IS is well above 1. Flat features (all images alike) give FID ~ 0 for both and IS = 1."""
+    monkeypatch.setenv(extractors.INCEPTION_ENV, str(random_inception_weights))
+    train, test = digits_data(16)
+    n_real = 16
+    cfg = {"feature_extractor": "inception", "num_real": n_real}
+    same = make_ctx(Replay(test.x[n_real:n_real + 24]), train, test, tmp_path, num_samples=24, **cfg)
+    noised = make_ctx(Replay(test.x[:n_real], noise=0.3), train, test, tmp_path, num_samples=n_real, **cfg)
+    fid_same, fid_noised = fidelity.fid(same)["fid"], fidelity.fid(noised)["fid"]
+    digest = hashlib.sha256(random_inception_weights.read_bytes()).hexdigest()[:16]
+    for v in (fid_same, fid_noised):
+        assert v["protocol"]["extractor"] == "inception" and v["protocol"]["extractor_weights_sha256"] == digest
+        assert v["protocol"]["real_count"] == n_real
+    assert fid_noised["protocol"]["reference_cache"] == "hit"  # the same 16 real images as the first call
+    assert fid_noised["value"] > 0.1, (fid_same, fid_noised)
+    assert 0 < fid_same["value"] < fid_noised["value"] / 3, (fid_same, fid_noised)
+    isc = fidelity.inception_score_metric(same)["is"]
+    assert isc["protocol"]["extractor"] == "inception" and isc["value"] > 1.5, isc
+
+
 def test_inception_found_in_cache_dir_and_explicit_path(random_inception_weights, no_download, tmp_path):
     staged = tmp_path / "weights" / extractors.INCEPTION_FILE
     staged.parent.mkdir()
@@ -73,6 +93,27 @@ def test_inception_missing_is_one_line_error_naming_file(no_download, tmp_path, 
     monkeypatch.setenv(extractors.INCEPTION_ENV, str(tmp_path / "nope.pth"))
     with pytest.raises(BenchError, match="nope.pth"):
         extractors.find_inception_weights(tmp_path)
+
+
+def test_bench_run_with_missing_inception_weights_is_a_one_line_error(workdirs, capsys, tmp_path, monkeypatch):
+    """`bench run --inception-weights MISSING` on a suite with fid through Inception stops before training."""
+    monkeypatch.delenv(extractors.INCEPTION_ENV, raising=False)
+    body = TINY_DIGITS.replace('metrics = ["bits_per_dim"]', 'metrics = ["fid"]\n    feature_extractor = "inception"')
+    assert 'feature_extractor = "inception"' in body
+    suite = write_suite(tmp_path / "tiny.toml", body)
+    missing = (tmp_path / "staged" / extractors.INCEPTION_FILE).resolve()
+    common = ["run", "--suite", str(suite), "--results", str(workdirs["results"]), "--checkpoints",
+              str(workdirs["checkpoints"]), "--cache-dir", str(workdirs["cache"]), "--quiet", "--no-report"]
+    code, out, err = run_cli([*common, "--inception-weights", str(missing)], capsys)
+    assert code != 0 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err + out, err
+    assert str(missing) in err and "does not exist" in err and "stage" in err and "prefetch" in err, err
+    assert not any(workdirs["results"].rglob("*.json")) and not any(workdirs["checkpoints"].iterdir())
+    # the same file named through the environment variable: the same kind of error
+    monkeypatch.setenv(extractors.INCEPTION_ENV, str(missing))
+    code, out, err = run_cli(common, capsys)
+    assert code != 0 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err + out, err
+    assert str(missing) in err and extractors.INCEPTION_ENV in err and "prefetch" in err, err
+    assert not any(workdirs["results"].rglob("*.json")) and not any(workdirs["checkpoints"].iterdir())  # before training
 
 
 def test_corrupt_inception_weights_error(no_download, tmp_path):
