@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -74,8 +75,8 @@ class Budget:
         (kind, value), = spec.items()
         if kind not in BUDGET_KINDS:
             raise BenchError(f"{where}: unknown budget kind {kind!r}{did_you_mean(kind, BUDGET_KINDS)}; use one of {', '.join(BUDGET_KINDS)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise BenchError(f"{where}: budget {kind} must be a positive number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+            raise BenchError(f"{where}: budget {kind} must be a finite positive number, got {value!r}")
         if kind in ("epochs", "steps", "images") and not float(value).is_integer():
             raise BenchError(f"{where}: budget {kind} must be a whole number, got {value!r}")
         return cls(kind, float(value))
@@ -133,6 +134,8 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise BenchError(f"malformed suite file {path}: {e}") from None
+    except UnicodeDecodeError:
+        raise BenchError(f"malformed suite file {path}: not UTF-8 text (a binary file?); pass a TOML suite file") from None
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -242,7 +245,9 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
 
 
 def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
-    """Every model is registered and every config key is one its wrapper declares."""
+    """Every model is registered, every config key is one its wrapper declares, and every value has
+    the type of the wrapper's default (see :func:`check_model_value`), so a typo in a value is a
+    one-line error before training rather than a ``failed`` record after it."""
     from bench import registry
 
     for run_name, cfg in models.items():
@@ -255,6 +260,38 @@ def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
             if key not in known:
                 raise BenchError(f"{where}: unknown key models.{run_name}.{key} for model {cls.name!r}"
                                  f"{did_you_mean(key, known)}; known keys: {', '.join(sorted(known))}")
+            if key in cls.defaults:
+                problem = check_model_value(cls.defaults[key], cfg[key])
+                if problem:
+                    raise BenchError(f"{where}: models.{run_name}.{key} must be {problem} for model {cls.name!r} "
+                                     f"(default {cls.defaults[key]!r}), got {cfg[key]!r}")
+
+
+def check_model_value(default: Any, value: Any) -> str | None:
+    """What ``value`` should be, judged by the type of the wrapper's ``default``; None when it fits.
+
+    Wrappers declare no schema beyond their defaults, so the default's type is the contract: a
+    bool takes only a bool; an int is a count and takes a whole number >= 0 (0 means "none" or
+    "auto" for several keys, e.g. glow's num_blocks); a float takes any finite number (ints
+    included); a str a non-empty string; a list or a table the same container. A None default
+    ("use the preset's value") accepts anything.
+    """
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return None if ok else "a whole number >= 0"
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) and value.strip() else "a non-empty string"
+    for container, what in ((list, "a list"), (dict, "a table")):
+        if isinstance(default, container):
+            return None if isinstance(value, container) else what
+    return None
 
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,7 @@ def test_malformed_toml_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("budget, message", [
     ("{ steps = 0 }", "positive"), ("{ steps = -5 }", "positive"), ("{ epochs = 1.5 }", "whole number"),
+    ("{ seconds = inf }", "finite positive number, got inf"), ("{ seconds = nan }", "finite positive number, got nan"),
     ("{ hours = 1 }", "unknown budget kind"), ("{ steps = 1, epochs = 1 }", "exactly one"),
 ])
 def test_bad_budgets_are_rejected(tmp_path, budget, message):
@@ -100,3 +101,29 @@ def test_unknown_suite_and_profile_suggest_names():
         load_suite("digit")
     with pytest.raises(BenchError, match="no profile 'smok'.*did you mean 'smoke'"):
         load_suite("digits", "smok")
+
+
+@pytest.mark.parametrize("override, message", [
+    ('models.reference.lr="fast"', r"models.reference.lr must be a finite number .*got 'fast'"),
+    ("models.reference.lr=", r"models.reference.lr must be a finite number .*got ''"),
+    ("models.reference.lr=true", r"models.reference.lr must be a finite number .*got True"),
+    ("models.reference.lr=nan", r"models.reference.lr must be a finite number .*got nan"),
+    ("models.glow.levels=-2", r"models.glow.levels must be a whole number >= 0 .*got -2"),
+    ("models.glow.levels=2.5", r"models.glow.levels must be a whole number >= 0 .*got 2.5"),
+    ("models.ddpm.class_conditional=1", r"models.ddpm.class_conditional must be true or false .*got 1"),
+    ('models.ddpm.unet=""', r"models.ddpm.unet must be a non-empty string .*got ''"),
+    ("models.daf.unet_channel_mults=2", r"models.daf.unet_channel_mults must be a list .*got 2"),
+])
+def test_model_values_of_the_wrong_type_are_named_with_file_key_and_value(tmp_path, override, message):
+    body = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n[models.glow]\n[models.ddpm]\n[models.daf]")
+    path = write_suite(tmp_path / "s.toml", body)
+    with pytest.raises(BenchError, match=message) as e:
+        load_suite(str(path), "smoke", [override])
+    assert str(path) in str(e.value) and "default" in str(e.value)
+
+
+def test_model_values_of_the_default_type_or_a_none_default_pass(tmp_path):
+    path = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]", "[models.reference]\n[models.ddpm]"))
+    s = load_suite(str(path), "smoke", ["models.reference.lr=1", "models.ddpm.timesteps=0",  # int for a float; a count of 0
+                                        "models.ddpm.channel_mults=[1, 2]", "models.ddpm.dropout=0.1"])  # None defaults
+    assert s.models["reference"]["lr"] == 1 and s.models["ddpm"]["channel_mults"] == [1, 2]
