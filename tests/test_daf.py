@@ -195,6 +195,39 @@ def test_daf_trains_a_few_steps_on_mnist(shared_data):
     assert s.images.shape == (2, 1, 32, 32)
 
 
+def test_default_objective_is_the_thesis_loss_L_diff_minus_log_det():
+    # the L = L_diff(z0) - log|det df/dx|, L_diff = L_simple + lambda * L_vlb, recomputed here from the
+    # flow module, the U-Net and the schedule with the same random draws (dequantization, t, eps)
+    lam = 1.0  # not the default 0.001, so that L_vlb's share of the gradients is visible at this tolerance
+    daf = make_daf(vlb_weight=lam)
+    assert daf.config["flow_objective"] == "thesis"
+    perturb(daf.flow)
+    perturb(daf.unet, scale=0.02)
+    daf.loss(Batch(images(), None, gen()))  # ActNorm init
+    x = images(seed=1)
+    got = daf.loss(Batch(x, None, gen(1)))
+    g = gen(1)
+    y = (x.float() + torch.rand(x.shape, generator=g)) / 256.0
+    z0, ld = daf.flow(y - 0.5)  # "center" preprocessing: log-det 0
+    T, n, d = daf.schedule.T, x.shape[0], SPEC.dims * math.log(2)
+    t = torch.randint(0, T, (n,), generator=g)
+    eps = torch.randn(z0.shape, generator=g)
+    abar = daf.schedule.alphas_cumprod.float()[t].view(-1, 1, 1, 1)
+    zt = abar.sqrt() * z0 + (1 - abar).sqrt() * eps
+    out = daf.unet(zt, t)
+    l_simple = ((eps - out[:, :1]) ** 2).flatten(1).mean(1)
+    l_vlb = T * daf.schedule.vb_term(torch.cat([out[:, :1].detach(), out[:, 1:]], 1), z0, zt, t, "learned",
+                                     decoder="continuous") / d
+    expected = (l_simple + lam * l_vlb - ld / d + 8.0).mean()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # and the same gradients into the flow (through z_t, the U-Net's eps and variance outputs, and the log-det)
+    params = [p for p in daf.flow.parameters() if p.requires_grad]
+    g_got = torch.autograd.grad(daf.loss(Batch(x, None, gen(1))), params)
+    g_exp = torch.autograd.grad(expected, params)
+    for a, b in zip(g_got, g_exp):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_bound_objective_trains_the_flow_on_the_bound_and_leaves_the_unets_loss_alone():
     # "bound" adds B(z0) (the one-sample VLB estimate on -log p(z0)) through the U-Net as a fixed function:
     # the U-Net's gradients equal those of the thesis objective, the flow's differ by B's gradient.
