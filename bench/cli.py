@@ -167,11 +167,12 @@ def print_table(recs: list[dict], with_suite: bool = False) -> None:
 def cmd_results(args: argparse.Namespace) -> int:
     from bench.records import latest_per_run, load_records, records_table
 
-    recs = load_records(Path(args.results), args.suite, args.profile)
+    recs = [r for r in load_records(Path(args.results), args.suite, args.profile)
+            if not args.profile or r.get("profile") == args.profile]  # --profile also without --suite
     if not args.all:
         recs = latest_per_run(recs)
     if not recs:
-        raise BenchError(f"no result records under {Path(args.results)}; run `bench run` first (or pass --results DIR)")
+        raise BenchError(no_records_message(Path(args.results), args.suite, args.profile))
     df = records_table(recs)
     if args.csv:
         df.to_csv(args.csv, index=False)
@@ -179,6 +180,25 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         print_table(recs, with_suite=True)
     return 0
+
+
+def no_records_message(results: Path, suite: str | None, profile: str | None) -> str:
+    """Why `bench results` found nothing: no records at all, or none of the asked suite/profile
+    (then naming the closest suite or the profiles that do have records)."""
+    from bench.errors import did_you_mean
+    from bench.records import load_records
+
+    everything = load_records(results)
+    if not everything:
+        return f"no result records under {results}; run `bench run` first (or pass --results DIR)"
+    suites = sorted({str(r["suite"]) for r in everything})
+    if suite and suite not in suites:
+        return (f"no records for suite {suite!r} under {results}{did_you_mean(suite, suites)}; "
+                f"suites with records: {', '.join(suites)}")
+    profiles = sorted({str(r.get("profile")) for r in everything if not suite or r["suite"] == suite})
+    where = f"suite {suite!r}" if suite else "any suite"
+    return (f"no records for profile {profile!r} of {where} under {results}{did_you_mean(str(profile), profiles)}; "
+            f"profiles with records: {', '.join(profiles)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,8 +85,13 @@ def test_nan_loss_marks_the_run_diverged_and_the_suite_goes_on(workdirs, capsys,
 @pytest.mark.parametrize("extra, message", [
     (["--suite", "mnist-flow-vs-dpm"], "unknown suite 'mnist-flow-vs-dpm' (did you mean 'mnist-flow-vs-ddpm'?)"),
     (["--model", "refrence"], "has no model 'refrence' (did you mean 'reference'?)"),
-    (["--budget", "steps=0"], "must be a positive number"),
-    (["--budget", "steps=-3"], "must be a positive number"),
+    (["--budget", "steps=0"], "must be a finite positive number"),
+    (["--budget", "steps=-3"], "must be a finite positive number"),
+    (["--budget", "seconds=inf"], "budget seconds must be a finite positive number, got inf"),
+    (["--budget", "seconds=nan"], "budget seconds must be a finite positive number, got nan"),
+    (["--set", 'models.reference.lr="fast"'], "models.reference.lr must be a finite number"),
+    (["--set", "models.ddpm.lr="], "models.ddpm.lr must be a finite number for model 'ddpm' (default 0.0002), got ''"),
+    (["--set", "models.glow.levels=-1"], "models.glow.levels must be a whole number >= 0"),
     (["--budget", "fortnights=2"], "unknown budget kind"),
     (["--set", "train.precision=fp8"], "train.precision must be 'fp32' or 'bf16'"),
     (["--set", "eval.num_samples=0"], "eval.num_samples must be a positive integer, got 0"),
@@ -206,3 +211,20 @@ def test_results_table_says_not_defined_for_every_model_without_a_likelihood(cap
     out = capsys.readouterr().out
     row = lambda name: next(line for line in out.splitlines() if f" {name} " in line)
     assert "not defined" in row("ncsn") and "not defined" not in row("ddpm") and "n/a" in row("ddpm")
+
+
+def test_results_for_a_misspelt_suite_or_profile_names_the_ones_with_records(workdirs, capsys):
+    for suite, profile in (("digits", "smoke"), ("digits-flows", "paper")):
+        records.write_record({"suite": suite, "profile": profile, "model": "reference", "seed": 0, "status": "ok"},
+                             workdirs["results"])
+    res = ["results", "--results", str(workdirs["results"])]
+    code, out, err = run_cli([*res, "--suite", "digts"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "no records for suite 'digts'" in err and "did you mean 'digits'?" in err
+    assert "suites with records: digits, digits-flows" in err
+    code, out, err = run_cli([*res, "--suite", "digits", "--profile", "paper"], capsys)
+    assert code == 2 and "no records for profile 'paper' of suite 'digits'" in err and "profiles with records: smoke" in err
+    code, out, err = run_cli([*res, "--profile", "paper"], capsys)  # --profile alone filters too
+    assert code == 0 and "digits-flows" in out and " smoke " not in out
+    code, out, err = run_cli(["results", "--results", str(workdirs["results"] / "none")], capsys)
+    assert code == 2 and "no result records under" in err and "bench run" in err
