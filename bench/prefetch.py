@@ -7,9 +7,10 @@ Run on a machine with internet (a cluster's login node)::
 It downloads the suite's train/eval splits into ``--data-root`` (``bench.data.load_split(...,
 download=True)``) and, when the suite's metrics use the ``inception`` extractor, the Inception-v3
 weights into ``<cache-dir>/weights/`` (where ``bench run --cache-dir`` finds them), or copies a
-file given with ``--inception-weights``. ``--classifier`` also trains the digits domain classifier
-into the cache. Compute nodes then run ``bench run --data-root ... --cache-dir ...`` with no
-network. Nothing is written into site-packages or a hard-coded /tmp path.
+file given with ``--inception-weights``; by default (``--profile all``) for the union of the suite's
+profiles. ``--classifier`` also trains the digits domain classifier (on the full training split, as
+``bench run`` does) into the cache. Compute nodes then run ``bench run --data-root ... --cache-dir ...``
+with no network. Nothing is written into site-packages or a hard-coded /tmp path.
 """
 
 from __future__ import annotations
@@ -59,29 +60,48 @@ def download_inception(cache_dir: Path, source: str | None = None, log=print) ->
     return dest
 
 
+def profile_names(suite_name: str) -> list[str]:
+    from bench.suite import read_toml, suite_path
+
+    return sorted(read_toml(suite_path(suite_name)).get("profiles", {}))
+
+
 def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Path, inception_weights: str | None,
              classifier: bool, log=print) -> None:
+    """Stage what ``profile`` needs; ``profile="all"`` (the default) stages the union over the suite's profiles,
+    so a login node prefetching for the smoke run does not leave out the paper profile's Inception weights."""
     from bench.data import load_split
     from bench.metrics.extractors import resolve_name
     from bench.suite import load_suite
 
-    suite = load_suite(suite_name, profile)
-    splits = {}
-    for which in ("train_split", "eval_split"):
-        split = suite.data.get(which, "train" if which == "train_split" else "test")
-        data = load_split(suite.data, split, data_root, download=True)
-        splits[which] = data
-        log(f"data: {data.name}: {len(data)} images")
-    metrics = set(suite.eval.get("metrics") or [])
-    extractor = resolve_name(suite.eval.get("feature_extractor"), suite.data["dataset"])
-    if (metrics & SAMPLE_METRICS and extractor == "inception") or inception_weights:
+    names = profile_names(suite_name) if profile == "all" else [profile]
+    need_inception, classifier_data = bool(inception_weights), {}
+    staged: set[str] = set()
+    for name in names:
+        suite = load_suite(suite_name, name)
+        # the full splits: limit_train/limit_eval cut them after loading, and the domain classifier trains on all
+        data_cfg = {k: v for k, v in suite.data.items() if k not in ("limit_train", "limit_eval")}
+        splits = {}
+        for which in ("train_split", "eval_split"):
+            split = data_cfg.get(which, "train" if which == "train_split" else "test")
+            splits[which] = load_split(data_cfg, split, data_root, download=True)
+            if splits[which].name not in staged:
+                staged.add(splits[which].name)
+                log(f"data: {splits[which].name}: {len(splits[which])} images")
+        metrics = set(suite.eval.get("metrics") or [])
+        extractor = resolve_name(suite.eval.get("feature_extractor"), data_cfg["dataset"])
+        need_inception |= bool(metrics & SAMPLE_METRICS) and extractor == "inception"
+        if "class_coverage" in metrics or (metrics & SAMPLE_METRICS and extractor == "digits-classifier"):
+            classifier_data[splits["train_split"].name] = (data_cfg["dataset"], splits)
+    log(f"profiles: {', '.join(names)}")
+    if need_inception:
         log(f"weights: {download_inception(cache_dir, inception_weights, log)}")
-    if classifier and ("class_coverage" in metrics or extractor == "digits-classifier"):
+    if classifier:
         from bench.metrics.extractors import domain_classifier
 
-        path, info = domain_classifier(splits["train_split"], splits["eval_split"], cache_dir, suite.data["dataset"],
-                                       log=log)
-        log(f"classifier: {path} (test accuracy {info['test_accuracy']:.4f})")
+        for dataset, splits in classifier_data.values():
+            path, info = domain_classifier(splits["train_split"], splits["eval_split"], cache_dir, dataset, log=log)
+            log(f"classifier: {path} (test accuracy {info['test_accuracy']:.4f})")
     log(f"done: run with --data-root {data_root or '(default)'} --cache-dir {cache_dir} on the compute nodes")
 
 
@@ -94,7 +114,8 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("prefetch", help="download a suite's datasets and weights for offline runs")
     p.add_argument("--suite", default="digits", help="suite name or .toml path (default: digits)")
-    p.add_argument("--profile", default="smoke", help="profile whose settings to read (default: smoke)")
+    p.add_argument("--profile", default="all",
+                   help="profile whose data/weights to stage (default: all = the union over the suite's profiles)")
     p.add_argument("--data-root", default=None, help="where datasets go (default: $GENBENCH_DATA_ROOT or ~/.cache/genbench/data)")
     p.add_argument("--cache-dir", default=None, help="where weights/classifiers go (default: $GENBENCH_CACHE or ~/.cache/genbench)")
     p.add_argument("--inception-weights", default=None, metavar="PATH",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.metrics import EvalContext, make_batch, metric, synchronize, value
+from bench.records import atomic_write_text
 
 PEAK_SIZES = {"cpu": 1024, "cuda": 8192}
 PEAK_REPEATS = 5
@@ -82,10 +82,7 @@ def peak_flops(ctx: EvalContext) -> tuple[float, dict[str, Any]]:
         except (ValueError, KeyError):
             pass
     peak = measure_peak(ctx.device, ctx.precision)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"peak_flops": peak, **desc}))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"peak_flops": peak, **desc}))  # unique temp name: nodes share the cache
     return peak, {**desc, "peak_cache": "miss"}
 
 

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.errors import BenchError, did_you_mean
+from bench.records import atomic_write_text
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
 INCEPTION_ENV = "GENBENCH_INCEPTION_WEIGHTS"
 DOMAIN_DATASETS = ("digits", "mnist")  # "auto" uses the domain classifier for these
+FEATURE_PRECISION = "fp32"  # feature extraction never runs under the model's autocast (recorded in every protocol)
 CLASSIFIER_NAME = "genbench-digits-classifier"  # name in torch-fidelity's registry
 CLASSIFIER_VERSION = 1  # bump when the architecture or the training recipe changes (invalidates caches)
 CLASSIFIER_RECIPE = {"epochs": 3, "min_steps": 150, "batch_size": 128, "lr": 2e-3, "weight_decay": 1e-4,
@@ -63,11 +66,15 @@ class Extractor:
 
     def protocol(self) -> dict[str, Any]:
         return {"extractor": self.name, "extractor_weights_sha256": self.weights_sha256[:16],
-                "feature_layer": self.feature_layer, "resize": self.resize, **self.info}
+                "feature_layer": self.feature_layer, "resize": self.resize, "feature_precision": FEATURE_PRECISION,
+                **self.info}
 
     @torch.no_grad()
     def features(self, images_uint8: torch.Tensor, device: torch.device, batch_size: int = 256) -> dict[str, torch.Tensor]:
-        """Features of uint8 images [N, C, H, W] (grey replicated to 3 channels) -> {layer: float32 [N, D]} on CPU."""
+        """Features of uint8 images [N, C, H, W] (grey replicated to 3 channels) -> {layer: float32 [N, D]} on CPU.
+
+        Always fp32 (:data:`FEATURE_PRECISION`), whatever the run's precision: autocast is switched off
+        here, so a bf16 run's metrics use the same feature network as an fp32 run's."""
         if images_uint8.dtype != torch.uint8:
             raise TypeError("features() expects uint8 images (convert with bench.conventions.to_uint8)")
         self.module.to(device)
@@ -76,7 +83,8 @@ class Extractor:
         if device.type == "cpu" and self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
         try:
-            self._run(images_uint8, device, batch_size, out)
+            with torch.autocast(device.type, enabled=False):
+                self._run(images_uint8, device, batch_size, out)
         finally:
             torch.set_num_threads(threads)
         return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}
@@ -126,6 +134,22 @@ def file_sha256(path: str | Path) -> str:
 
 def tensor_sha1(x: torch.Tensor) -> str:
     return hashlib.sha1(x.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+def torch_save_atomic(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a unique temp file in the target folder, then ``os.replace``: several processes (or
+    nodes sharing one cache directory, where PIDs collide) may write the same cache entry concurrently."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 # ---- inception ----------------------------------------------------------------------------------
@@ -367,14 +391,39 @@ def domain_classifier(train, test, cache_dir: str | Path, dataset: str, device: 
     info = {"dataset": dataset, "image_size": size, "test_accuracy": acc, "test_split": test.name,
             "test_count": len(test), "train_split": train.name, "train_count": min(len(train), int(r["max_train"])),
             "recipe": r, "version": CLASSIFIER_VERSION, "train_seconds": time.perf_counter() - t0}
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"state_dict": net.state_dict(), "num_classes": train.num_classes, "image_size": size}, tmp)
-    os.replace(tmp, path)
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps(info, indent=1))
-    os.replace(tmp_meta, meta_path)
+    torch_save_atomic({"state_dict": net.state_dict(), "num_classes": train.num_classes, "image_size": size}, path)
+    atomic_write_text(meta_path, json.dumps(info, indent=1))
     return path, info
+
+
+EXTRACTORS = ("inception", "digits-classifier")
+
+_BUILT: dict[tuple, Extractor] = {}
+
+
+def full_splits(ctx) -> tuple[Any, Any]:
+    """(train, test) for the domain classifier: the dataset's FULL splits, ignoring the run's
+    ``data.limit_train`` / ``limit_eval``, so every suite on a dataset shares one classifier (and one
+    cache entry) and smoke runs on a few thousand images do not get a weaker feature space.
+
+    The run's own splits are reused when no limit is set. The data root is ``ctx.data_root`` (the run's
+    ``--data-root``), else the data table's ``root``, else ``$GENBENCH_DATA_ROOT``; nothing is downloaded.
+    If the full split cannot be loaded there, the run's limited split is used and the protocol's
+    ``classifier_train_count`` shows it.
+    """
+    from bench.data import load_split
+
+    cfg = ctx.dataset
+    if not (cfg.get("limit_train") or cfg.get("limit_eval")):
+        return ctx.train, ctx.real
+    full = {k: v for k, v in cfg.items() if k not in ("limit_train", "limit_eval")}
+    root = getattr(ctx, "data_root", None)
+    try:
+        train = load_split(full, cfg.get("train_split", "train"), root, download=False)
+        test = load_split(full, cfg.get("eval_split", "test"), root, download=False)
+    except BenchError:
+        return ctx.train, ctx.real
+    return train, test
 
 
 def build_digits_classifier(train, test, cache_dir: str | Path, dataset: str,
@@ -387,12 +436,9 @@ def build_digits_classifier(train, test, cache_dir: str | Path, dataset: str,
     acc = info.get("test_accuracy")
     return Extractor("digits-classifier", module, str(path), file_sha256(path), "192", "logits",
                      f"none (classifier at the dataset's {info['image_size']}px)",
-                     {"classifier_test_accuracy": acc, "classifier_trained_on": info["train_split"]}, cpu_threads=1)
-
-
-EXTRACTORS = ("inception", "digits-classifier")
-
-_BUILT: dict[tuple, Extractor] = {}
+                     {"classifier_test_accuracy": acc, "classifier_trained_on": info["train_split"],
+                      "classifier_train_count": info["train_count"], "classifier_test_count": info["test_count"]},
+                     cpu_threads=1)
 
 
 def get_extractor(ctx, name: str | None = None) -> Extractor:
@@ -405,7 +451,9 @@ def get_extractor(ctx, name: str | None = None) -> Extractor:
         if key not in _BUILT:
             _BUILT[key] = build_inception(ctx.cache_dir, str(path))
         return _BUILT[key]
-    key = ("digits-classifier", str(ctx.cache_dir), dataset, ctx.train.name, len(ctx.train), tensor_sha1(ctx.train.x[:512]))
+    key = ("digits-classifier", str(ctx.cache_dir), json.dumps(ctx.dataset, sort_keys=True, default=str),
+           getattr(ctx, "data_root", None), ctx.train.name, len(ctx.train), tensor_sha1(ctx.train.x[:512]))
     if key not in _BUILT:
-        _BUILT[key] = build_digits_classifier(ctx.train, ctx.real, ctx.cache_dir, dataset, ctx.device)
+        train, test = full_splits(ctx)
+        _BUILT[key] = build_digits_classifier(train, test, ctx.cache_dir, dataset, ctx.device)
     return _BUILT[key]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ import torch
 from bench.conventions import to_uint8
 from bench.errors import BenchError
 from bench.metrics import EvalContext, metric, value
-from bench.metrics.extractors import Extractor, get_extractor, tensor_sha1
+from bench.metrics.extractors import Extractor, get_extractor, tensor_sha1, torch_save_atomic
 
 FEATURE_BATCH = 256
 REFERENCE_VERSION = 1  # bump when the cached layout or preprocessing code changes
@@ -112,10 +111,7 @@ def reference(ctx: EvalContext, ext: Extractor) -> dict[str, Any]:
             stats = fid_statistics(feats[ext.feature_layer])
         ref = {"features": feats, "mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"]),
                "count": len(real_x), "desc": json.dumps(desc, sort_keys=True)}
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(ref, tmp)
-        os.replace(tmp, path)
+        torch_save_atomic(ref, path)
         ref = dict(ref, cache="miss")
     ref["path"] = str(path)
     state[mem_key] = ref
