@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -35,6 +36,7 @@ class TaskSpec:
     data_root: str | None = None
     download: bool = False
     device: str | None = None
+    inception_weights: str | None = None  # staged Inception-v3 weights (absolute path), set for the task
     submission: dict[str, Any] = dataclasses.field(default_factory=dict)  # {"id", "index", "folder"}
 
     def label(self) -> str:
@@ -73,6 +75,13 @@ def run_task(spec: TaskSpec, resume: bool = True) -> dict[str, Any]:
                           models=[spec.model], seeds=[spec.seed], progress=False)
         if spec.cache_dir:
             opts.cache_dir = Path(spec.cache_dir)
+        if spec.inception_weights:  # checked before training, as `bench run` does
+            if not Path(spec.inception_weights).is_file():
+                from bench.errors import BenchError
+
+                raise BenchError(f"--inception-weights {spec.inception_weights} (given at submit time) does not exist "
+                                 "on this node; stage it on a filesystem the compute nodes share")
+            os.environ["GENBENCH_INCEPTION_WEIGHTS"] = spec.inception_weights
         if spec.model not in suite.models:
             from bench.errors import BenchError
 

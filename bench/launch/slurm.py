@@ -230,6 +230,7 @@ def plan(suite, args, prof: dict[str, Any], results: Path) -> tuple[Path, dict[s
             raise BenchError(f"suite {suite.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}")
         runs = [m for m in runs if m in args.models]
     seeds = args.seeds or suite.train["seeds"]
+    weights = _inception_weights(args)
     sub_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     folder = (results / SUBMISSIONS_SUBDIR / suite.name / suite.profile / sub_id).resolve()
     suite_ref = args.suite or "digits"
@@ -245,6 +246,7 @@ def plan(suite, args, prof: dict[str, Any], results: Path) -> tuple[Path, dict[s
                             cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None,
                             data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
                             download=bool(args.download), device=args.device or prof.get("device"),
+                            inception_weights=weights,
                             submission={"id": sub_id, "index": i, "folder": str(folder)})
             tasks.append({"index": i, "model": run_name, "seed": int(seed), "job_id": None,
                           "config_hash": suite.config_hash(run_name), "spec": dataclasses.asdict(spec)})
@@ -252,6 +254,21 @@ def plan(suite, args, prof: dict[str, Any], results: Path) -> tuple[Path, dict[s
             "cluster_profile": prof, "array_job_id": None, "folder": str(folder),
             "results_dir": str(results.resolve()), "tasks": tasks}
     return folder, data
+
+
+def _inception_weights(args) -> str | None:
+    """``--inception-weights`` (else $GENBENCH_INCEPTION_WEIGHTS) as an absolute path, checked now:
+    a missing file would otherwise fail every task after its training."""
+    given = getattr(args, "inception_weights", None)
+    raw = given or os.environ.get("GENBENCH_INCEPTION_WEIGHTS")
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if not path.is_file():
+        what = f"--inception-weights {path}" if given else f"$GENBENCH_INCEPTION_WEIGHTS={path}"
+        raise BenchError(f"{what} does not exist; stage torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
+                         "there (on a filesystem the compute nodes share), or run `bench prefetch` with internet")
+    return str(path)
 
 
 def submit(suite, args, prof: dict[str, Any], executor_kind: str, results: Path) -> dict[str, Any]:
