@@ -6,7 +6,11 @@ metrics see exactly the 8-bit pixels (conventions in :mod:`bench.conventions`). 
 - ``digits``: scikit-learn's bundled 8x8 digits (ships with the package; the embedded default).
   Its 17 grey levels (0..16) are mapped to 0..255 and the images resized to ``image_size``.
 - ``mnist``: torchvision's MNIST, resized 28 -> ``image_size`` (32 as the seeds do).
-- ``cifar10``: torchvision's CIFAR-10 (pickled batches, md5-checked by torchvision).
+- ``cifar10``: torchvision's CIFAR-10 (pickled batches, md5-checked by torchvision); where those are
+  absent, the JPEG copy ``cifar10-jpeg.tar.gz`` (or its extracted ``cifar10-jpeg/`` folder) under the
+  data root, extracted once into ``$GENBENCH_CACHE/data/``. JPEG is lossy (about 5.8/255 mean absolute
+  pixel error), so such runs carry the source in the data name and are not comparable with published
+  CIFAR-10 numbers.
 - ``celeba``: torchvision's CelebA, centre crop 140 and resize to ``image_size`` (64).
 - ``folder``: a folder of images (class sub-folders optional), ``path`` in the suite.
 - ``npz``: a ``.npz`` with uint8 ``x`` ([N,H,W], [N,H,W,C] or [N,C,H,W]) and optional ``y``.
@@ -49,6 +53,7 @@ class ImageData:
     y: torch.Tensor | None  # int64 [N] or None
     num_classes: int
     name: str  # e.g. "digits/train@16"
+    source: str = ""  # a caveat about where the pixels came from, carried into the name (e.g. lossy JPEG)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -121,16 +126,86 @@ def load_mnist(split: str, cfg: dict[str, Any]) -> ImageData:
     return ImageData(x, ds.targets.long(), 10, "mnist")
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_JPEG = "cifar10-jpeg"
+CIFAR10_JPEG_SOURCE = ("source: cifar10-jpeg, lossy JPEG (q~75, ~5.8/255 mean abs error); "
+                       "not comparable with published CIFAR-10 numbers")
+
+
+def _cifar10_jpeg_dir(root: Path, cache_dir: Path) -> Path | None:
+    """``cifar10-jpeg/`` under the data root, or the tarball there extracted once into the cache (None: neither).
+
+    The extraction is keyed by the tarball's md5 (a replaced tarball is extracted afresh) and renamed into
+    place when complete, so an interrupted extraction is never mistaken for a finished one."""
+    if (root / CIFAR10_JPEG / "train").is_dir() or (root / CIFAR10_JPEG / "test").is_dir():
+        return root / CIFAR10_JPEG
+    tar_path = root / f"{CIFAR10_JPEG}.tar.gz"
+    if not tar_path.is_file():
+        return None
+    dest = cache_dir / "data" / f"{CIFAR10_JPEG}-{_md5(tar_path)[:12]}"
+    if not dest.is_dir():
+        import shutil
+        import tarfile
+        import tempfile
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            with tarfile.open(tar_path) as tar:
+                members = [m for m in tar.getmembers() if m.name.split("/")[0] == CIFAR10_JPEG]
+                tar.extractall(tmp, members=members, filter="data")
+            try:
+                (tmp / CIFAR10_JPEG).rename(dest)
+            except OSError:  # another process finished first
+                if not dest.is_dir():
+                    raise
+        except (OSError, tarfile.TarError) as e:
+            raise BenchError(f"cannot extract {tar_path} into {dest.parent} ({e}); check the file and free space, "
+                             "or set GENBENCH_CACHE to a writable folder") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _load_cifar10_jpeg(base: Path, split: str) -> ImageData:
+    """``base/<split>/<class>/NNNN.jpg`` in CIFAR-10's class order, interleaved by rank (image 0 of every
+    class, then image 1, ...): the original global order is not recoverable, and any prefix (``limit_*``)
+    stays class-balanced."""
+    folder = base / split
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if tuple(classes) != CIFAR10_CLASSES:
+        raise BenchError(f"{folder} must hold one folder per CIFAR-10 class ({', '.join(CIFAR10_CLASSES)}), "
+                         f"found {classes or 'none'}; re-stage {CIFAR10_JPEG}")
+    per_class = [sorted(p for p in (folder / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                 for c in CIFAR10_CLASSES]
+    order = sorted(((int(p.stem) if p.stem.isdigit() else i, k, p) for k, files in enumerate(per_class)
+                    for i, p in enumerate(files)), key=lambda r: (r[0], r[1]))
+    x = _read_images([p for _, _, p in order], "RGB", folder)
+    y = torch.tensor([k for _, k, _ in order], dtype=torch.long)
+    return ImageData(x, y, 10, "cifar10", source=CIFAR10_JPEG_SOURCE)
+
+
 def load_cifar10(split: str, cfg: dict[str, Any]) -> ImageData:
+    """torchvision's pickled batches if staged (or downloadable), else the JPEG copy under the data root."""
     tv = _torchvision()
     root = Path(cfg["root"])
-    try:
-        ds = tv.datasets.CIFAR10(str(root), train=split == "train", download=bool(cfg.get("download")))
-    except RuntimeError as e:
-        raise BenchError(f"CIFAR-10 not found or corrupt under {root / 'cifar-10-batches-py'} ({e}); stage the "
-                         "python-version batches there (or pass --data-root, or run `bench prefetch` with internet)") from None
-    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return ImageData(x, torch.tensor(ds.targets, dtype=torch.long), 10, "cifar10")
+    batches = root / "cifar-10-batches-py"
+    error = "not found"
+    if batches.is_dir() or cfg.get("download"):
+        try:
+            ds = tv.datasets.CIFAR10(str(root), train=split == "train", download=bool(cfg.get("download")))
+            x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+            return ImageData(x, torch.tensor(ds.targets, dtype=torch.long), 10, "cifar10")
+        except Exception as e:  # corrupt batches, or no internet: try the JPEG copy before giving up
+            error = f"not found or corrupt ({type(e).__name__}: {e})"
+    from bench.prefetch import default_cache_dir
+
+    jpeg = _cifar10_jpeg_dir(root, Path(cfg.get("cache_dir") or default_cache_dir()))
+    if jpeg is not None:
+        return _load_cifar10_jpeg(jpeg, split)
+    raise BenchError(f"CIFAR-10 {error} under {root}: stage torchvision's python-version batches in {batches} or "
+                     f"the JPEG copy {root / (CIFAR10_JPEG + '.tar.gz')} (or pass --data-root, or run "
+                     "`bench prefetch` with internet)")
 
 
 def load_celeba(split: str, cfg: dict[str, Any]) -> ImageData:
@@ -155,8 +230,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 def load_folder(split: str, cfg: dict[str, Any]) -> ImageData:
     """``path/<split>/[class/]*.png`` if a split folder exists, else ``path/[class/]*.png``."""
-    from PIL import Image
-
     base = Path(cfg.get("path") or "")
     if not base.is_dir():
         raise BenchError(f"image folder {base} not found: set data.path in the suite to a folder of images")
@@ -166,19 +239,26 @@ def load_folder(split: str, cfg: dict[str, Any]) -> ImageData:
     if not files:
         raise BenchError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {base}")
     classes = sorted({p.parent.name for p in files}) if any(p.parent != base for p in files) else []
-    mode = "L" if int(cfg.get("channels") or 3) == 1 else "RGB"
+    x = _read_images(files, "L" if int(cfg.get("channels") or 3) == 1 else "RGB", base)
+    y = torch.tensor([classes.index(p.parent.name) for p in files]) if classes else None
+    return ImageData(x, y, len(classes), f"folder:{base}")
+
+
+def _read_images(files: list[Path], mode: str, base: Path) -> torch.Tensor:
+    """Decode image files (PIL ``mode`` "L" or "RGB") to uint8 [N, C, H, W]; BenchError on a bad file."""
+    from PIL import Image
+
     arrays = []
     for p in files:
         try:
-            arrays.append(np.asarray(Image.open(p).convert(mode)))
+            with Image.open(p) as im:
+                arrays.append(np.asarray(im.convert(mode)))
         except Exception as e:
             raise BenchError(f"cannot read image {p} ({e}): remove or replace it") from None
     if len({a.shape for a in arrays}) != 1:
         raise BenchError(f"images under {base} differ in size; resize them to one size first")
     x = torch.from_numpy(np.stack(arrays))
-    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    y = torch.tensor([classes.index(p.parent.name) for p in files]) if classes else None
-    return ImageData(x.contiguous(), y, len(classes), f"folder:{base}")
+    return (x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)).contiguous()
 
 
 def load_npz(split: str, cfg: dict[str, Any]) -> ImageData:
@@ -211,18 +291,20 @@ DEFAULT_SIZE = {"digits": 16, "mnist": 32, "cifar10": 32, "celeba": 64}
 
 
 def load_split(data_cfg: dict[str, Any], split: str, data_root: str | None = None,
-               download: bool | None = None) -> ImageData:
+               download: bool | None = None, cache_dir: str | Path | None = None) -> ImageData:
     """Load one split of the suite's dataset, resized to ``image_size``; BenchError if unavailable.
 
     ``download=None`` (the default) downloads missing files the standard way (torchvision) only
     when no ``data_root`` was given: an explicit data root means "offline, use what is staged".
+    ``cache_dir`` (default ``$GENBENCH_CACHE`` or ~/.cache/genbench) receives extracted archives.
     """
     name = data_cfg["dataset"]
     if name not in LOADERS:
         raise BenchError(f"unknown dataset {name!r}{did_you_mean(name, LOADERS)}; known: {', '.join(LOADERS)}")
     if download is None:
         download = data_root is None and not data_cfg.get("root")
-    cfg = {**data_cfg, "root": data_root or data_cfg.get("root") or DEFAULT_DATA_ROOT, "download": download}
+    cfg = {**data_cfg, "root": data_root or data_cfg.get("root") or DEFAULT_DATA_ROOT, "download": download,
+           "cache_dir": cache_dir}
     data = LOADERS[name](split, cfg)
     size = data_cfg.get("image_size") or DEFAULT_SIZE.get(name)
     x = resize_uint8(data.x, int(size)) if size else data.x
@@ -236,7 +318,8 @@ def load_split(data_cfg: dict[str, Any], split: str, data_root: str | None = Non
     y = data.y
     if limit:
         x, y = x[: int(limit)], (y[: int(limit)] if y is not None else None)
-    return ImageData(x, y, data.num_classes, f"{name}/{split}@{x.shape[-1]}")
+    source = f" [{data.source}]" if data.source else ""
+    return ImageData(x, y, data.num_classes, f"{name}/{split}@{x.shape[-1]}{source}", source=data.source)
 
 
 class EpochLoader:

@@ -71,3 +71,78 @@ def test_mnist_from_shared_data(shared_data):
     d = load_split({"dataset": "mnist", "image_size": 32}, "test", data_root=str(shared_data))
     assert d.x.shape == (10000, 1, 32, 32) and d.x.dtype == torch.uint8
     assert torch.bincount(d.y).tolist()[0] == 980  # the official test split's class-0 count
+
+
+def _cifar10_jpeg_tarball(root, per_class=(3, 2)):
+    """A tiny cifar10-jpeg.tar.gz: flat 32x32 images whose colour encodes (class, rank), as JPEG."""
+    import tarfile
+
+    from PIL import Image
+
+    from bench.data import CIFAR10_CLASSES
+
+    src = root / "build" / "cifar10-jpeg"
+    for split, n in zip(("train", "test"), per_class):
+        for k, name in enumerate(CIFAR10_CLASSES):
+            (src / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (20 * k, 60 * i, 200)).save(src / split / name / f"{i:04d}.jpg", quality=95)
+    with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="cifar10-jpeg")
+
+
+def test_cifar10_falls_back_to_the_jpeg_tarball_extracted_once_into_the_cache(tmp_path, monkeypatch):
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    root.mkdir()
+    _cifar10_jpeg_tarball(root)
+    monkeypatch.setenv("GENBENCH_CACHE", str(cache))
+    d = load_split({"dataset": "cifar10"}, "test", data_root=str(root))
+    assert d.x.shape == (20, 3, 32, 32) and d.x.dtype == torch.uint8 and d.num_classes == 10
+    # class order is CIFAR-10's (airplane = 0 .. truck = 9), interleaved by rank so any prefix is balanced
+    assert d.y.tolist() == list(range(10)) * 2
+    k, i = d.y, torch.arange(20) // 10
+    expected = torch.stack([20 * k, 60 * i, torch.full_like(k, 200)], 1).view(20, 3, 1, 1).float()
+    assert float((d.x.float() - expected).abs().max()) <= 3  # flat colours survive JPEG almost exactly
+    assert "lossy JPEG" in d.name and "not comparable with published" in d.source
+    extracted = list((cache / "data").iterdir())
+    assert len(extracted) == 1 and extracted[0].name.startswith("cifar10-jpeg-")
+    assert sorted(p.name for p in extracted[0].iterdir()) == ["test", "train"]
+    # the next load reuses the extraction (not the tarball): an image changed in the cache is what loads
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (0, 0, 0)).save(extracted[0] / "train" / "airplane" / "0000.jpg")
+    train = load_split({"dataset": "cifar10", "limit_train": 10}, "train", data_root=str(root), cache_dir=cache)
+    assert len(train) == 10 and train.y.tolist() == list(range(10))
+    assert int(train.x[0].max()) <= 3 and int(train.x[1].max()) >= 190
+    assert list((cache / "data").iterdir()) == extracted
+    # an already extracted cifar10-jpeg/ folder under the data root is used as it is
+    (root / "cifar10-jpeg.tar.gz").unlink()
+    (root / "build" / "cifar10-jpeg").rename(root / "cifar10-jpeg")
+    d2 = load_split({"dataset": "cifar10"}, "test", data_root=str(root), cache_dir=tmp_path / "unused")
+    assert torch.equal(d2.x, d.x) and not (tmp_path / "unused").exists()
+
+
+def test_cifar10_missing_everywhere_or_misfiled_is_a_one_line_error(tmp_path):
+    with pytest.raises(BenchError, match=r"cifar-10-batches-py or the JPEG copy .*cifar10-jpeg\.tar\.gz") as e:
+        load_split({"dataset": "cifar10"}, "test", data_root=str(tmp_path), cache_dir=tmp_path / "cache")
+    assert "\n" not in str(e.value)
+    (tmp_path / "cifar10-jpeg" / "test" / "plane").mkdir(parents=True)
+    with pytest.raises(BenchError, match="one folder per CIFAR-10 class"):
+        load_split({"dataset": "cifar10"}, "test", data_root=str(tmp_path), cache_dir=tmp_path / "cache")
+
+
+def test_shared_cifar10_jpeg_tarball_holds_every_cifar10_image():
+    import tarfile
+    from collections import Counter
+
+    from bench.data import CIFAR10_CLASSES
+    from tests.conftest import SHARED_DATA
+
+    tar_path = SHARED_DATA / "cifar10-jpeg.tar.gz"
+    if not tar_path.is_file():
+        pytest.skip("../shared/data/cifar10-jpeg.tar.gz not present (only on the project's machines)")
+    with tarfile.open(tar_path) as tar:
+        names = [m.name for m in tar.getmembers() if m.isfile()]
+    counts = Counter(tuple(n.split("/")[1:3]) for n in names if n.endswith(".jpg"))
+    assert sorted({c for _, c in counts}) == sorted(CIFAR10_CLASSES)
+    assert all(counts[("train", c)] == 5000 and counts[("test", c)] == 1000 for c in CIFAR10_CLASSES)
