@@ -152,25 +152,47 @@ def test_spectral_norm_bounds_operator_norm(k):
     assert sigma > 0.69  # the bound is attained (weights were scaled up), not just met by shrinking
 
 
-def residual_block(c=2, hidden=4, coeff=0.9, **kw):
-    """A block whose g is far from zero: identity-like kernels + noise, ReLU-like LipSwish, positive inputs."""
+def residual_block(c=2, hidden=4, coeff=0.9, noise=0.1, last_sign=1.0, **kw):
+    """A block whose g is far from zero: identity-like kernels + noise, ReLU-like LipSwish, positive inputs.
+
+    ``last_sign=-1`` flips the last kernel so J_g has negative eigenvalues: then every power-series
+    term tr(J^k)/k has the same sign and a truncated or unreweighted series is visibly biased.
+    """
     torch.manual_seed(0)
     net = fl.ResidualNet(c, hidden, coeff=coeff, n_iterations=5)
+    convs = [m for m in net.modules() if isinstance(m, fl.SNConv2d)]
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, fl.LipSwish):
                 m.b.fill_(3.0)
-            if isinstance(m, fl.SNConv2d):
-                k = m.weight.shape[-1]
-                eye = torch.zeros_like(m.weight)
-                for i in range(min(m.weight.shape[:2])):
-                    eye[i, i, k // 2, k // 2] = 1.0
-                m.weight.copy_(eye + 0.1 * torch.randn_like(m.weight))
+        for j, m in enumerate(convs):
+            k = m.weight.shape[-1]
+            eye = torch.zeros_like(m.weight)
+            for i in range(min(m.weight.shape[:2])):
+                eye[i, i, k // 2, k // 2] = 1.0
+            sign = last_sign if j == len(convs) - 1 else 1.0
+            m.weight.copy_(sign * eye + noise * torch.randn_like(m.weight))
     blk = fl.ResidualBlock(net, **kw).double()
     x = (data((3, c, 3, 3)).abs() * 2 + 0.5).double()
     blk(x)  # training-mode spectral-norm iterations
     blk.eval()
     return blk, x
+
+
+def near_limit_block(**kw):
+    """Estimator test block: aligned kernels at coefficient 0.97, ||J_g||_2 ~ 0.65 with negative eigenvalues,
+    so the power series' tail (k >= 3) is large; below 1/sqrt(2) the roulette (geom_p 0.5) keeps a finite
+    variance. Spectral-norm iterations off, so the function is fixed between calls."""
+    blk, x = residual_block(coeff=0.97, noise=0.05, last_sign=-1.0, **kw)
+    for conv in blk.modules():
+        if isinstance(conv, fl.SNConv2d):
+            conv.n_iterations = 0
+    return blk, x
+
+
+def jacobian_norms(blk, x):
+    return [torch.linalg.matrix_norm(torch.autograd.functional.jacobian(
+        lambda t: blk.g(t.view(1, *x.shape[1:])).flatten(), xi.flatten()), ord=2).item() for xi in x]
 
 
 def test_residual_block_exact_logdet_and_inverse():
@@ -199,27 +221,26 @@ def _estimate_mean(blk, x, calls, reps, seed=0):
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_residual_block_estimator_is_unbiased(training):
+def test_residual_block_estimator_is_unbiased(training, monkeypatch):
     # one exact term so that the Russian roulette (not just a truncation) is exercised
-    blk, x = residual_block(n_exact_terms=1, n_exact_terms_eval=1)
+    blk, x = near_limit_block(n_exact_terms=1, n_exact_terms_eval=1)
+    assert min(jacobian_norms(blk, x)) > 0.6  # near the limit where the higher terms matter
     exact = brute_logdet(lambda t: t + blk.g(t), x)
     trace = torch.stack([torch.trace(torch.autograd.functional.jacobian(
         lambda t: blk.g(t.view(1, *x.shape[1:])).flatten(), xi.flatten())) for xi in x])
     blk.train(training)
-    for conv in blk.modules():
-        if isinstance(conv, fl.SNConv2d):
-            conv.n_iterations = 0  # keep the function fixed between calls
     mean, se = _estimate_mean(blk, x, calls=60, reps=256)
     assert ((mean - exact) / se).abs().max() < 4.5, (mean, exact, se)
-    # the test has power: the 1-term truncation tr(J) (a biased estimator) would fail it
+    # the test has power: the 1-term truncation tr(J) (a biased estimator) would fail it ...
     assert ((trace - exact) / se).abs().min() > 4.5, (trace, exact, se)
+    # ... and so would the roulette without its 1/P(N >= k) reweighting, judged by the same criterion
+    monkeypatch.setattr(blk, "coeff", lambda k, n_exact: 1.0)
+    b_mean, b_se = _estimate_mean(blk, x, calls=60, reps=256)
+    assert ((b_mean - exact) / b_se).abs().min() > 4.5, (b_mean, exact, b_se)
 
 
-def test_neumann_gradient_is_unbiased():
-    blk, x = residual_block(n_exact_terms=1)
-    for conv in blk.modules():
-        if isinstance(conv, fl.SNConv2d):
-            conv.n_iterations = 0
+def test_neumann_gradient_is_unbiased(monkeypatch):
+    blk, x = near_limit_block(n_exact_terms=1)
     blk.train()
     params = [p for p in blk.parameters() if p.requires_grad]
     direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=p.dtype) for i, p in enumerate(params)]
@@ -228,14 +249,19 @@ def test_neumann_gradient_is_unbiased():
         grads = torch.autograd.grad(ld.sum(), params, allow_unused=True)
         return sum((g * d).sum() for g, d in zip(grads, direction) if g is not None)
 
+    def z_score():
+        g = torch.Generator().manual_seed(1)
+        xs = x.repeat(32, 1, 1, 1)
+        draws = torch.tensor([dir_grad(blk(xs, g)[1]).item() / 32 for _ in range(60)])
+        return (draws.mean().item() - exact) / (draws.std().item() / math.sqrt(len(draws)))
+
     blk.mode = "exact"
     exact = dir_grad(blk(x)[1]).item()
     blk.mode = "estimate"
-    g = torch.Generator().manual_seed(1)
-    xs = x.repeat(32, 1, 1, 1)
-    draws = torch.tensor([dir_grad(blk(xs, g)[1]).item() / 32 for _ in range(60)])
-    se = draws.std().item() / math.sqrt(len(draws))
-    assert abs(draws.mean().item() - exact) < 4.5 * se + 1e-9, (draws.mean(), exact, se)
+    assert abs(z_score()) < 4.5
+    # power: without the roulette reweighting (in value and Neumann series) the same criterion rejects it
+    monkeypatch.setattr(blk, "coeff", lambda k, n_exact: 1.0)
+    assert abs(z_score()) > 4.5
 
 
 def test_residual_flow_whole_model_roundtrip_and_exact_logdet():
