@@ -17,7 +17,10 @@ and the loss is || v_theta(t, x_t, y) - u_t ||^2 averaged over pixels, t ~ U[0, 
   pairs from the plan with replacement; re-pairing by the permutation keeps every image once.
 - Velocity network: the shared U-Net (:mod:`baselines.nn.unet`, a preset by name), ``time_scale``
   1000 so the sinusoidal embedding sees t in [0, 1000] like a DDPM timestep.
-- Classifier-free guidance (Ho & Salimans 2022; seed 004): when the data has labels, each label
+- Conditioning: the instance's ``conditional`` is True only when ``class_conditional`` (default true)
+  and the data has classes; on unlabelled data (or with it false) the model trains and samples
+  unconditionally and refuses labels.
+- Classifier-free guidance (Ho & Salimans 2022; seed 004): when conditional, each label
   is replaced by the U-Net's null class with probability ``label_dropout`` during training; the
   sampler uses v(x, null) + w (v(x, y) - v(x, null)) (``guidance`` = w; 1 = plain conditional,
   0 = unconditional). Both branches run as one batch of 2N, so NFE counts 2 network evaluations
@@ -84,6 +87,7 @@ class ConditionalFlowMatching(GenerativeModel):
         "unet": "ddpm-thesis",  # a preset of baselines/nn/unet.py: ddpm-thesis, ddpm-ho, tiny
         "base_channels": 0,  # 0: the preset's
         "sigma_min": 1e-4,
+        "class_conditional": True,  # use the labels when the data has them (false: unconditional on any data)
         "label_dropout": 0.1,  # classifier-free guidance; 0 with labels: conditional only
         "ema_decay": 0.9999,  # 0 disables the EMA copy used for sampling and bits/dim
         # sampling (overridable per evaluation by the suite's sampler table)
@@ -102,7 +106,7 @@ class ConditionalFlowMatching(GenerativeModel):
         "hutchinson_probes": 4,
     }
     has_likelihood = True
-    conditional = True  # when the dataset has labels
+    conditional = True  # can be; the instance's attribute says whether it is (class_conditional and labelled data)
 
     def __init__(self, config: dict[str, Any], data: DataSpec):
         super().__init__(config, data)
@@ -120,12 +124,13 @@ class ConditionalFlowMatching(GenerativeModel):
             raise BenchError(f"label_dropout must be in [0, 1), got {c['label_dropout']!r}")
         ode.check_solver(c["solver"], c["steps"])
         ode.check_solver(c["nll_solver"], c["nll_steps"])
-        self.conditional = data.num_classes > 0  # instance-level: unconditional on unlabelled data
-        self.num_classes = data.num_classes
+        # Per instance: conditional only when configured so and the data has classes (unlabelled data: unconditional).
+        self.conditional = bool(c["class_conditional"]) and data.num_classes > 0
+        self.num_classes = data.num_classes if self.conditional else 0
         overrides: dict[str, Any] = {}
         if int(c["base_channels"]):
             overrides["base_channels"] = int(c["base_channels"])
-        self.net = UNet.from_preset(c["unet"], data.channels, num_classes=data.num_classes, image_size=data.height,
+        self.net = UNet.from_preset(c["unet"], data.channels, num_classes=self.num_classes, image_size=data.height,
                                     time_scale=1000.0, **overrides)
         levels = len(self.net.encoder.down)
         if data.height % 2 ** (levels - 1):

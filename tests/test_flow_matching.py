@@ -166,6 +166,25 @@ def test_sample_options_nfe_and_errors():
         make(unet="huge")
 
 
+@pytest.mark.parametrize("name", ["cfm", "ot-cfm"])
+def test_conditional_is_per_instance_and_unlabelled_data_trains_and_samples(name):
+    # The class says "can be conditional"; the instance says whether it is: labelled data and
+    # class_conditional (default true) -> conditional; no classes, or class_conditional = false -> not.
+    assert make(name, size=8, classes=10).conditional is True
+    for model in (make(name, size=8, classes=0), make(name, size=8, classes=10, class_conditional=False)):
+        assert model.conditional is False and model.num_classes == 0
+        assert model.net.encoder.class_emb is None  # no label pathway built
+        x = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        y = torch.arange(8) if model.data.num_classes else None  # class_conditional = false ignores labels
+        out = model.training_step(Batch(x, y, torch.Generator().manual_seed(1)), 0)
+        assert math.isfinite(out["loss"])
+        model.eval()
+        s = model.sample(3, generator=torch.Generator().manual_seed(0), name="euler", steps=2)
+        assert s.images.shape == (3, 1, 8, 8) and s.nfe == 2 and s.info["label_source"] == "none"
+        with pytest.raises(BenchError, match="without labels"):
+            model.sample(2, labels=torch.tensor([0, 1]), steps=2)
+
+
 def test_training_reduces_loss_and_updates_ema():
     model = make("ot-cfm", size=8, classes=10, ema_decay=0.99, lr=2e-3)
     x = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
