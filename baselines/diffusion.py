@@ -6,9 +6,18 @@ Registered models (family "diffusion"):
   Options: class conditioning with label dropout for classifier-free guidance (``class_conditional``,
   ``label_dropout``), and a noise-aware classifier trained on x_t beside the model (``classifier``) for
   classifier guidance. The U-Net is ``baselines.nn.unet.UNet`` chosen by preset (``unet`` =
-  "ddpm-thesis" | "ddpm-ho" | "tiny") with any of its fields overridable. The ``ddpm-thesis`` preset has
-  18.09M parameters at 1 and 3 channels, not the thesis' 5.7M/8.9M: see the unet module docstring and
-  docs/diffusion.md (the architecture is built as the thesis' table states, not bent to hit the numbers).
+  "ddpm-thesis" | "ddpm-ho" | "tiny") with any of its fields overridable.
+  Why ``ddpm-thesis`` has 18.09M parameters (18,087,361 at 1 channel, 18,089,667 at 3) where seed 000
+  prints 5.7M (MNIST) and 8.9M (CIFAR-10): the image channel count only changes conv_in/conv_out (2,306
+  parameters), so two counts 3.2M apart cannot be one architecture at 1 and 3 channels; built as the
+  thesis' table states (32/16/8/4, 2 blocks, base 64, multipliers 1,2,2,4), most of the 18M sit in the
+  256-channel 4x4 level and its up-path blocks on 512-channel concatenations. Nearby variants give 9.6M
+  (multipliers 1,2,2,2), 6.5M (and one block per level), 4.5M (base 32) -- none is the stated table, so the
+  thesis' figures come from an unstated configuration or a counting slip. We build the stated architecture
+  and report its real count rather than bend it to hit a number (details: unet module, docs/diffusion.md).
+  ``conditional`` is per instance: True when the model can produce per-class samples, i.e. with
+  ``class_conditional`` or with a ``classifier`` (classifier guidance alone conditions an unconditional
+  U-Net); ``sample(n, labels=...)`` then accepts labels.
 - ``iddpm``: the same with learned variances (2C output channels, interpolated log-variance), the hybrid
   loss L_simple + lambda * L_vlb (stop-gradient on the mean for L_vlb), cosine schedule; sample it respaced
   with ``steps=S``.
@@ -19,8 +28,11 @@ Sampler options (``sample(n, **options)``, from a suite's ``[models.X.sampler]``
 ``name`` ("ddpm" ancestral | "ddim"), ``steps`` (S <= T; "ddpm" with S < T samples the respaced process),
 ``eta`` (DDIM), ``spacing`` (uniform | linspace | leading | trailing | quadratic), ``clip`` (clip x0 to
 [-1, 1]), ``guidance`` (classifier-free weight w: eps_u + w (eps_c - eps_u); 1 = plain conditional),
-``classifier_scale`` (classifier guidance s: eps - sqrt(1 - abar_t) s grad log p(y | x_t)).
-Samples report ``nfe`` (U-Net evaluations per image; classifier-free guidance counts 2 per step).
+``classifier_scale`` (classifier guidance s: eps - sqrt(1 - abar_t) s grad log p(y | x_t); default the
+config's ``classifier_scale`` when a classifier is trained, 0 = off).
+Samples report ``nfe`` (U-Net evaluations per image; classifier-free guidance counts 2 per step) and, with
+classifier guidance, ``info["classifier_evals"]``: classifier forward+backward passes per image (1 per
+step), which nfe does not include.
 
 Bits/dim: the exact variational bound over all T steps + prior with the discretized Gaussian decoder on
 x/127.5 - 1 (``bench.conventions.to_signed``), with the learned variances where present, evaluated with the
@@ -95,6 +107,7 @@ class DDPM(_EMAMixin, GenerativeModel):
         "ema_decay": 0.9999,
         "class_conditional": False, "label_dropout": 0.1,
         "classifier": False, "classifier_lr": 1e-3, "classifier_channels": 32,
+        "classifier_scale": 1.0,  # default guidance scale s when a classifier is trained (sampler option overrides)
     }
     learned_variance = False
 
@@ -218,18 +231,23 @@ class DDPM(_EMAMixin, GenerativeModel):
         eta = float(options.get("eta", 0.0))
         clip = bool(options.get("clip", True))
         guidance = float(options.get("guidance", 1.0))
-        cscale = float(options.get("classifier_scale", 0.0))
+        if "classifier_scale" in options and self.classifier is None and float(options["classifier_scale"]):
+            raise BenchError(f"{self.name}: classifier_scale needs a model trained with classifier = true")
+        cscale = float(options.get("classifier_scale", self.config["classifier_scale"])) if self.classifier else 0.0
         if name not in ("ddpm", "ddim"):
             raise BenchError(f"{self.name}: sampler name must be 'ddpm' or 'ddim', got {name!r}")
-        if cscale and self.classifier is None:
-            raise BenchError(f"{self.name}: classifier_scale needs a model trained with classifier = true")
         device = self.net.conv_out.weight.device
         if (self.num_classes or cscale) and labels is None:
             labels = torch.arange(n, device=device) % self.data.num_classes  # per-class grid order
         if labels is not None:
             if not (self.num_classes or cscale):
-                raise BenchError(f"{self.name}: labels given but the model is neither class-conditional nor guided")
-            labels = labels.to(device).long()
+                why = "classifier_scale = 0 turns its classifier guidance off" if self.classifier else \
+                    "it is neither class-conditional nor classifier-guided"
+                raise BenchError(f"{self.name}: labels given but {why}; drop the labels or set "
+                                 f"class_conditional / classifier (with classifier_scale > 0)")
+            labels = torch.as_tensor(labels, device=device).long().flatten()
+            if labels.numel() != n or labels.min() < 0 or labels.max() >= self.data.num_classes:
+                raise BenchError(f"{self.name}: labels must be {n} class indices in [0, {self.data.num_classes})")
         try:
             sched = self.schedule if steps == self.schedule.T and spacing in ("linspace", "uniform") \
                 else self.schedule.respace(S.spacing(spacing, self.schedule.T, steps))
@@ -244,7 +262,9 @@ class DDPM(_EMAMixin, GenerativeModel):
         else:
             x, nfe = S.ddim_sample(model_fn, sched, shape, eta=eta, clip=clip, generator=generator, device=device)
         info = {"sampler": name, "steps": sched.T, "spacing": spacing, "eta": eta if name == "ddim" else None,
-                "guidance": guidance, "classifier_scale": cscale}
+                "guidance": guidance, "classifier_scale": cscale,
+                # classifier forward + backward per image, one per step; not in nfe (U-Net evaluations only)
+                "classifier_evals": nfe if cscale else 0}
         if labels is not None:
             info["labels"] = labels.cpu()
         return Samples(from_signed(x.float()), nfe=nfe * per_step, info=info)

@@ -105,11 +105,15 @@ def test_classifier_free_and_classifier_guidance():
     assert "classifier_loss" in out and set(m.configure_optimizers()) == {"model", "classifier"}
     labels = torch.arange(4)
     g = lambda: torch.Generator().manual_seed(0)
-    plain = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4)
-    cfg = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4, guidance=4.0)
+    plain = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4, classifier_scale=0.0)
+    cfg = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4, guidance=4.0, classifier_scale=0.0)
     clf = m.sample(4, labels=labels, generator=g(), name="ddim", steps=4, classifier_scale=10.0)
     assert plain.nfe == 4 and cfg.nfe == 8  # guidance evaluates the conditional and the null branch
+    assert plain.info["classifier_evals"] == cfg.info["classifier_evals"] == 0
+    assert clf.nfe == 4 and clf.info["classifier_evals"] == 4  # one classifier forward+backward per step, apart
     assert not torch.allclose(plain.images, cfg.images) and not torch.allclose(plain.images, clf.images)
+    # Without the option, the config's classifier_scale (default 1.0) applies.
+    assert m.sample(2, labels=labels[:2], name="ddim", steps=3).info["classifier_scale"] == 1.0
     # Labels default to a per-class grid 0, 1, ..., 9, 0, ...
     assert m.sample(12, steps=2).info["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     # The conditional branch depends on the label.
@@ -163,3 +167,67 @@ def test_train_on_mnist_test_split(shared_data):
             assert math.isfinite(out["loss"])
         opts = {"steps_each": 1} if name == "ncsn" else {"steps": 3}
         assert m.sample(2, **opts).images.shape == (2, 1, 32, 32)
+
+
+def _captured_model_fn(m, monkeypatch, n=3, **options):
+    """The eps-model function ``m.sample`` hands its DDIM sampler (the sampler itself is stubbed out)."""
+    from baselines import diffusion
+
+    seen = {}
+
+    def fake_ddim(model_fn, sched, shape, **kw):
+        seen["fn"] = model_fn
+        return torch.zeros(shape), sched.T
+    monkeypatch.setattr(diffusion.S, "ddim_sample", fake_ddim)
+    s = m.sample(n, name="ddim", steps=4, **options)
+    return seen["fn"], s
+
+
+def _abar(t):
+    """alpha-bar of TINY's linear schedule at index t, computed directly (float64)."""
+    betas = torch.linspace(TINY["beta_start"], TINY["beta_end"], TINY["timesteps"], dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0)[t]
+
+
+def test_classifier_free_guided_eps_is_the_formula(monkeypatch):
+    # Convention (Ho & Salimans' eps~ = (1 + w') eps_c - w' eps_u with w = 1 + w'): eps_u + w (eps_c - eps_u).
+    torch.manual_seed(0)
+    m = get("ddpm")({**TINY, "class_conditional": True}, SPEC)
+    _train(m, 2)
+    labels, w = torch.tensor([3, 0, 7]), 2.5
+    fn, s = _captured_model_fn(m, monkeypatch, labels=labels, guidance=w)
+    assert s.nfe == 2 * 4
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([15, 15, 15])
+    with torch.no_grad():
+        eps_c = m.ema(x, t, labels)
+        eps_u = m.ema(x, t, torch.full_like(labels, 10))  # the null class
+        assert not torch.allclose(eps_c, eps_u, atol=1e-4)
+        torch.testing.assert_close(fn(x, t), eps_u + w * (eps_c - eps_u), atol=1e-5, rtol=1e-5)
+
+
+def test_classifier_guided_eps_is_the_formula_and_labels_work_without_class_conditioning(monkeypatch):
+    # Classifier guidance alone (unconditional U-Net + noise-aware classifier) is conditional per instance.
+    torch.manual_seed(0)
+    m = get("ddpm")({**TINY, "classifier": True, "classifier_channels": 8, "classifier_scale": 3.0}, SPEC)
+    assert m.conditional is True and get("ddpm")(TINY, SPEC).conditional is False
+    _train(m, 2)
+    labels = torch.tensor([3, 0, 7])
+    fn, s = _captured_model_fn(m, monkeypatch, labels=labels)  # default scale: the config's 3.0
+    assert s.info["classifier_scale"] == 3.0 and s.nfe == 4 and s.info["classifier_evals"] == 4
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([15, 12, 15])
+    xi = x.clone().requires_grad_(True)
+    logp = torch.log_softmax(m.classifier(xi, t), -1)[torch.arange(3), labels].sum()
+    grad = torch.autograd.grad(logp, xi)[0]
+    assert grad.abs().max() > 0
+    with torch.no_grad():
+        eps = m.ema(x, t)
+    sigma = (1 - _abar(t)).sqrt().float().view(-1, 1, 1, 1)
+    torch.testing.assert_close(fn(x, t), eps - sigma * 3.0 * grad, atol=1e-5, rtol=1e-5)
+    # The real sampler with labels and no explicit scale, and a per-class grid without labels.
+    out = m.sample(3, labels=labels, name="ddim", steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (3, 1, 16, 16) and out.info["labels"].tolist() == [3, 0, 7]
+    assert m.sample(2, steps=2).info["labels"].tolist() == [0, 1]
+    with pytest.raises(BenchError, match="classifier_scale = 0"):
+        m.sample(2, labels=torch.tensor([0, 1]), steps=2, classifier_scale=0.0)
+    with pytest.raises(BenchError, match="class indices"):
+        m.sample(2, labels=torch.tensor([0, 10]), steps=2)
