@@ -44,6 +44,7 @@ def autocast(dtype):
     return torch.autocast("cpu", dtype=dtype) if dtype is not None else torch.autocast("cpu", enabled=False)
 
 
+@pytest.mark.benchmark(group="flows-train-step")
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name", ["resflow", "glow", "nsf"])
 def test_train_images_per_second(benchmark, name, precision):
@@ -62,6 +63,7 @@ def test_train_images_per_second(benchmark, name, precision):
     assert out is None or torch.isfinite(torch.tensor(out["loss"]))
 
 
+@pytest.mark.benchmark(group="flows-sampling")
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name", ["resflow", "glow", "nsf"])
 def test_sample_128_seconds(benchmark, name, precision):
@@ -79,6 +81,7 @@ def test_sample_128_seconds(benchmark, name, precision):
     assert s.images.shape[0] == 128
 
 
+@pytest.mark.benchmark(group="flows-train-step")  # times normflows' training step (its sampling goes to extra_info)
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_normflows_glow_train_and_sample(benchmark, precision):
     """normflows' own Glow (GlowBlock + Squeeze + MultiscaleFlow) at the same size as ours, for comparison."""

@@ -29,6 +29,7 @@ def autocast(dtype):
     return torch.autocast("cpu", dtype=dtype) if dtype is not None else torch.autocast("cpu", enabled=False)
 
 
+@pytest.mark.benchmark(group="gan-train-step")
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
 def test_train_step(benchmark, name, precision):
@@ -47,6 +48,7 @@ def test_train_step(benchmark, name, precision):
     assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
 
 
+@pytest.mark.benchmark(group="gan-sampling")
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
 def test_sample_128_seconds(benchmark, name, precision):

@@ -42,6 +42,7 @@ def evaluate(train, real, cache):
     return out
 
 
+@pytest.mark.benchmark(group="metrics")
 def test_bench_evaluate_cached_reference(benchmark, setup):
     train, real, root = setup
     evaluate(train, real, root)  # fills the reference cache
@@ -49,6 +50,7 @@ def test_bench_evaluate_cached_reference(benchmark, setup):
     assert out["fid"]["protocol"]["reference_cache"] == "hit" and out["fid"]["protocol"]["generated"] == N
 
 
+@pytest.mark.benchmark(group="metrics")
 def test_bench_evaluate_without_cache(benchmark, setup, tmp_path):
     train, real, root = setup
     counter = itertools.count()
