@@ -228,3 +228,91 @@ def test_results_for_a_misspelt_suite_or_profile_names_the_ones_with_records(wor
     assert code == 0 and "digits-flows" in out and " smoke " not in out
     code, out, err = run_cli(["results", "--results", str(workdirs["results"] / "none")], capsys)
     assert code == 2 and "no result records under" in err and "bench run" in err
+
+
+FAMILY_SUITE = """
+    name = "tiny-families"
+    [data]
+    dataset = "digits"
+    image_size = 8
+    channels = 1
+    limit_eval = 16
+    [train]
+    batch_size = 8
+    seeds = [0]
+    eval_batch_size = 8
+    warmup_steps = 0
+    [eval]
+    metrics = ["bits_per_dim"]
+    num_samples = 8
+    bpd_batches = 1
+    [models.glow]
+    levels = 1
+    steps_per_level = 2
+    hidden_channels = 8
+    [models.ddpm]
+    unet = "tiny"
+    base_channels = 8
+    timesteps = 10
+    ema_decay = 0.9
+    sampler = { name = "ddim", steps = 3 }
+    [models.cfm]
+    unet = "tiny"
+    base_channels = 8
+    ema_decay = 0.9
+    nll_solver = "euler"
+    nll_steps = 2
+    divergence = "hutchinson"
+    hutchinson_probes = 1
+    sampler = { name = "euler", steps = 3 }
+    [models.dcgan]
+    g_channels = 8
+    d_channels = 8
+    latent_dim = 8
+    [models.daf]
+    levels = 1
+    steps_per_level = 1
+    hidden_channels = 8
+    num_blocks = 1
+    unet_channels = 8
+    unet_channel_mults = [1, 2]
+    unet_res_blocks = 1
+    unet_attn_resolutions = []
+    timesteps = 10
+    [profiles.smoke]
+    budget = { steps = 3 }
+"""
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread: tiny models on a shared 2-core machine ran 10x slower with OpenMP workers contending."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_every_family_is_deterministic_on_cpu(workdirs, capsys, tmp_path, single_thread):
+    """Two runs of one tiny model per family (flow, diffusion, flow matching, GAN, hybrid): identical loss
+    curves, bits/dim (where defined) and saved sample grids."""
+    import numpy as np
+
+    suite = write_suite(tmp_path / "s.toml", FAMILY_SUITE)
+    runs = []
+    for i in range(2):
+        res = workdirs["results"] / str(i)
+        code, out, err = run_cli(args(workdirs, "--suite", str(suite), "--results", str(res), "--device", "cpu"), capsys)
+        assert code == 0, err
+        runs.append({r["model"]: r for r in records.load_records(res, "tiny-families", "smoke")})
+        for r in runs[-1].values():
+            r["_grid"] = np.load(res / r["artifacts"]["samples"])["images"]
+    a, b = runs
+    assert {a[m]["family"] for m in a} == {"flow", "diffusion", "flow-matching", "gan", "hybrid"}
+    for model in a:
+        assert a[model]["status"] == "ok", a[model].get("error")
+        assert len(a[model]["train"]["loss_curve"]) == 3
+        assert a[model]["train"]["loss_curve"] == b[model]["train"]["loss_curve"], model
+        bpd_a, bpd_b = (r["metrics"]["bits_per_dim"].get("value") for r in (a[model], b[model]))
+        assert (bpd_a is None) == (model == "dcgan") and bpd_a == bpd_b, model
+        assert a[model]["_grid"].size > 0 and np.array_equal(a[model]["_grid"], b[model]["_grid"]), model
