@@ -154,6 +154,46 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ddim_loop(impl: str, model_fn, steps: int, n: int, image: int = 32):
+    """A whole DDIM-``steps`` run (eta 0, x0 clipped as both default) with ``model_fn(x, t)`` as the eps-model."""
+    g = torch.Generator().manual_seed(0)
+    if impl == "genbench":
+        sched = S.Schedule(S.make_betas("linear", 1000)).respace(S.spacing("leading", 1000, steps))
+        return S.ddim_sample(model_fn, sched, (n, 1, image, image), eta=0.0, generator=g, device="cpu")[0]
+    import diffusers
+
+    sched = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    sched.set_timesteps(steps)
+    x = torch.randn((n, 1, image, image), generator=g)
+    for t in sched.timesteps:
+        x = sched.step(model_fn(x, t), t, x).prev_sample
+    return x
+
+
+def sampler_overhead(steps: int = 50, n: int = 8, rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Per-step DDIM seconds of ours vs diffusers' DDIMScheduler at a small size, where the sampler's own update
+    is not hidden behind the network: with a free eps-model (a constant tensor: the update alone) and with the
+    ``tiny`` U-Net. Alternating implementations, one warm-up round, minimum over ``rounds``."""
+    pytest.importorskip("diffusers")
+    cfg = {"preset": "tiny", "image": 32}
+    eps = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.1
+    nets = {"genbench": build_ours(cfg).eval(), "diffusers": build_diffusers(cfg).eval()}
+    models = {"update only": {impl: (lambda x, t: eps) for impl in nets},
+              "tiny U-Net": {"genbench": lambda x, t: nets["genbench"](x, t),
+                             "diffusers": lambda x, t: nets["diffusers"](x, t).sample}}
+    best: dict[str, dict[str, float]] = {what: {} for what in models}
+    with torch.no_grad():
+        for round_ in range(rounds + 1):
+            for what, fns in models.items():
+                for impl, fn in fns.items():
+                    t0 = time.perf_counter()
+                    ddim_loop(impl, fn, steps, n)
+                    dt = (time.perf_counter() - t0) / steps
+                    if round_ > 0:
+                        best[what][impl] = min(best[what].get(impl, float("inf")), dt)
+    return best
+
+
 # ---- pytest-benchmark entries (hot paths; run once each under --benchmark-disable) -------------------------
 
 @pytest.mark.benchmark(group="diffusion")
@@ -164,6 +204,30 @@ def test_bench_diffusion_sampling_step(benchmark, impl):
     run = ours_sampler_run if impl == "genbench" else diffusers_sampler_run
     x = benchmark(lambda: run(net, "ddim", 50, 1, cfg["sample_batch"], "fp32"))
     assert x.shape == (cfg["sample_batch"], 1, 32, 32) and torch.isfinite(x).all()
+
+
+@pytest.mark.benchmark(group="diffusion-ddim-update")
+@pytest.mark.parametrize("impl", ["genbench", "diffusers"])
+def test_bench_ddim_update_overhead(benchmark, impl):
+    # DDIM-50 on 8 images with a free eps-model: the sampler's own per-step cost (pytest --benchmark-only compares
+    # the two; python -m tests.benchmarks.test_bench_diffusion --overhead prints per-step figures).
+    pytest.importorskip("diffusers")
+    eps = torch.full((8, 1, 32, 32), 0.05)
+    with torch.no_grad():
+        x = benchmark(lambda: ddim_loop(impl, lambda x, t: eps, 50, 8))
+    assert x.shape == (8, 1, 32, 32) and torch.isfinite(x).all()
+
+
+def test_ddim_loops_agree_with_diffusers():
+    # The two loops timed above compute the same thing: same timesteps ("leading" = diffusers' default spacing),
+    # same clipped-x0 DDIM update, so the per-step comparison is like for like.
+    pytest.importorskip("diffusers")
+    eps = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.3
+    seen = {"genbench": [], "diffusers": []}
+    outs = {impl: ddim_loop(impl, lambda x, t, impl=impl: (seen[impl].append(int(t.flatten()[0])), eps)[1], 10, 4)
+            for impl in seen}
+    assert seen["genbench"] == seen["diffusers"]
+    torch.testing.assert_close(outs["genbench"], outs["diffusers"], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.benchmark(group="diffusion")
@@ -186,4 +250,11 @@ def test_same_parameter_count_as_diffusers_layout():
 
 
 if __name__ == "__main__":
-    print(markdown(measure()))
+    import sys
+
+    if "--overhead" in sys.argv:
+        for what, by_impl in sampler_overhead().items():
+            print(f"DDIM-50, 8 images 32x32, {what}: " + ", ".join(f"{impl} {sec * 1e3:.3f} ms/step"
+                                                                    for impl, sec in by_impl.items()))
+    else:
+        print(markdown(measure()))
