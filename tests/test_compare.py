@@ -17,7 +17,7 @@ HW_B = {"cpu": "CPU-B", "cpu_count": 8, "gpu": None, "gpu_count": 0, "key": "CPU
 
 
 def rec(model="ddpm", seed=0, fid=10.0, bpd=2.0, ips=1000.0, sps=0.5, hw=HW_A, status="ok",
-        suite="digits", config_hash="abc", extra=None, finished="2025-01-01T00:00:00.000000Z"):
+        suite="digits", config_hash="abc", extra=None, finished="2025-01-01T00:00:00.000000Z", train_s=None):
     metrics = {"fid": {"value": fid, "std": 0.1, "protocol": {}},
                "bits_per_dim": {"value": bpd, "std": 0.001, "protocol": {}},
                "sample_seconds_per_batch": {"value": sps, "protocol": {}}}
@@ -25,7 +25,8 @@ def rec(model="ddpm", seed=0, fid=10.0, bpd=2.0, ips=1000.0, sps=0.5, hw=HW_A, s
     return {"suite": suite, "profile": "smoke", "model": model, "registered": model, "family": "diffusion",
             "seed": seed, "config_hash": config_hash, "overrides": [], "status": status,
             "error": None if status == "ok" else "non-finite loss (nan) at step 3",
-            "metrics": metrics if status == "ok" else {}, "timings": {"train_images_per_second": ips},
+            "metrics": metrics if status == "ok" else {},
+            "timings": {"train_images_per_second": ips, **({} if train_s is None else {"train_seconds": train_s})},
             "hardware": hw, "finished": finished, "budget": {"kind": "steps", "value": 10}}
 
 
@@ -254,3 +255,121 @@ def test_a_per_sampler_metric_is_judged_like_its_base_metric(tmp_path, capsys):
     assert code == 1 and rows[("ddpm", "fid@ddim-5")]["status"] == "regressed"  # lower is better, as fid
     code, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(extra=sweep(8.0)))
     assert code == 0 and rows[("ddpm", "fid@ddim-5")]["status"] == "improved"
+
+
+def test_throughput_of_a_run_that_trained_a_fraction_of_a_second_is_not_gated(tmp_path, capsys):
+    assert compare.MIN_TRAIN_SECONDS_FOR_THROUGHPUT == 2.0
+    base = make_baseline(tmp_path, capsys, [rec(ips=1000.0, train_s=0.05)])
+    # 22x slower on the same hardware, as the digits `reference` model read on a busy machine: shown, not gated
+    code, rows, md, _, _ = run_compare(tmp_path, capsys, base, rec(ips=45.0, train_s=0.9))
+    row = rows[("ddpm", "train_images_per_second")]
+    assert code == 0 and row["status"] == "skipped"
+    assert row["baseline"] == 1000.0 and row["fresh"] == 45.0
+    assert "training lasted 0.05 s (< 2 s)" in row["note"] and "not gated" in row["note"]
+    assert rows[("ddpm", "sample_seconds_per_batch")]["status"] == "held"  # sampling speed is still judged
+    # a run that trained long enough on both sides is gated as before
+    base = make_baseline(tmp_path / "long", capsys, [rec(ips=1000.0, train_s=30.0)])
+    code, rows, *_ = run_compare(tmp_path / "long", capsys, base, rec(ips=45.0, train_s=30.0))
+    assert code == 1 and rows[("ddpm", "train_images_per_second")]["status"] == "regressed"
+    # a long baseline but a short fresh run: the fresh figure is noise, not gated
+    code, rows, *_ = run_compare(tmp_path / "short", capsys, base, rec(ips=45.0, train_s=0.1))
+    assert code == 0 and "training lasted 0.1 s" in rows[("ddpm", "train_images_per_second")]["note"]
+
+
+def test_a_binary_or_non_json_baseline_is_a_one_line_error(tmp_path, capsys):
+    import numpy as np
+
+    npz = tmp_path / "some.npz"
+    np.savez_compressed(npz, images=np.arange(1000, dtype=np.uint8))
+    code, out, err = run_cli(["compare", "--baseline", str(npz)], capsys)
+    assert code == 2 and err.startswith("error: baseline ") and str(npz) in err and err.count("\n") == 1
+    assert "not JSON text" in err and "unexpected" not in err
+    text = tmp_path / "notes.json"
+    text.write_text("hello, not json")
+    code, out, err = run_cli(["compare", "--baseline", str(text)], capsys)
+    assert code == 2 and str(text) in err and "not valid JSON" in err
+    folder = tmp_path / "dir"  # a folder holding a binary *.json and a real baseline: the binary one is passed over
+    folder.mkdir()
+    (folder / "junk.json").write_bytes(npz.read_bytes())
+    base = make_baseline(tmp_path, capsys, [rec()], name="dir/digits.json")
+    assert compare.baseline_files([folder]) == [base]
+    tol = tmp_path / "tol.toml"
+    tol.write_bytes(npz.read_bytes())
+    code, out, err = run_cli(["compare", "--baseline", str(base), "--tolerance", str(tol)], capsys)
+    assert code == 2 and "malformed tolerance file" in err and str(tol) in err
+
+
+def _baseline_cli(tmp_path, capsys, out, *recs, extra=()):
+    res = tmp_path / f"res{len(list(tmp_path.glob('res*')))}"
+    write(res, *recs)
+    code, stdout, err = run_cli(["baseline", "--suite", "digits", "--results", str(res), "--out", str(out), *extra], capsys)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    return {m: run["metrics"]["fid"]["mean"] for m, run in data["runs"].items()}
+
+
+def test_baseline_update_keeps_other_models_model_limits_and_replace_replaces(tmp_path, capsys):
+    out = tmp_path / "digits.json"
+    assert _baseline_cli(tmp_path, capsys, out, rec(model="ddpm", fid=10.0), rec(model="glow", fid=20.0)) == \
+        {"ddpm": 10.0, "glow": 20.0}
+    # updating from records of one model re-measures it and keeps the other
+    assert _baseline_cli(tmp_path, capsys, out, rec(model="ddpm", fid=30.0)) == {"ddpm": 30.0, "glow": 20.0}
+    # --model limits the update even where the records hold both models
+    assert _baseline_cli(tmp_path, capsys, out, rec(model="ddpm", fid=40.0), rec(model="glow", fid=50.0),
+                         extra=["--model", "glow"]) == {"ddpm": 30.0, "glow": 50.0}
+    # --replace starts from scratch: models absent from the records are dropped
+    assert _baseline_cli(tmp_path, capsys, out, rec(model="ddpm", fid=60.0), extra=["--replace"]) == {"ddpm": 60.0}
+    # --model naming a model without records is an error that leaves the file as it was
+    before = out.read_text()
+    code, _, err = run_cli(["baseline", "--suite", "digits", "--results", str(tmp_path / "res0"), "--out", str(out),
+                            "--model", "nsf"], capsys)
+    assert code == 2 and "no records" in err and out.read_text() == before
+
+
+TINY_DDPM = TINY_DIGITS.replace("[models.reference]", """[models.ddpm]
+    unet = "tiny"
+    base_channels = 8
+    timesteps = 20
+    beta_start = 5e-3
+    beta_end = 0.4
+    ema_decay = 0.0
+    lr = 3e-3
+    sampler = { name = "ddim", steps = 20 }""").replace("batch_size = 32", "batch_size = 16\n    eval_batch_size = 16").replace(
+    'metrics = ["bits_per_dim"]', 'metrics = ["bits_per_dim"]\n    bpd_batches = 1').replace(
+    "channels = 1", "channels = 1\n    limit_eval = 16")
+
+
+def test_broken_code_under_an_unchanged_config_is_caught(tmp_path, capsys, workdirs, monkeypatch):
+    """The CODE regresses, not the config: ddpm's noise schedule is swapped for one with every beta doubled (a
+    scale bug in make_betas) and the same suite is trained again through the runner's Python API. The config
+    hash is unchanged, so nothing but the measured bits/dim can tell; compare must flag it and exit 1."""
+    import torch
+
+    from baselines.nn import schedule
+    from bench.runner import RunOptions, run_suite
+    from bench.suite import load_suite
+
+    suite = load_suite(str(write_suite(tmp_path / "ddpm.toml", TINY_DDPM)), "smoke")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model on a shared 2-core machine: OpenMP contention made it 10x slower
+    try:
+        def train(results):
+            opts = RunOptions(results_dir=results, checkpoint_dir=workdirs["checkpoints"], progress=False, device="cpu")
+            assert len(run_suite(suite, opts, log=lambda line: None)) == 1
+        train(tmp_path / "good")
+        healthy = schedule.make_betas
+        monkeypatch.setattr(schedule, "make_betas", lambda *a, **k: (healthy(*a, **k) * 2).clamp(max=0.999))
+        train(tmp_path / "broken")
+    finally:
+        torch.set_num_threads(threads)
+    from bench.records import load_records
+    (good,), (broken,) = load_records(tmp_path / "good"), load_records(tmp_path / "broken")
+    assert good["config_hash"] == broken["config_hash"] and good["status"] == broken["status"] == "ok"
+    base = tmp_path / "tiny.json"
+    assert run_cli(["baseline", "--suite", suite.path, "--results", str(tmp_path / "good"), "--out", str(base)], capsys)[0] == 0
+    code, out, _ = run_cli(["compare", "--baseline", str(base), "--results", str(tmp_path / "broken"), "--json"], capsys)
+    rows = {r["metric"]: r for r in json.loads(out[:out.rindex("]") + 1])}
+    assert code == 1 and "REGRESSION" in out
+    row = rows["bits_per_dim"]
+    assert row["status"] == "regressed" and row["fresh"] > row["baseline"] + 1.0
+    assert "config changed" not in row["note"]
