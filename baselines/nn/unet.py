@@ -46,7 +46,7 @@ Why not diffusers' ``UNet2DModel``: it builds the same layout (the same paramete
 for most of what the families need (an extra class as the null label, 2C outputs), but the noise-aware
 classifier needs the encoder half on its own, and one short module we control keeps DDPM, iDDPM, NCSN, flow
 matching and DAF on a single definition. It is measured against diffusers' in
-tests/benchmarks/test_bench_diffusion.py and is not slower.
+tests/benchmarks/test_bench_diffusion.py (figures in docs/diffusion.md).
 
 :class:`NoiseAwareClassifier` reuses the encoder half (down path + middle) with a pooled linear head:
 a classifier of noisy images x_t for classifier guidance (Dhariwal & Nichol 2021).
