@@ -182,6 +182,11 @@ class DCGAN(GenerativeModel):
         self.optimize(d_loss, "discriminator")
 
         # Generator step (non-saturating): D's parameters are frozen so no gradient is accumulated in them.
+        # D stays in train mode here, as in the DCGAN reference implementations (PyTorch's examples/dcgan,
+        # Radford et al.'s code): its batch norm normalises the fake batch with that batch's statistics, the same
+        # as in the D step, so G is trained against the D that was just updated. This forward does move D's
+        # BatchNorm running statistics (buffers, not parameters); that is intended and harmless: D is only ever
+        # run in train mode (sampling uses G alone), so the running statistics are never read.
         for p in self.discriminator.parameters():
             p.requires_grad_(False)
         try:

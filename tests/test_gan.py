@@ -38,20 +38,41 @@ def test_each_step_updates_only_its_network(name):
     model.optimizers = model.configure_optimizers()
     seen = []
 
+    def grads(module):  # True where a parameter received a non-zero gradient from this backward
+        return [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters()]
+
+    def bn_stats(module):
+        return [b.clone() for n, b in module.named_buffers() if n.endswith(("running_mean", "running_var"))]
+
     def hook(loss, opt_name):  # what the harness does, with snapshots around each step
-        g0, d0 = snapshot(model.generator), snapshot(model.discriminator)
+        for p in model.parameters():  # a clean slate, so a gradient seen below comes from this backward
+            p.grad = None
+        g0, d0, d_bn0 = snapshot(model.generator), snapshot(model.discriminator), bn_stats(model.discriminator)
         opt = model.optimizers[opt_name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        g_grad, d_grad = grads(model.generator), grads(model.discriminator)
         opt.step()
-        seen.append((opt_name, changed(g0, model.generator), changed(d0, model.discriminator)))
+        # D's BN statistics moved between the previous optimizer step and this backward, i.e. by this loss' forward
+        d_bn_moved = any(not torch.equal(a, b) for a, b in zip(bn_after_step[-1], d_bn0)) if bn_after_step else None
+        bn_after_step.append(bn_stats(model.discriminator))
+        seen.append((opt_name, changed(g0, model.generator), changed(d0, model.discriminator), g_grad, d_grad,
+                     d_bn_moved))
 
+    bn_after_step = []
     model._optimize_hook = hook
     out = model.training_step(batch(), 0)
     assert [s[0] for s in seen] == ["discriminator", "generator"]
-    (_, g_in_d, d_in_d), (_, g_in_g, d_in_g) = seen
-    assert not any(g_in_d) and all(d_in_d)  # D step: G untouched, every D parameter moved
-    assert not any(d_in_g) and all(g_in_g)  # G step: D untouched, every G parameter moved
+    (_, g_in_d, d_in_d, g_grad_d, d_grad_d, _), (_, g_in_g, d_in_g, g_grad_g, d_grad_g, bn_in_g) = seen
+    # D step: the fakes were detached, so D's backward leaves no gradient in G; every D parameter moved.
+    assert not any(g_grad_d) and all(d_grad_d)
+    assert not any(g_in_d) and all(d_in_d)
+    # G step: D is frozen (no gradient, not updated); every G parameter got a gradient and moved.
+    assert not any(d_grad_g) and all(g_grad_g)
+    assert not any(d_in_g) and all(g_in_g)
+    # Documented choice (baselines/gan.py): D runs in train mode in the G step, as DCGAN's reference code does,
+    # so its BatchNorm running statistics move there; they are never read (D is never run in eval mode).
+    assert bn_in_g
     assert {"loss", "d_loss", "g_loss", "diversity"} <= set(out)
     assert all(p.requires_grad for p in model.parameters())  # D unfrozen again
 
