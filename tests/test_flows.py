@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,49 @@ def test_trains_on_mnist_32(name):
     m.eval()
     assert m.sample(2, generator=g).images.shape == (2, 1, 32, 32)
     assert torch.isfinite(m.nll_bits_per_dim(Batch(x[:4], None, g)).bits_per_dim).all()
+
+
+def _exact_metric_ctx(name, tmp_path, n=6, **over):
+    from bench.data import ImageData
+    from tests.metrics_helpers import make_ctx
+    m = make(name, **over)
+    x = uniform_pixels(n, seed=5)
+    m.train()
+    m.loss(Batch(x, None, torch.Generator().manual_seed(0)))  # ActNorm init, spectral-norm warm-up
+    real = ImageData(x, None, 0, "uniform/test@8")
+    return m, make_ctx(m, real, real, tmp_path, exact_bpd_images=4)
+
+
+def test_bits_per_dim_exact_metric_matches_brute_force_and_the_estimate(tmp_path):
+    from bench.metrics.exact_bpd import bits_per_dim_exact
+    from baselines.nn import flow_layers as fl
+    m, ctx = _exact_metric_ctx("resflow", tmp_path, eval_draws=64, n_exact_terms_eval=10)
+    rec = bits_per_dim_exact(ctx)["bits_per_dim_exact"]
+    assert rec["n"] == 4 and rec["protocol"]["images"] == 4 and m.training  # training mode restored
+    # independent: log N(z) + log|det| of the whole flow from its full Jacobian, same dequantization noise
+    m.eval()
+    s, ld_pre = fl.preprocess(ctx.real.x[:4], "logit", m.config["alpha"], ctx.generator(offset=4))
+    bpd = []
+    with torch.no_grad():
+        for si, ldp in zip(s, ld_pre):
+            m.flow.set_logdet_mode("exact")  # no roulette draws, a deterministic map
+            jac = torch.autograd.functional.jacobian(lambda t: m.flow(t.view(1, 1, 8, 8))[0].flatten(), si.flatten())
+            z = m.flow(si[None])[0]
+            log_p = -0.5 * (z ** 2).sum() - 32 * math.log(2 * math.pi) + torch.linalg.slogdet(jac)[1] + ldp
+            bpd.append((-log_p.item() + 64 * math.log(256)) / (64 * math.log(2)))
+    expected = sum(bpd) / len(bpd)
+    assert abs(rec["value"] - expected) < 1e-4, (rec["value"], expected)
+    p = rec["protocol"]
+    assert p["estimate_stderr"] > 0 and abs(p["estimate"] - rec["value"]) < 4 * p["estimate_stderr"], p
+    assert p["estimate"] != rec["value"]  # the estimate really is a separate (stochastic) computation
+
+
+def test_bits_per_dim_exact_metric_not_defined_or_refused(tmp_path, monkeypatch):
+    from bench.metrics import compute
+    _, ctx = _exact_metric_ctx("glow", tmp_path)
+    rec = compute(["bits_per_dim_exact"], ctx)["bits_per_dim_exact"]
+    assert rec["value"] is None and "not defined" in rec["note"]
+    m, ctx = _exact_metric_ctx("resflow", tmp_path)
+    monkeypatch.setattr(m, "exact_bpd_max_dims", 32)  # an 8x8 image (64 dims) is then too large
+    rec = compute(["bits_per_dim_exact"], ctx)["bits_per_dim_exact"]
+    assert rec["value"] is None and "skipped: 64 dimensions" in rec["note"]
