@@ -99,6 +99,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The ``batch.generator`` of process ``rank`` at ``step`` of a multi-process run.
+
+    Seeded from (seed, step, rank), so each process draws its own timesteps / noise / dequantization
+    for its slice of the global batch (one shared stream would give every slice the same draws), and
+    a resumed run needs no generator state: every rank re-derives it from the step. A stochastic
+    model therefore matches a 1-process run statistically, not bit for bit (its draws differ); the
+    deterministic parts (data order, slicing, gradient averaging, optimizer, EMA) match exactly.
+    """
+    key = np.random.SeedSequence([int(seed), int(step), int(rank), 7919]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device).manual_seed(int(key))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -183,9 +196,12 @@ class Trainer:
     def build(self) -> None:
         seed_everything(self.seed)
         spec = self.train_data.spec
-        if self.cls.conditional and not spec.num_classes:
-            raise BenchError(f"model {self.run_name!r} is conditional but dataset {self.suite.data['dataset']} has no labels")
         self.model: GenerativeModel = self.cls(model_config(self.cfg), spec).to(self.device)
+        # The instance decides (a wrapper that can run unconditionally sets conditional=False on
+        # unlabelled data, e.g. cfm); wrappers that need labels reject the DataSpec themselves.
+        if getattr(self.model, "conditional", False) and not spec.num_classes:
+            raise BenchError(f"model {self.run_name!r} is conditional but dataset {self.suite.data['dataset']} "
+                             "has no labels; use a labelled dataset or an unconditional model")
         self.model.optimizers = self.model.configure_optimizers()
         self.model._optimize_hook = self._optimize
         self.loader = EpochLoader(self.train_data, self.batch_size, self.seed)
@@ -235,24 +251,35 @@ class Trainer:
                 "seconds": self.state.train_seconds}[b.kind] >= b.value
 
     # -- checkpoints --
-    def save_checkpoint(self) -> None:
+    def _rng_state(self) -> dict[str, Any]:
+        return {"step_gen": self.step_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+
+    def save_checkpoint(self, rng: dict[str, Any] | None = None) -> None:
+        """Checkpoint on rank 0; ``rng``: RNG states to store instead of the current ones (a stop
+        during an evaluation stores those from before it, so the resumed run redoes it identically)."""
         if self.rank != 0:
             return
         payload = {
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.model.optimizers.items()},
             "loader": self.loader.state_dict(),
-            "step_gen": self.step_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            **(rng or self._rng_state()),
             "state": dataclasses.asdict(self.state),
             "config_hash": self.suite.config_hash(self.run_name),
         }
         checkpoint.save(self.ckpt_dir, payload, self.state.step)
         self._last_ckpt = time.monotonic()
         self._saved_step = self.state.step
+
+    def stop(self, phase: str, rng: dict[str, Any] | None = None) -> None:
+        """Honour a stop request: note it, checkpoint, raise :class:`Interrupted`."""
+        sig = _STOP["signal"] or signal.SIGTERM
+        name = signal.Signals(sig).name
+        self.state.interruptions.append({"signal": name, "step": self.state.step, "phase": phase, "time": utc_now()})
+        self.save_checkpoint(rng)
+        raise Interrupted(f"stopped by signal {name} at step {self.state.step} ({phase}); checkpoint saved")
 
     def try_resume(self) -> list[str]:
         payload, notes = checkpoint.load(self.ckpt_dir, map_location=self.device)
@@ -278,30 +305,52 @@ class Trainer:
             model=self.model, real=self.eval_data, train=self.train_data,
             eval_cfg={**self.suite.eval, "eval_batch_size": self.suite.train["eval_batch_size"]},
             device=self.device, precision=self.precision, seed=self.seed, sampler=sampler,
-            cache_dir=str(Path(self.opts.cache_dir)), dataset=self.suite.data, final=final)
+            cache_dir=str(Path(self.opts.cache_dir)), dataset=self.suite.data, final=final,
+            stop_requested=lambda: _STOP["signal"] is not None)
 
-    def evaluate(self, final: bool) -> tuple[dict[str, Any], metrics.EvalContext]:
+    def evaluate(self, final: bool) -> tuple[dict[str, Any], metrics.Samples | None]:
+        """(metrics, sample grid (final evaluation only)). A stop request is honoured between sample
+        batches and between metrics: the checkpoint then holds the state from before this evaluation
+        (training state unchanged by it), and the resumed run redoes the evaluation from the start."""
         t0 = time.perf_counter()
-        main_sampler = dict(self.cfg.get("sampler") or {})
-        ctx = self._context(main_sampler, final)
-        names = list(self.suite.eval["metrics"])
-        if not final:
-            names = [n for n in names if n != "sampling_speed"]
-        result = metrics.compute(names, ctx)
-        if final:  # sampler sweep: the sample metrics again under each extra sampler, as <metric>@<label>
-            sweep = [n for n in names if n not in SAMPLER_INDEPENDENT_METRICS]
-            for label, options in (self.cfg.get("samplers") or {}).items():
-                for key, v in metrics.compute(sweep, self._context({**main_sampler, **options}, final)).items():
-                    result[f"{key}@{label}"] = v
+        rng = self._rng_state()
+        grid = None
+        try:
+            main_sampler = dict(self.cfg.get("sampler") or {})
+            ctx = self._context(main_sampler, final)
+            names = list(self.suite.eval["metrics"])
+            if not final:
+                names = [n for n in names if n != "sampling_speed"]
+            result = metrics.compute(names, ctx)
+            if final:  # sampler sweep: the sample metrics again under each extra sampler, as <metric>@<label>
+                sweep = [n for n in names if n not in SAMPLER_INDEPENDENT_METRICS]
+                for label, options in (self.cfg.get("samplers") or {}).items():
+                    for key, v in metrics.compute(sweep, self._context({**main_sampler, **options}, final)).items():
+                        result[f"{key}@{label}"] = v
+                grid = ctx._samples if ctx._samples is not None else ctx.draw(SAMPLE_GRID, offset=5)
+        except metrics.EvaluationStopped:
+            self.state.eval_seconds += time.perf_counter() - t0
+            self.stop("final evaluation" if final else "evaluation", rng)
         self.state.eval_seconds += time.perf_counter() - t0
-        return result, ctx
+        return result, grid
+
+    def _due_evaluations(self) -> None:
+        """Evaluations at budget fractions that progress has reached (all but the final one)."""
+        fractions, st = self.suite.train["eval_fractions"], self.state
+        p = self.progress()
+        while st.next_fraction < len(fractions) - 1 and p >= fractions[st.next_fraction]:
+            m, _ = self.evaluate(final=False)
+            st.curve.append({"fraction": fractions[st.next_fraction], "step": st.step, "images": st.images,
+                             "train_seconds": st.train_seconds, "metrics": m})
+            st.next_fraction += 1
 
     # -- the loop --
     def train(self, on_step: Callable[["Trainer", float], None] | None = None) -> None:
-        fractions = self.suite.train["eval_fractions"]
         warmup = int(self.suite.train["warmup_steps"])
         steps_this_process = 0
         every_s = float(self.suite.train.get("checkpoint_every_s") or 0)
+        if self.state.step > 0:  # resumed from a stop during an evaluation at a budget fraction: redo it
+            self._due_evaluations()
         while not self.finished():
             remaining = None
             if self.suite.budget.kind == "images":
@@ -316,8 +365,9 @@ class Trainer:
                 else:
                     y = y[self.rank::self.world] if y is not None else None
                 x = xs
+            gen = self.step_gen if self.world == 1 else step_generator(self.seed, self.state.step, self.rank, self.device)
             batch = Batch(x.to(self.device, non_blocking=True),
-                          y.to(self.device, non_blocking=True) if y is not None else None, self.step_gen)
+                          y.to(self.device, non_blocking=True) if y is not None else None, gen)
             metrics.synchronize(self.device)
             t0 = time.perf_counter()
             try:
@@ -344,19 +394,11 @@ class Trainer:
             if steps_this_process > warmup:
                 st.steady_seconds += dt
                 st.steady_images += n_global
-            p = self.progress()
-            while st.next_fraction < len(fractions) - 1 and p >= fractions[st.next_fraction]:
-                m, _ = self.evaluate(final=False)
-                st.curve.append({"fraction": fractions[st.next_fraction], "step": st.step, "images": st.images,
-                                 "train_seconds": st.train_seconds, "metrics": m})
-                st.next_fraction += 1
+            self._due_evaluations()
             if on_step is not None:
                 on_step(self, loss)
             if stop:
-                sig = _STOP["signal"] or signal.SIGTERM
-                st.interruptions.append({"signal": signal.Signals(sig).name, "step": st.step, "time": utc_now()})
-                self.save_checkpoint()
-                raise Interrupted(f"stopped by signal {signal.Signals(sig).name} at step {st.step}; checkpoint saved")
+                self.stop("training")
             if every_s > 0 and time.monotonic() - self._last_ckpt >= every_s:
                 self.save_checkpoint()
         if every_s > 0 and steps_this_process > 0 and self._saved_step != self.state.step:
@@ -408,7 +450,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
         "data": {**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
                  "eval_size": len(eval_data)},
         "train_settings": {k: v for k, v in suite.train.items() if k != "seeds"},
-        "eval_settings": suite.eval, "has_likelihood": cls.has_likelihood, "conditional": cls.conditional,
+        "eval_settings": suite.eval, "has_likelihood": cls.has_likelihood, "conditional": None,
         "started": utc_now(), "status": "ok", "error": None,
     }
     trainer = Trainer(suite, run_name, seed, opts, train_data, eval_data)
@@ -419,12 +461,13 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     try:
         trainer.build()
         record["parameters"] = trainer.model.num_parameters()
+        record["conditional"] = bool(getattr(trainer.model, "conditional", False))  # the instance's, not the class's
         if opts.resume:
             trainer.try_resume()
         trainer.train(on_step)
-        final, ctx = trainer.evaluate(final=True)
+        final, grid = trainer.evaluate(final=True)
         record["metrics"] = final
-        grid = ctx._samples if ctx._samples is not None else ctx.draw(SAMPLE_GRID, offset=5)
+        record["sampler_resolved"] = metrics.resolved_sampler(grid)  # defaults included
         record["_samples"] = grid
     except Diverged as e:
         record["status"], record["error"] = "diverged", str(e)
@@ -483,6 +526,7 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
     seeds = opts.seeds or suite.train["seeds"]
     train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
     eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
+    _STOP["signal"] = None  # a stop honoured by an earlier run of this process is not this run's
     install_signal_handlers()
     from bench.launch.ddp import init_from_env  # torchrun / SLURM tasks: join the process group
 

@@ -25,8 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 1000
 
 
-def bench_cmd(root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", "run", "--model", "reference", "--budget", f"steps={STEPS}",
+# A stochastic model with EMA: ddpm (random timesteps and noise from batch.generator, EMA weights
+# used by its bits/dim), small enough for a trial: batch 16, 40 steps, one bits/dim batch of 32.
+DDPM = ("--model", "ddpm", "--budget", "steps=40", "--set", "train.batch_size=16", "--set", "eval.bpd_batches=1",
+        "--set", "train.eval_batch_size=32")
+
+
+def bench_cmd(root: Path, *extra: str, model: tuple[str, ...] = ()) -> list[str]:
+    model = model or ("--model", "reference", "--budget", f"steps={STEPS}")
+    return [sys.executable, "-m", "bench.cli", "run", *model,
             "--set", "train.checkpoint_every_s=0.05", "--set", 'eval.metrics=["bits_per_dim"]', "--device", "cpu", "--quiet", "--no-report",
             "--results", str(root / "results"), "--checkpoints", str(root / "ckpt"),
             "--cache-dir", str(root / "cache"), *extra]
@@ -37,8 +44,8 @@ def env() -> dict[str, str]:
             "OMP_NUM_THREADS": "1"}
 
 
-def run(root: Path, *extra: str, ok: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(bench_cmd(root, *extra), cwd=root, env=env(), capture_output=True, text=True, timeout=300)
+def run(root: Path, *extra: str, ok: bool = True, model: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    r = subprocess.run(bench_cmd(root, *extra, model=model), cwd=root, env=env(), capture_output=True, text=True, timeout=300)
     if ok:
         assert r.returncode == 0, r.stderr[-2000:]
     return r
@@ -50,8 +57,8 @@ def the_record(root: Path) -> dict:
     return json.loads(recs[0].read_text())
 
 
-def ckpt_folder(root: Path) -> Path:
-    found = list((root / "ckpt").glob("digits/smoke/reference__seed0__*"))
+def ckpt_folder(root: Path, model: str = "reference") -> Path:
+    found = list((root / "ckpt").glob(f"digits/smoke/{model}__seed0__*"))
     return found[0] if found else root / "ckpt" / "missing"
 
 
@@ -73,19 +80,21 @@ def uninterrupted(tmp_path_factory) -> dict:
     return outcome(rec)
 
 
-def newest_step(root: Path) -> int:
+def newest_step(root: Path, model: str = "reference") -> int:
     try:
-        return json.loads((ckpt_folder(root) / "latest.json").read_text())["files"][0]["step"]
+        return json.loads((ckpt_folder(root, model) / "latest.json").read_text())["files"][0]["step"]
     except (OSError, ValueError, KeyError, IndexError):
         return -1
 
 
-def start_and_wait_for_checkpoint(root: Path, min_step: int = 0) -> subprocess.Popen:
+def start_and_wait_for_checkpoint(root: Path, min_step: int = 0, model: tuple[str, ...] = ()) -> subprocess.Popen:
     """Start a run; return once it has checkpointed at step >= min_step (still training)."""
-    p = subprocess.Popen(bench_cmd(root), cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(bench_cmd(root, model=model), cwd=root, env=env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
     t_end = time.monotonic() + 120
+    name = model[1] if model else "reference"
     while time.monotonic() < t_end and p.poll() is None:
-        if newest_step(root) >= min_step:
+        if newest_step(root, name) >= min_step:
             return p
         time.sleep(0.01)
     p.kill()
@@ -118,6 +127,31 @@ def test_kill9_at_random_point_then_resume_equals_uninterrupted(tmp_path, uninte
     assert len(resumed) == 1 and 0 < resumed[0]["resumed_at_step"] <= STEPS
     if trial == 0 and resumed[0]["notes"]:
         assert "corrupt" in resumed[0]["notes"][0]
+
+
+@pytest.mark.slow
+def test_kill9_of_a_stochastic_ema_model_then_resume_is_bit_identical(tmp_path):
+    """ddpm: its random timesteps/noise (the step generator's state), EMA weights and Adam moments all
+    come back from the checkpoint, so the resumed loss curve and bits/dim equal an uninterrupted run's."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "killed").mkdir()
+    run(tmp_path / "plain", model=DDPM)
+    expected = the_record(tmp_path / "plain")
+    assert expected["status"] == "ok" and expected["interruptions"] == []
+    assert len(expected["train"]["loss_curve"]) == 40 and len(expected["curve"]) == 1  # fraction 0.5
+    root = tmp_path / "killed"
+    p = start_and_wait_for_checkpoint(root, min_step=random.Random(7).randint(5, 25), model=DDPM)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    if list((root / "results").rglob("*.json")):
+        pytest.skip("the run finished before the kill (machine faster than expected)")
+    payload, _ = checkpoint.load(ckpt_folder(root, "ddpm"))
+    assert payload is not None and 0 < payload["state"]["step"] <= 40
+    assert int(payload["model"]["ema_steps"]) == payload["state"]["step"]  # the EMA is in the checkpoint
+    run(root, "--resume", model=DDPM)
+    rec = the_record(root)
+    assert outcome(rec) == outcome(expected)
+    assert rec["interruptions"][-1]["resumed_at_step"] == payload["state"]["step"]
 
 
 def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path, uninterrupted):
@@ -176,3 +210,72 @@ def test_kill_between_training_and_record_leaves_a_resumable_checkpoint(tmp_path
     assert outcome(rec) == uninterrupted
     assert rec["interruptions"][-1]["resumed_at_step"] == STEPS
     assert not ckpt_folder(tmp_path).exists()
+
+
+# ---- a stop request during an evaluation (final or at a budget fraction) -------------------------
+
+EVAL_STEPS = 40
+
+
+def _draw_mean(ctx):
+    """A sample-based test metric: 24 samples drawn in 3 batches of 8 (eval.sample_batch_size)."""
+    from bench.metrics import value
+
+    return {"draw_mean": value(float(ctx.draw(24, offset=7).images.double().mean()))}
+
+
+def _eval_argv(root: Path, *extra: str) -> list[str]:
+    return ["run", "--model", "reference", "--budget", f"steps={EVAL_STEPS}", "--device", "cpu", "--quiet",
+            "--no-report", "--set", 'eval.metrics=["bits_per_dim", "draw_mean"]', "--set", "eval.sample_batch_size=8",
+            "--results", str(root / "results"), "--checkpoints", str(root / "ckpt"),
+            "--cache-dir", str(root / "cache"), *extra]
+
+
+def _eval_outcome(rec: dict) -> dict:
+    return {**outcome(rec), "draw_mean": rec["metrics"]["draw_mean"]["value"],
+            "curve_draw": [c["metrics"]["draw_mean"]["value"] for c in rec["curve"]]}
+
+
+@pytest.mark.parametrize("phase", ["final evaluation", "evaluation"])
+def test_stop_during_evaluation_checkpoints_and_resume_equals_uninterrupted(tmp_path, monkeypatch, phase):
+    """SIGUSR2 arriving while samples are drawn stops within one sample batch (not at the end of the
+    evaluation); the checkpoint holds the finished training, and --resume redoes only the evaluation."""
+    from bench import cli, metrics, registry, runner
+
+    armed = {"on": False}
+
+    def draw_mean(ctx):
+        if armed["on"] and ctx.final == (phase == "final evaluation"):
+            armed["on"] = False
+            runner.request_stop(signal.SIGUSR2)  # what the signal handler does
+        return _draw_mean(ctx)
+
+    monkeypatch.setitem(metrics.METRICS, "draw_mean", draw_mean)
+    monkeypatch.setitem(runner._STOP, "signal", None)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(_eval_argv(tmp_path / "plain")) == 0
+    expected = _eval_outcome(the_record(tmp_path / "plain"))
+
+    root = tmp_path / "stopped"
+    armed["on"] = True
+    assert cli.main(_eval_argv(root)) == cli.EXIT_INTERRUPTED
+    assert not list((root / "results").rglob("*.json"))  # no record yet
+    payload, notes = checkpoint.load(ckpt_folder(root))
+    stop = payload["state"]["interruptions"][-1]
+    assert notes == [] and stop["signal"] == "SIGUSR2" and stop["phase"] == phase
+    stopped_at = EVAL_STEPS if phase == "final evaluation" else EVAL_STEPS // 2  # eval_fractions [0.5, 1.0]
+    assert payload["state"]["step"] == stop["step"] == stopped_at
+    # the interrupted evaluation left no partial result (only the one at fraction 0.5 before a final stop)
+    assert len(payload["state"]["curve"]) == (1 if phase == "final evaluation" else 0)
+
+    cls = registry.get("reference")
+    trained = []
+    step = cls.training_step
+    monkeypatch.setattr(cls, "training_step", lambda self, batch, i: (trained.append(i), step(self, batch, i))[1])
+    assert cli.main(_eval_argv(root, "--resume")) == 0
+    rec = the_record(root)
+    assert _eval_outcome(rec) == expected
+    assert len(trained) == EVAL_STEPS - stopped_at  # a stop in the final evaluation retrains nothing
+    assert [i.get("phase") for i in rec["interruptions"]] == [phase, None]
+    assert rec["interruptions"][1]["resumed_at_step"] == stopped_at
+    assert not ckpt_folder(root).exists()

@@ -54,6 +54,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class EvaluationStopped(Exception):
+    """A stop was requested (preemption signal) during an evaluation; the runner checkpoints and stops."""
+
+
 @dataclasses.dataclass
 class EvalContext:
     """Everything a metric may need; built by the runner for each evaluation."""
@@ -69,6 +73,7 @@ class EvalContext:
     cache_dir: str  # where reference statistics / classifiers are cached
     dataset: dict[str, Any]  # the suite's data table (dataset name, image size, ...)
     final: bool = True  # False for intermediate (budget-fraction) evaluations
+    stop_requested: Callable[[], bool] | None = None  # the runner's stop flag, polled between sample batches
     _samples: Samples | None = None
     _sample_seconds: float | None = None
 
@@ -81,10 +86,19 @@ class EvalContext:
         """A fresh generator on the model's device, seeded from the run seed (evaluation never perturbs training RNG)."""
         return torch.Generator(self.device).manual_seed(10_000 + 97 * self.seed + offset)
 
+    def check_stop(self) -> None:
+        """Raise :class:`EvaluationStopped` when a stop was requested, so a preempted evaluation
+        stops within one sample batch instead of running to its end."""
+        if self.stop_requested is not None and self.stop_requested():
+            raise EvaluationStopped("stop requested during evaluation")
+
     def labels(self, n: int) -> torch.Tensor | None:
-        """Balanced class labels for conditional models (0, 1, ..., K-1, 0, ...), else None."""
+        """Balanced class labels for conditional models (0, 1, ..., K-1, 0, ...), else None.
+
+        The built instance decides: a wrapper sets ``self.conditional`` per configuration/data
+        (cfm on unlabelled data is unconditional although its class attribute says True)."""
         k = self.model.data.num_classes
-        if not (self.model.conditional and k):
+        if not (getattr(self.model, "conditional", False) and k):
             return None
         return torch.arange(n, device=self.device) % k
 
@@ -117,6 +131,7 @@ class EvalContext:
         labels = self.labels(n)
         with self.sampling():
             for start in range(0, n, bs):
+                self.check_stop()
                 m = min(bs, n - start)
                 lab = labels[start:start + m] if labels is not None else None
                 s = self.model.sample(m, labels=lab, generator=gen, **self.sampler)
@@ -145,9 +160,11 @@ def compute(names: list[str], ctx: EvalContext) -> dict[str, dict[str, Any]]:
     for name in names:
         if name not in METRICS:
             raise BenchError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}; known: {', '.join(sorted(METRICS))}")
+    for name in names:
+        ctx.check_stop()
         try:
             out.update(METRICS[name](ctx))
-        except BenchError:
+        except (BenchError, EvaluationStopped):
             raise
         except Exception as e:  # keep the other metrics and the run's record
             out[name] = value(None, note=f"error: {type(e).__name__}: {e}")
@@ -171,6 +188,13 @@ def _load_optional_metrics() -> None:
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"bench.metrics.{info.name}")
+
+
+def resolved_sampler(samples: Samples) -> dict[str, Any]:
+    """The sampler settings the model reports having used (its ``Samples.info`` scalars: solver,
+    steps, timestep spacing, eta, ...), defaults included, which the suite's ``sampler`` table may
+    leave out."""
+    return {k: v for k, v in samples.info.items() if v is None or isinstance(v, (str, bool, int, float))}
 
 
 def mean_and_stderr(x: torch.Tensor) -> tuple[float, float]:

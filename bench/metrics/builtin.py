@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from bench.metrics import EvalContext, make_batch, metric, value
+from bench.metrics import EvalContext, make_batch, metric, resolved_sampler, value
 
 
 @metric("bits_per_dim")
@@ -54,12 +54,17 @@ def bits_per_dim(ctx: EvalContext) -> dict:
 
 @metric("sampling_speed")
 def sampling_speed(ctx: EvalContext) -> dict:
-    """Seconds to sample one batch of ``eval.speed_batch`` images (warm-up excluded, device synced)."""
+    """Seconds to sample one batch of ``eval.speed_batch`` images (warm-up excluded, device synced).
+
+    The protocol's ``sampler`` is what the suite wrote; ``sampler_resolved`` is what the model
+    reports having used (its ``Samples.info`` scalars: solver, steps, timestep spacing, eta, ...),
+    defaults included, so e.g. DDIM's default 'linspace' spacing is visible in the record."""
     n = int(ctx.eval_cfg.get("speed_batch") or 128)
     with ctx.sampling():
         ctx.timed_sample(min(n, 4), offset=2)  # warm-up: allocations, lazy init
         out, seconds = ctx.timed_sample(n, offset=3)
-    proto = dict(batch=n, sampler=dict(ctx.sampler), precision=ctx.precision, device=str(ctx.device), warmup=1)
+    proto = dict(batch=n, sampler=dict(ctx.sampler), sampler_resolved=resolved_sampler(out), precision=ctx.precision,
+                 device=str(ctx.device), warmup=1)
     res = {"sample_seconds_per_batch": value(seconds, **proto),
            "sample_seconds_per_image": value(seconds / n, **proto),
            "nfe": value(out.nfe, **proto) if out.nfe is not None else value(None, note="not reported", **proto)}
