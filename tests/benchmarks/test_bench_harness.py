@@ -1,213 +1,199 @@
-"""Harness overhead (issue 2): bench.runner.Trainer.train against a bare PyTorch loop that trains
-the same model, from the same initial weights, on the same batches with the same noise.
+"""Harness overhead (issue 2): bench.runner.Trainer.train against a bare PyTorch loop training the same
+model (a DDPM with the ``tiny`` U-Net at 1x16x16, ~20-30 ms a step on a CPU core), from the same initial
+weights, on the same batches with the same noise.
 
-The two benchmarks form the group ``harness-overhead``; ``scripts/perf_check.py`` prints
-min(harness) / min(bare) - 1 (the figure in docs/ci.md). The bare loop reproduces the harness's
-loss curve exactly, which the test asserts, so the comparison is like for like.
+Why lockstep. Timing the two loops one after the other (whole runs, even interleaved in alternating
+order) measured +2 % to +8 % "overhead" on the shared 2-core host, and a bare loop timed against
+*itself* the same way showed the same spread: run-to-run drift of the host (other processes, cache and
+frequency state) is 5-15 % between runs seconds apart, far above the harness's real cost (~12 us a step of
+Python bookkeeping, :func:`measure_bookkeeping`). So the two loops advance in lockstep: the harness's
+``on_step`` hook runs one bare step right after each harness step, and each step is timed on its own
+(CPU time of this process, one intra-op thread, so other processes' load is not counted). A harness
+step is everything from the end of one ``on_step`` call to the start of the next: batch assembly by the
+loader, the wrapper's step through the harness's optimizer hook, loss logging, budget, timing,
+divergence, stop-signal, evaluation and checkpoint checks. A bare step is what a user's own loop must do
+for this model: gather the batch (order precomputed, to the bare loop's advantage), loss (dequantization
+included), zero_grad/backward/step, the EMA update, ``loss.item()``. Pair i compares two adjacent steps,
+so drift cancels; the figure is the median over pairs of harness/bare - 1. The two loss curves are
+asserted identical, so the work is the same.
+
+``scripts/perf_check.py`` reads ``extra_info["overhead"]`` of ``test_bench_harness_overhead`` (group
+``harness-overhead``) and fails at 2 % or more. ``python -m tests.benchmarks.test_bench_harness [STEPS]``
+prints the figure for the README.
 """
 
 from __future__ import annotations
 
+import statistics
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.data import EpochLoader, load_split
-from bench.registry import Batch
+from bench.registry import Batch, get
 from bench.runner import RunOptions, Trainer, seed_everything
-from bench.suite import load_suite
-from tests.benchmarks.conftest import ConvDenoiser
+from bench.suite import load_suite, model_config
+from tests.benchmarks.conftest import FULL
 
 SEED = 0
+MODEL = {"model": "ddpm", "unet": "tiny"}
+LIMIT = 2.0  # percent: issue 2's bound, enforced by scripts/perf_check.py
 
 
-@pytest.fixture(scope="module")
-def setup(overhead_config, tmp_path_factory):
-    cfg = overhead_config
-    tmp = tmp_path_factory.mktemp("overhead")
+def build_setup(steps: int, batch_size: int, tmp: Path) -> dict:
     path = tmp / "overhead.toml"
+    cfg = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in MODEL.items())
     path.write_text(textwrap.dedent(f"""
         name = "overhead"
         [data]
         dataset = "digits"
-        image_size = {cfg['image_size']}
+        image_size = 16
         channels = 1
         [train]
-        batch_size = {cfg['batch_size']}
+        batch_size = {batch_size}
         seeds = [{SEED}]
         eval_fractions = [1.0]
         checkpoint_every_s = 0
         device = "cpu"
-        [models.reference]
-        lr = 0.001
-        [profiles.smoke]
-        budget = {{ steps = {cfg['steps']} }}
-    """))
+        [models.m]
+        """) + cfg + f"\n[profiles.smoke]\nbudget = {{ steps = {steps} }}\n")
     suite = load_suite(str(path), "smoke")
     train = load_split(suite.data, "train")
-    model_cls = type("ConvDenoiserBench", (ConvDenoiser,), {"width": cfg["width"]})
     opts = RunOptions(results_dir=tmp / "results", checkpoint_dir=tmp / "ckpt", progress=False)
-    return {"suite": suite, "train": train, "cls": model_cls, "opts": opts, "steps": cfg["steps"],
-            "batch_size": cfg["batch_size"], "rounds": cfg["rounds"]}
+    return {"suite": suite, "train": train, "opts": opts, "steps": steps, "batch_size": batch_size}
 
 
-def make_trainer(s):
-    tr = Trainer(s["suite"], "reference", SEED, s["opts"], s["train"], s["train"])
-    tr.cls = s["cls"]
-    tr.build()
-    return tr
-
-
-def make_bare(s):
-    """What a user would write: model + Adam, the same seeded init, batch order and noise generator."""
+def make_bare(s: dict):
+    """What a user would write: the model and its optimizer, the same seeded init, batch order and noise."""
     seed_everything(SEED)
-    spec = s["train"].spec
-    model = s["cls"]({"lr": 0.001}, spec)
-    opt = torch.optim.Adam(model.parameters(), lr=0.001)
+    cfg = s["suite"].models["m"]
+    model = get(cfg["model"])(model_config(cfg), s["train"].spec)
+    opt = torch.optim.Adam(model.net.parameters(), lr=float(model.config["lr"]))  # as the wrapper configures it
     loader = EpochLoader(s["train"], s["batch_size"], SEED)
     batches = []
     for _ in range(s["steps"]):
-        idx_start = loader.offset
-        perm = loader._order()
-        batches.append(perm[idx_start:idx_start + min(s["batch_size"], len(s["train"]) - idx_start)])
+        start = loader.offset
+        batches.append(loader._order()[start:start + min(s["batch_size"], len(s["train"]) - start)])
         loader.next()
     gen = torch.Generator().manual_seed(SEED * 7919 + 1)  # the harness's per-step generator seed
     return model, opt, batches, gen
 
 
-def bare_loop(model, opt, batches, gen, data_x):
-    losses = []
-    for idx in batches:
-        loss = model.loss(Batch(data_x[idx], None, gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+def bare_step(model, opt, idx, gen, data_x) -> float:
+    loss = model.loss(Batch(data_x[idx], None, gen))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    model.after_optimizer_step("model")  # the EMA update, as any DDPM training loop does
+    return loss.item()
 
 
-@pytest.mark.benchmark(group="harness-overhead")
-def test_bench_train_harness(benchmark, setup):
-    holder = {}
+def measure_overhead(s: dict, warmup: int = 2) -> dict:
+    """Harness and bare steps in lockstep; per-step CPU times, median of paired ratios (see the module doc)."""
+    tr = Trainer(s["suite"], "m", SEED, s["opts"], s["train"], s["train"])
+    tr.build()
+    model, opt, batches, gen = make_bare(s)
+    x = s["train"].x
+    h, b, bare_losses = [], [], []
+    clock = time.process_time
+    mark = {"t": None}
 
-    def prepare():
-        holder["tr"] = make_trainer(setup)
-        return (holder["tr"],), {}
+    def on_step(trainer, loss):
+        t_in = clock()
+        if mark["t"] is not None:  # the first interval also holds train()'s entry: not a loop step
+            h.append(t_in - mark["t"])
+        i = len(bare_losses)
+        t0 = clock()
+        bare_losses.append(bare_step(model, opt, batches[i], gen, x))
+        b.append(clock() - t0)
+        mark["t"] = clock()
 
-    benchmark.pedantic(lambda tr: tr.train(), setup=prepare, rounds=setup["rounds"])
-    tr = holder["tr"]
-    assert tr.state.step == setup["steps"]
-    benchmark.extra_info["steps"] = setup["steps"]
-    # like for like: the bare loop reproduces the harness's loss curve exactly
-    model, opt, batches, gen = make_bare(setup)
-    assert bare_loop(model, opt, batches, gen, setup["train"].x) == tr.state.losses
-
-
-@pytest.mark.benchmark(group="harness-overhead")
-def test_bench_train_bare(benchmark, setup):
-    x = setup["train"].x
-
-    def prepare():
-        return make_bare(setup) + (x,), {}
-
-    losses = benchmark.pedantic(bare_loop, setup=prepare, rounds=setup["rounds"])
-    assert len(losses) == setup["steps"] and all(l == l for l in losses)
-    benchmark.extra_info["steps"] = setup["steps"]
-
-
-def measure_overhead(pairs: int = 5, steps: int = 30, batch_size: int = 32, width: int = 32) -> dict:
-    """Interleaved harness/bare runs (robust to load drift); min over pairs of each. Used for docs/ci.md:
-    ``python -m tests.benchmarks.test_bench_harness``."""
-    import pathlib
-    import tempfile
-    import time
-
-    class _Factory:
-        def mktemp(self, name):
-            return pathlib.Path(tempfile.mkdtemp(prefix=name))
-
-    s = setup.__wrapped__({"steps": steps, "batch_size": batch_size, "image_size": 16, "width": width, "rounds": 1},
-                          _Factory())
-    # CPU time of this process (one intra-op thread): far less sensitive than wall-clock to other
-    # processes competing for the cores, which is the norm on shared CI machines.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    harness, bare = [], []
     try:
-        for i in range(pairs + 1):  # the first pair warms up allocators and kernels
-            def run_harness():
-                tr = make_trainer(s)
-                t0 = time.process_time()
-                tr.train()
-                harness.append(time.process_time() - t0)
-
-            def run_bare():
-                m = make_bare(s)
-                t0 = time.process_time()
-                bare_loop(*m, s["train"].x)
-                bare.append(time.process_time() - t0)
-
-            order = (run_harness, run_bare) if i % 2 == 0 else (run_bare, run_harness)  # cancel order effects
-            for run in order:
-                run()
+        tr.train(on_step=on_step)
     finally:
         torch.set_num_threads(threads)
-    h, b = min(harness[1:]), min(bare[1:])
-    paired = sorted(x / y - 1 for x, y in zip(harness[1:], bare[1:]))
-    return {"harness_s": h, "bare_s": b, "overhead": h / b - 1, "steps": steps, "pairs": pairs,
-            "median_paired_overhead": paired[len(paired) // 2],
-            "step_ms_bare": 1e3 * b / steps, "harness_all": harness[1:], "bare_all": bare[1:]}
+    assert bare_losses == tr.state.losses, "the bare loop must reproduce the harness's loss curve exactly"
+    pairs = list(zip(h[warmup:], b[warmup + 1:]))  # h[i] is harness step i+1, b[i+1] the bare step after it
+    ratios = [hh / bb for hh, bb in pairs]
+    return {"overhead": statistics.median(ratios) - 1.0, "pairs": len(pairs),
+            "harness_step_ms": 1e3 * statistics.median(p[0] for p in pairs),
+            "bare_step_ms": 1e3 * statistics.median(p[1] for p in pairs),
+            "sum_ratio_overhead": sum(p[0] for p in pairs) / sum(p[1] for p in pairs) - 1.0,
+            "ratio_q25": statistics.quantiles(ratios, n=4)[0] - 1.0, "ratio_q75": statistics.quantiles(ratios, n=4)[2] - 1.0,
+            "harness_s": [p[0] for p in pairs], "bare_s": [p[1] for p in pairs]}
+
+
+def config() -> dict:
+    """Batch 8: a ~20-35 ms step on one core, so 150 pairs take seconds and the median is tight."""
+    return {"steps": 400, "batch_size": 32} if FULL else {"steps": 150, "batch_size": 8}
+
+
+@pytest.mark.benchmark(group="harness-overhead")
+def test_bench_harness_overhead(benchmark, tmp_path):
+    """Timed: one lockstep run. Result: extra_info["overhead"], the median paired ratio - 1."""
+    s = build_setup(**config(), tmp=tmp_path)
+    r = benchmark.pedantic(measure_overhead, args=(s,), rounds=1, iterations=1)
+    benchmark.extra_info.update({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()
+                                 if k not in ("harness_s", "bare_s")},
+                                steps=s["steps"], batch_size=s["batch_size"], model="ddpm/tiny@1x16x16",
+                                limit_percent=LIMIT)
+    assert r["pairs"] >= s["steps"] - 4 and r["bare_step_ms"] > 0
 
 
 def measure_bookkeeping(steps: int = 2000) -> dict:
     """Absolute per-step cost of the harness loop around a model whose step does nothing, against a bare
     loop that only fetches the same batches (CPU time, one thread): the overhead without model noise."""
-    import pathlib
     import tempfile
-    import time
 
-    class _Factory:
-        def mktemp(self, name):
-            return pathlib.Path(tempfile.mkdtemp(prefix=name))
-
-    class _Null(ConvDenoiser):
+    class _Null(get(MODEL["model"])):
         def training_step(self, batch, step):
             return {"loss": 0.0}
 
-    s = setup.__wrapped__({"steps": steps, "batch_size": 32, "image_size": 16, "width": 4, "rounds": 1}, _Factory())
-    s["cls"] = _Null
+    s = build_setup(steps, 32, Path(tempfile.mkdtemp(prefix="genbench-bookkeeping")))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    h, b = [], []
+    h, bb = [], []
     try:
         for _ in range(3):
-            tr = make_trainer(s)
+            tr = Trainer(s["suite"], "m", SEED, s["opts"], s["train"], s["train"])
+            tr.cls = _Null
+            tr.build()
             t0 = time.process_time()
             tr.train()
             h.append(time.process_time() - t0)
-            _, _, batches, gen = make_bare(s)
-            x = s["train"].x
+            batches = []
+            loader = EpochLoader(s["train"], 32, SEED)
+            for _ in range(steps):
+                start = loader.offset
+                batches.append(loader._order()[start:start + min(32, len(s["train"]) - start)])
+                loader.next()
+            gen, x = torch.Generator().manual_seed(1), s["train"].x
             t0 = time.process_time()
             for idx in batches:
                 Batch(x[idx], None, gen)
-            b.append(time.process_time() - t0)
+            bb.append(time.process_time() - t0)
     finally:
         torch.set_num_threads(threads)
-    return {"harness_us": 1e6 * min(h) / steps, "bare_us": 1e6 * min(b) / steps}
+    return {"harness_us": 1e6 * min(h) / steps, "bare_us": 1e6 * min(bb) / steps}
 
 
 if __name__ == "__main__":
     import sys
+    import tempfile
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    r = measure_overhead(n)
-    print(f"harness {r['harness_s']:.3f}s, bare {r['bare_s']:.3f}s CPU for {r['steps']} steps "
-          f"({r['step_ms_bare']:.1f} ms/step): overhead {100 * r['overhead']:+.2f}% (min of {r['pairs']} interleaved pairs), "
-          f"median of paired ratios {100 * r['median_paired_overhead']:+.2f}%")
-    print("harness runs:", " ".join(f"{t:.3f}" for t in r["harness_all"]))
-    print("bare runs:   ", " ".join(f"{t:.3f}" for t in r["bare_all"]))
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    s = build_setup(steps, 8, Path(tempfile.mkdtemp(prefix="genbench-overhead")))
+    r = measure_overhead(s)
+    print(f"ddpm/tiny 1x16x16, batch 8, {r['pairs']} lockstep pairs, CPU time, 1 thread: harness step "
+          f"{r['harness_step_ms']:.2f} ms, bare step {r['bare_step_ms']:.2f} ms (medians); overhead "
+          f"{100 * r['overhead']:+.2f}% (median of paired ratios; quartiles {100 * r['ratio_q25']:+.2f}% .. "
+          f"{100 * r['ratio_q75']:+.2f}%), {100 * r['sum_ratio_overhead']:+.2f}% (ratio of sums)")
     k = measure_bookkeeping()
     extra = k["harness_us"] - k["bare_us"]
     print(f"null model: harness loop {k['harness_us']:.1f} us/step, bare batch fetch {k['bare_us']:.1f} us/step: "
-          f"{extra:.1f} us/step of bookkeeping = {100 * extra / (1e3 * r['step_ms_bare']):.3f}% of this step")
+          f"{extra:.1f} us/step of bookkeeping = {100 * extra / (1e3 * r['bare_step_ms']):.3f}% of this step")
