@@ -77,6 +77,11 @@ def test_squeeze_roundtrip_and_zero_logdet():
     assert torch.equal(ld, torch.zeros(2))
     # squeeze is a permutation: every input value appears once
     assert torch.equal(torch.sort(y.flatten(1))[0], torch.sort(x.flatten(1))[0])
+    # and its log-det against the brute-force Jacobian: a permutation matrix, log|det J| = 0
+    jac = torch.autograd.functional.jacobian(lambda t: fl.Squeeze()(t.view(1, 3, 4, 4))[0].flatten(), x[0].flatten())
+    assert torch.equal(jac.sum(0), torch.ones(48)) and torch.equal(jac.sum(1), torch.ones(48))
+    assert set(jac.unique().tolist()) == {0.0, 1.0}
+    torch.testing.assert_close(ld, brute_logdet(lambda t: fl.Squeeze()(t)[0], x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("parity", [0, 1])
