@@ -15,7 +15,9 @@ standard error for the residual flow's stochastic log-det). Pieces live in
   "channel size 128" and 16M parameters; these cannot both hold: with 128 hidden channels the model
   has 1.6M parameters, with 512 (Chen et al.'s ``--idim 512`` default) it has 15.7M ("16M"), so the
   default is 512 hidden channels (see docs/flows.md). For CIFAR-10 set ``alpha = 0.05`` (3 channels:
-  21.9M here; Chen's CIFAR-10 model adds fully connected end blocks, which the thesis does not list).
+  21.9M here). Chen et al.'s code (``--fc-end``, default on for every dataset) also appends 4 fully
+  connected residual blocks (128 hidden) after the last scale: +1.1M on MNIST (16.9M), +3.2M on CIFAR-10
+  (25.2M, the thesis's 25M); the thesis does not list them and they are not implemented here.
 - ``glow``: Kingma & Dhariwal 2018 (L = 3 levels, K = 32 steps, 512 hidden channels, affine coupling).
 - ``nsf``: seed 001's NSF baseline: Glow skeleton with rational-quadratic spline coupling, 3 levels
   x 16 steps = 48 flows, 64 hidden channels, 2 residual blocks in each coupling network.
