@@ -53,8 +53,11 @@ def fixture_metrics(model: str, seed: int, has_lik: bool) -> dict:
     out["train_mfu"] = m(float(0.1 + 0.2 * rng.random()))  # as bench/metrics/cost.py records them
     out["sample_mfu"] = m(float(0.05 + 0.1 * rng.random()))
     if has_lik:
-        kind = "upper-bound" if model == "ddpm" else "exact"
-        out["bits_per_dim"] = {"value": float(3 + rng.random()), "std": 0.01, "n": 360, "protocol": {"kind": kind}}
+        kind = {"ddpm": "upper-bound", "resflow": "estimate"}.get(model, "exact")
+        # std: the test-set mean's standard error; resflow's includes its log-det estimator's (recorded alone too)
+        proto = {"kind": kind, "estimator_stderr": 0.005 if model == "resflow" else 0.0}
+        out["bits_per_dim"] = {"value": float(3 + rng.random()), "std": 0.012 if model == "resflow" else 0.01,
+                               "n": 360, "protocol": proto}
     else:
         out["bits_per_dim"] = {"value": None, "note": "not defined (implicit model, no likelihood)", "protocol": {}}
     if model == "ddpm":
@@ -159,7 +162,9 @@ def test_model_table_numbers(report, results):
     md = report["md"]
     row = md_row(md, "resflow", "model | family | status")
     assert row["status"] == "ok (3/3)" and row["seeds"] == "0, 1, 2"
-    assert row["bits/dim"] == expected("resflow", "bits_per_dim", results)
+    # mean ± sd over seeds, then the SE of the seed-averaged mean sqrt(3 x 0.012^2)/3 and the estimator's sqrt(3 x 0.005^2)/3
+    assert row["bits/dim"] == "≈ " + expected("resflow", "bits_per_dim", results) + " (SE 0.0069, estimator 0.0029)"
+    assert "(SE …) is the standard error of the test-set mean" in md and "estimator's standard error alone" in md
     assert row["FID"] == expected("resflow", "fid", results)
     assert row["IS"] == expected("resflow", "is", results)
     assert row["KID"] == expected("resflow", "kid", results)
@@ -180,7 +185,8 @@ def test_partial_results_and_not_defined(report, results):
     assert gan["bits/dim"] == "not defined"
     ddpm = md_row(md, "ddpm", "model | family | status")
     assert "seed 1 diverged: non-finite loss" in ddpm["status"] and ddpm["status"].startswith("ok 1/2")
-    assert ddpm["bits/dim"] == "≤ " + expected("ddpm", "bits_per_dim", results)  # upper bound, the ok seed only
+    # upper bound, the ok seed only; its SE (no estimator part: an exact bound computation)
+    assert ddpm["bits/dim"] == "≤ " + expected("ddpm", "bits_per_dim", results) + " (SE 0.01)"
     assert ddpm["FID"] == expected("ddpm", "fid", results)
     nsf = md_row(md, "nsf", "model | family | status")
     assert "failed: RuntimeError: boom" in nsf["status"]
@@ -407,3 +413,12 @@ def test_minimal_and_odd_records_still_render(tmp_path):
     assert md_row(md, "a", "model | family | status")["status"].startswith("seed 0 failed: ValueError: x")
     assert "reference table no-such-table: unknown reference table" in md
     assert "b: samples unreadable" in md
+
+
+def test_bpd_cell_without_stderr_has_no_se_and_exact_estimators_no_estimator_part():
+    from bench.report import tables as T
+    rec = lambda v, **e: {"status": "ok", "family": "flow", "metrics": {"bits_per_dim": {"value": v, **e}}}
+    assert T.bpd_cell([rec(3.5, protocol={"kind": "exact"})]) == "3.5"  # old records: no std recorded
+    assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "exact", "estimator_stderr": 0.0})]) == "3.5 (SE 0.02)"
+    assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "estimate", "estimator_stderr": 0.01})]) == \
+        "≈ 3.5 (SE 0.02, estimator 0.01)"

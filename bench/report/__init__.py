@@ -118,6 +118,10 @@ def _models_section(s: Section, groups, records: list[dict], n_bad: int) -> list
     kinds = {T.protocol(r, "bits_per_dim").get("kind") for r in T.ok(records)} - {None}
     if "upper-bound" in kinds or "estimate" in kinds:
         s.add(Para("bits/dim marked ≤ is an upper bound (a variational bound, or the uniform-dequantization bound of a flow), ≈ a stochastic estimate; unmarked values are exact."))
+    if any(T.bpd_stderr_suffix(recs) for recs in groups.values()):
+        s.add(Para("bits/dim: ± is the standard deviation over seeds (as in every column); (SE …) is the standard "
+                   "error of the test-set mean over the evaluated images, with a stochastic log-det's own error "
+                   "added in quadrature; \"estimator\" is that estimator's standard error alone."))
     fes = sorted({fe for r in T.ok(records) if (fe := T.feature_extractor(r))})
     if fes:
         s.add(Para(f"FID/IS/KID feature space: {', '.join(fes)}."))

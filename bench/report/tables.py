@@ -232,7 +232,25 @@ def bpd_cell(recs: list[dict]) -> str:
         return missing_cell(recs, "bits_per_dim")
     kinds = {protocol(r, "bits_per_dim").get("kind") for r in ok(recs)}
     prefix = "≤ " if "upper-bound" in kinds else ("≈ " if "estimate" in kinds else "")
-    return fmt_mean_std(vals, prefix)
+    return fmt_mean_std(vals, prefix) + bpd_stderr_suffix(recs)
+
+
+def bpd_stderr_suffix(recs: list[dict]) -> str:
+    """" (SE s)" or " (SE s, estimator e)": the standard error of the (seed-averaged) test-set mean that the
+    records carry (the metric's ``std``: test images and a stochastic log-det's own error in quadrature),
+    and the estimator's part alone (``estimator_stderr``) where it is not zero. Per-seed errors combine as
+    the error of the mean of the seeds' means, sqrt(sum se_i^2) / k. "" when no record carries one."""
+    entries = [e for e in (metric_entry(r, "bits_per_dim") for r in ok(recs))
+               if e and finite(e.get("value")) is not None]
+    ses = [finite(e.get("std")) for e in entries]
+    if not entries or any(v is None for v in ses):
+        return ""
+    k = len(entries)
+    out = f" (SE {fmt_std(math.sqrt(sum(v * v for v in ses)) / k)}"
+    est = [finite((e.get("protocol") or {}).get("estimator_stderr")) or 0.0 for e in entries]
+    if any(est):
+        out += f", estimator {fmt_std(math.sqrt(sum(v * v for v in est)) / k)}"
+    return out + ")"
 
 
 def missing_cell(recs: list[dict], name: str | None = None) -> str:
