@@ -66,7 +66,8 @@ _STOP: dict[str, Any] = {"signal": None}
 
 
 def request_stop(signum: int | None = None, frame: Any = None) -> None:
-    """Ask the running loop to checkpoint at the next step boundary and stop."""
+    """Ask the running loop to checkpoint at the next step boundary (during an evaluation: the next
+    sample batch or metric) and stop."""
     _STOP["signal"] = signum or signal.SIGTERM
 
 

@@ -14,8 +14,8 @@ Records land in ``<results>/runs/...`` like a local run (each task its own new f
 submission's records.
 
 Preemption: SLURM sends SIGUSR2 ``signal_delay_s`` before the time limit (or on
-``scancel --signal=USR2``). The task asks the runner to stop at the next step boundary, the
-runner writes a checkpoint, and then submitit's handler calls :meth:`BenchTask.checkpoint` and
+``scancel --signal=USR2``). The task asks the runner to stop at the next step boundary (or,
+during an evaluation, the next sample batch), the runner writes a checkpoint, and then submitit's handler calls :meth:`BenchTask.checkpoint` and
 requeues the task; the requeued task resumes from that checkpoint. ``scontrol requeue`` sends
 SIGTERM and restarts the job itself: the runner checkpoints the same way and the task exits
 without a result, so the restarted job resumes too.
