@@ -422,3 +422,24 @@ def test_bpd_cell_without_stderr_has_no_se_and_exact_estimators_no_estimator_par
     assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "exact", "estimator_stderr": 0.0})]) == "3.5 (SE 0.02)"
     assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "estimate", "estimator_stderr": 0.01})]) == \
         "≈ 3.5 (SE 0.02, estimator 0.01)"
+
+
+def test_html_report_renders_in_headless_chromium(report, tmp_path):
+    """scripts/screenshot_report.sh opens the fixture report offline; the screenshot shows rendered content."""
+    import shutil
+    import subprocess
+
+    import matplotlib.image as mpimg
+
+    if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
+    out = tmp_path / "shot.png"
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "screenshot_report.sh"), str(report["dir"] / "report.html"),
+                           str(out), "1000x1200"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    img = mpimg.imread(out)  # float RGB(A) in [0, 1]
+    assert img.shape[:2] == (1200, 1000)
+    rgb = (img[..., :3] * 255).round().astype(np.uint8).reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 100  # text, table borders and plots, not a blank page
+    dark = (rgb.max(1) < 100).mean()
+    assert 0.002 < dark < 0.5, dark  # some dark text/lines on a light page
