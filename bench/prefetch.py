@@ -90,7 +90,7 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
                 log(f"data: {splits[which].name}: {len(splits[which])} images")
         metrics = set(suite.eval.get("metrics") or [])
         extractor = resolve_name(suite.eval.get("feature_extractor"), data_cfg["dataset"])
-        need_inception |= bool(metrics & SAMPLE_METRICS) and extractor == "inception"
+        need_inception |= bool(metrics & SAMPLE_METRICS) and extractor.startswith("inception")
         if "class_coverage" in metrics or (metrics & SAMPLE_METRICS and extractor == "digits-classifier"):
             classifier_data[splits["train_split"].name] = (data_cfg["dataset"], splits)
     log(f"profiles: {', '.join(names)}")

@@ -53,6 +53,36 @@ def test_inception_from_env_var_without_network(random_inception_weights, no_dow
     assert torch.equal(ext.module.fc.weight, sd["fc.weight"])
 
 
+def test_inception_192d_uses_the_192_channel_layer(random_inception_weights, no_download, monkeypatch, tmp_path):
+    """`inception-192d` (seed 001's CelebA/CIFAR FID space): the same weights, FID features = the spatial mean of the
+    192-channel map after MaxPool_2, recomputed here layer by layer from the module's own convolutions."""
+    import torch.nn.functional as F
+
+    monkeypatch.setenv(extractors.INCEPTION_ENV, str(random_inception_weights))
+    ext = extractors.build_inception(tmp_path, name="inception-192d")
+    assert ext.name == "inception-192d" and ext.feature_layer == "192" and ext.logits_layer == "logits_unbiased"
+    assert ext.protocol()["feature_precision"] == "fp32"
+    x = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    feats = ext.features(x, torch.device("cpu"))
+    assert feats["192"].shape == (2, 192) and feats["logits_unbiased"].shape == (2, 1008)
+    m = ext.module
+    with torch.no_grad():
+        h = extractors.rgb(x).float()
+        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+        h = interpolate_bilinear_2d_like_tensorflow1x(h, size=(299, 299), align_corners=False)
+        h = (h - 128) / 128
+        for layer in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                      "MaxPool_2"):
+            h = getattr(m, layer)(h)
+        expected = F.adaptive_avg_pool2d(h, 1).flatten(1)
+    assert torch.allclose(feats["192"], expected, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 run's evaluation: features stay fp32
+        again = ext.features(x, torch.device("cpu"))
+    assert again["192"].dtype == torch.float32 and torch.equal(again["192"], feats["192"])
+    assert extractors.resolve_name("inception-192d", "celeba") == "inception-192d"
+
+
 def test_fid_and_is_through_inception_tell_clean_from_corrupted(random_inception_weights, no_download, monkeypatch,
                                                                 tmp_path):
     """FID/IS as a suite computes them with eval.feature_extractor = "inception": FID of 24 held-out digits
@@ -152,11 +182,27 @@ def test_domain_classifier_accuracy_on_digits(tmp_path):
     assert info["test_accuracy"] >= 0.98, info
 
 
+@pytest.mark.slow
 def test_domain_classifier_accuracy_on_mnist(shared_data):
-    """Trained on 20,000 MNIST training images (2 epochs), >= 98% on the 10,000 held-out test images."""
-    cfg = {"dataset": "mnist", "image_size": 32, "channels": 1}
-    train = load_split(cfg, "train", str(shared_data))
-    test = load_split(cfg, "test", str(shared_data))
-    net = extractors.train_classifier(train.x, train.y, 10, {"max_train": 20000, "epochs": 2})
-    acc = extractors.accuracy(net, test.x, test.y)
+    """The shipped path: `full_splits` of an MNIST smoke run (limit_train = 8192) give the FULL 60,000-image
+    training split to `domain_classifier` with the default recipe; the cached weights reach >= 98% on the
+    10,000 held-out test images (accuracy recomputed here from the weights file, not read from the cache's json).
+
+    The cache is the user's ($GENBENCH_CACHE or ~/.cache/genbench), the entry every MNIST suite uses, so the
+    ~2 min of training (105 s on 2 idle cores, 395 s heavily loaded) is paid once per machine; later runs ~10 s."""
+    from types import SimpleNamespace
+
+    from bench.prefetch import default_cache_dir
+
+    cfg = {"dataset": "mnist", "image_size": 32, "channels": 1, "limit_train": 8192, "limit_eval": 1000}
+    limited_train = load_split(cfg, "train", str(shared_data))
+    limited_test = load_split(cfg, "test", str(shared_data))
+    ctx = SimpleNamespace(dataset=cfg, train=limited_train, real=limited_test, data_root=str(shared_data))
+    train, test = extractors.full_splits(ctx)
+    assert len(train) == 60000 and len(test) == 10000 and len(limited_train) == 8192
+    path, info = extractors.domain_classifier(train, test, default_cache_dir(), "mnist")
+    assert info["train_count"] == 60000 and info["recipe"] == extractors.CLASSIFIER_RECIPE, info
+    fe = extractors.FeatureExtractorDigitsClassifier(extractors.CLASSIFIER_NAME, ["logits"], str(path))
+    acc = extractors.accuracy(fe.net, test.x, test.y)
     assert acc >= 0.98, acc
+    assert abs(acc - info["test_accuracy"]) < 1e-9, (acc, info)

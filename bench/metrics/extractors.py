@@ -17,6 +17,9 @@ asked to download anything:
   penultimate layer (``"192"``) is the feature space for FID/KID/precision-recall and its logits
   (``"logits"``) feed IS and class coverage. No download, so offline suites and CI use it.
 
+- ``inception-192d``: the same Inception-v3 and weights with FID/KID/precision-recall on its 192-d layer
+  (seed 001's CelebA/CIFAR-10 FID feature space); not comparable with standard 2048-d FIDs.
+
 ``eval.feature_extractor = "auto"`` picks ``digits-classifier`` for ``digits``/``mnist`` and
 ``inception`` otherwise (:func:`resolve_name`).
 """
@@ -185,17 +188,24 @@ def find_inception_weights(cache_dir: str | Path | None, explicit: str | None = 
                      f"internet or from {INCEPTION_URL}")
 
 
-def build_inception(cache_dir: str | Path | None, explicit: str | None = None) -> Extractor:
+INCEPTION_LAYERS = {"inception": "2048", "inception-192d": "192"}  # extractor name -> FID/KID/PRC feature layer
+
+
+def build_inception(cache_dir: str | Path | None, explicit: str | None = None, name: str = "inception") -> Extractor:
+    """``inception``: the standard 2048-d pool3 features. ``inception-192d``: the same network and weights, FID/KID/PRC
+    on its 192-d layer (torch-fidelity's ``"192"``: the 192-channel map after the second max-pool, spatially averaged),
+    the feature space of seed 001's CelebA/CIFAR-10 FIDs; IS uses the logits either way."""
     from torch_fidelity.utils import create_feature_extractor
 
     path = find_inception_weights(cache_dir, explicit)
+    layer = INCEPTION_LAYERS[name]
     try:
-        module = create_feature_extractor("inception-v3-compat", ["2048", "logits_unbiased"], cuda=False,
+        module = create_feature_extractor("inception-v3-compat", [layer, "logits_unbiased"], cuda=False,
                                           feature_extractor_weights_path=str(path), verbose=False)
     except Exception as e:
         raise BenchError(f"cannot load Inception weights {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                          f"stage a fresh copy of {INCEPTION_FILE}") from None
-    return Extractor("inception", module, str(path), file_sha256(path), "2048", "logits_unbiased",
+    return Extractor(name, module, str(path), file_sha256(path), layer, "logits_unbiased",
                      "bilinear to 299x299 (torch-fidelity, TF1-compatible)", {})
 
 
@@ -396,7 +406,7 @@ def domain_classifier(train, test, cache_dir: str | Path, dataset: str, device: 
     return path, info
 
 
-EXTRACTORS = ("inception", "digits-classifier")
+EXTRACTORS = ("inception", "inception-192d", "digits-classifier")
 
 _BUILT: dict[tuple, Extractor] = {}
 
@@ -445,11 +455,11 @@ def get_extractor(ctx, name: str | None = None) -> Extractor:
     """The extractor for this evaluation (``eval.feature_extractor``), built once per process and cache."""
     dataset = ctx.dataset["dataset"]
     name = resolve_name(name or ctx.eval_cfg.get("feature_extractor"), dataset)
-    if name == "inception":
+    if name in INCEPTION_LAYERS:
         path = find_inception_weights(ctx.cache_dir)
-        key = ("inception", str(path), file_sha256(path))
+        key = (name, str(path), file_sha256(path))
         if key not in _BUILT:
-            _BUILT[key] = build_inception(ctx.cache_dir, str(path))
+            _BUILT[key] = build_inception(ctx.cache_dir, str(path), name)
         return _BUILT[key]
     key = ("digits-classifier", str(ctx.cache_dir), json.dumps(ctx.dataset, sort_keys=True, default=str),
            getattr(ctx, "data_root", None), ctx.train.name, len(ctx.train), tensor_sha1(ctx.train.x[:512]))
