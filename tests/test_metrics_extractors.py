@@ -206,3 +206,21 @@ def test_domain_classifier_accuracy_on_mnist(shared_data):
     acc = extractors.accuracy(fe.net, test.x, test.y)
     assert acc >= 0.98, acc
     assert abs(acc - info["test_accuracy"]) < 1e-9, (acc, info)
+
+
+def test_domain_classifier_ignores_the_runs_limit_train(tmp_path, monkeypatch):
+    """A run on the first 100 digits training images (data.limit_train) still gets the classifier trained on all
+    1,437 (and its accuracy measured on all 360 test images): the key and the protocol say so."""
+    from tests.metrics_helpers import FAST_RECIPE, Replay, make_ctx
+
+    monkeypatch.setattr(extractors, "CLASSIFIER_RECIPE", {**extractors.CLASSIFIER_RECIPE, **FAST_RECIPE})
+    cfg = {"dataset": "digits", "image_size": 16, "channels": 1, "limit_train": 100, "limit_eval": 50}
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    assert len(train) == 100 and len(test) == 50
+    ctx = make_ctx(Replay(test.x), train, test, tmp_path)
+    ctx.dataset = cfg
+    ext = extractors.get_extractor(ctx)
+    assert ext.info["classifier_train_count"] == 1437 and ext.info["classifier_test_count"] == 360, ext.info
+    full_train, _ = digits_data(16)
+    files = list((tmp_path / "classifiers").glob("*.pt"))
+    assert [f.name for f in files] == [f"digits-16px-{extractors.classifier_key('digits', full_train.x, extractors.CLASSIFIER_RECIPE)}.pt"]
