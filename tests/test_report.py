@@ -261,10 +261,27 @@ def test_sample_time_column_says_it_is_scaled_from_the_timed_batch(results, tmp_
 def test_paper_profile_note_names_what_the_paper_profile_does_not_measure(tmp_path):
     from bench.report import _paper_profile_text, published
 
-    # the shipped main job: its paper profile computes FID and IS, but in the domain classifier's feature space
+    # the shipped main job: its paper profile computes FID, IS and KID through Inception, as the table
     gaps = published.profile_gaps("mnist-flow-vs-ddpm", "seed000-table4.4")
+    assert gaps["missing"] == [] and gaps["feature_spaces"] == []
+    assert "computes every evaluation metric" in _paper_profile_text("mnist-flow-vs-ddpm", "seed000-table4.4", None)
+    # a paper profile that measures FID/IS in the domain classifier's space: the note names the feature space
+    dom = tmp_path / "dom.toml"
+    dom.write_text('''name = "dom"
+[data]
+dataset = "mnist"
+[eval]
+metrics = ["fid", "is"]
+feature_extractor = "digits-classifier"
+[models.resflow]
+[profiles.smoke]
+budget = { steps = 1 }
+[profiles.paper]
+budget = { epochs = 500 }
+''')
+    gaps = published.profile_gaps(str(dom), "seed000-table4.4")
     assert gaps["missing"] == [] and gaps["feature_spaces"] == [("digits-classifier", "inception")]
-    text = _paper_profile_text("mnist-flow-vs-ddpm", "seed000-table4.4", None)
+    text = _paper_profile_text(str(dom), "seed000-table4.4", None)
     assert "`paper` profile (500 epochs) still differs" in text and "digits-classifier feature space" in text
     # a suite whose paper profile leaves IS out: the note says so, read from the suite file
     path = tmp_path / "s.toml"
