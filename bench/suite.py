@@ -38,14 +38,14 @@ HARNESS_MODEL_KEYS = ("model", "sampler", "samplers", "batch_size")
 TRAIN_KEYS = {"batch_size", "seeds", "precision", "device", "eval_fractions", "warmup_steps", "log_every",
               "checkpoint_every_s", "grad_clip", "eval_batch_size"}
 EVAL_KEYS = {"metrics", "num_samples", "repeats", "feature_extractor", "sample_batch_size", "speed_batch",
-             "num_real", "bpd_batches"}
+             "num_real", "bpd_batches", "exact_bpd_images"}
 
 TRAIN_DEFAULTS = {"batch_size": 64, "seeds": [0], "precision": "fp32", "device": "auto", "eval_fractions": [1.0],
                   "warmup_steps": 3, "log_every": 10, "checkpoint_every_s": 300.0, "grad_clip": 0.0,
                   "eval_batch_size": 256}
 EVAL_DEFAULTS = {"metrics": ["bits_per_dim", "sampling_speed"], "num_samples": 256, "repeats": 1,
                  "feature_extractor": "auto", "sample_batch_size": 256, "speed_batch": 128,
-                 "num_real": 0, "bpd_batches": 0}
+                 "num_real": 0, "bpd_batches": 0, "exact_bpd_images": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +303,8 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
 COUNTS = {("data", "image_size"): 1, ("data", "channels"): 1, ("data", "limit_train"): 1, ("data", "limit_eval"): 1,
           ("train", "eval_batch_size"): 1, ("train", "log_every"): 1, ("train", "warmup_steps"): 0,
           ("eval", "num_samples"): 1, ("eval", "repeats"): 1, ("eval", "sample_batch_size"): 1,
-          ("eval", "speed_batch"): 1, ("eval", "num_real"): 0, ("eval", "bpd_batches"): 0}
+          ("eval", "speed_batch"): 1, ("eval", "num_real"): 0, ("eval", "bpd_batches"): 0,
+          ("eval", "exact_bpd_images"): 1}
 
 
 def _check_counts(data: dict[str, Any], train: dict[str, Any], evaluation: dict[str, Any], where: str) -> None:
