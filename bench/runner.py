@@ -307,7 +307,7 @@ class Trainer:
             eval_cfg={**self.suite.eval, "eval_batch_size": self.suite.train["eval_batch_size"]},
             device=self.device, precision=self.precision, seed=self.seed, sampler=sampler,
             cache_dir=str(Path(self.opts.cache_dir)), dataset=self.suite.data, final=final,
-            stop_requested=lambda: _STOP["signal"] is not None)
+            stop_requested=lambda: _STOP["signal"] is not None, data_root=self.opts.data_root)
 
     def evaluate(self, final: bool) -> tuple[dict[str, Any], metrics.Samples | None]:
         """(metrics, sample grid (final evaluation only)). A stop request is honoured between sample

@@ -74,6 +74,7 @@ class EvalContext:
     dataset: dict[str, Any]  # the suite's data table (dataset name, image size, ...)
     final: bool = True  # False for intermediate (budget-fraction) evaluations
     stop_requested: Callable[[], bool] | None = None  # the runner's stop flag, polled between sample batches
+    data_root: str | None = None  # the run's --data-root (the domain classifier loads the full splits from it)
     _samples: Samples | None = None
     _sample_seconds: float | None = None
 
