@@ -11,6 +11,7 @@ the SLURM packages are missing (scripts/install_slurm.sh) or the daemons do not 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -100,6 +101,7 @@ def submission(cluster, tmp_path_factory):
            1: ["scancel", "--signal=USR2", f"{tasks[1]['job_id']}.0"]}
     ckpts = folder / "checkpoints" / "digits" / "smoke"
     interrupted_after, answers = {}, {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
     t_end = time.monotonic() + 150
     while time.monotonic() < t_end and len(interrupted_after) < 2:
         for seed in set(how) - set(interrupted_after):
@@ -111,8 +113,12 @@ def submission(cluster, tmp_path_factory):
                     # the test cannot show a resume, so it says so rather than passing or failing by chance.
                     assert step <= STEPS // 4, f"task {seed} was first seen at step {step} of {STEPS}: too fast to interrupt"
                     interrupted_after[seed] = step
-                    answers[seed] = cluster.run(*how[seed], check=False)
+                    # in a thread: scancel can block for seconds ("transitional state"), and polling must go on
+                    # meanwhile, or the other task trains to its end unseen
+                    answers[seed] = pool.submit(cluster.run, *how[seed], check=False)
         time.sleep(0.05)
+    answers = {seed: future.result() for seed, future in answers.items()}
+    pool.shutdown()
     assert len(interrupted_after) == 2, "a task never checkpointed: " + cluster.run("squeue", check=False).stdout
     collected = bench("collect", "--results", str(root / "results"), "--wait", "200", "--no-report", cwd=root,
                       check=False)
