@@ -14,8 +14,8 @@ benchmark that ran is missing from the baseline (refresh it with ``--update``), 
     python scripts/perf_check.py -- -k harness      # extra pytest arguments after --
 
 The harness overhead is ``extra_info["overhead"]`` of ``test_bench_harness_overhead``: ``Trainer.train`` and a
-bare PyTorch loop training the same model on the same batches in lockstep, median of paired per-step ratios - 1
-(tests/benchmarks/test_bench_harness.py says why lockstep).
+bare PyTorch step of the same model run in lockstep, median of paired per-step ratios - 1
+(tests/benchmarks/test_bench_harness.py says why lockstep and why one model).
 For history across commits use pytest-benchmark itself: ``pytest tests/benchmarks --benchmark-only
 --benchmark-enable --benchmark-autosave`` then ``--benchmark-compare`` (see docs/ci.md).
 """
