@@ -5,13 +5,18 @@
   label check, the labels passed to ``sample()`` and the record.
 - The record and the sampling metrics' protocol carry the sampler settings the model actually used,
   defaults included (DDIM's default timestep spacing), not only what the suite wrote.
+- Sampling latency is the minimum over repeated timed batches of the same samples (warm-up excluded).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
+import torch
 
 from bench.data import ImageData, load_split
+from bench.registry import Samples
 from bench.runner import RunOptions, run_one
 from bench.suite import load_suite
 
@@ -65,3 +70,41 @@ def test_a_conditional_instance_on_unlabelled_data_is_a_clear_error(tmp_path):
 
     with pytest.raises(BenchError, match="label"):
         _run(tmp_path, "ddpm", ["models.ddpm.class_conditional=true"], labelled=False)
+
+
+class _ScriptedClock:
+    """An evaluation context whose ``timed_sample`` returns scripted durations (first: the warm-up)."""
+
+    def __init__(self, durations: list[float], speed_batch: int = 8):
+        self.eval_cfg, self.sampler, self.precision = {"speed_batch": speed_batch}, {}, "fp32"
+        self.device = torch.device("cpu")
+        self.durations, self.calls = list(durations), []
+
+    def sampling(self):
+        return nullcontext()
+
+    def check_stop(self):
+        pass
+
+    def timed_sample(self, n, offset):
+        self.calls.append((n, offset))
+        return Samples(torch.zeros(n, 1, 2, 2), nfe=3), self.durations.pop(0)
+
+
+@pytest.mark.parametrize("timed, expected_batches", [
+    ([0.4, 0.1, 0.3, 0.5, 9.0], 4),        # stops once 1 s is spent: 0.4 + 0.1 + 0.3 + 0.5
+    ([0.05] * 4 + [0.02] + [9.0] * 3, 5),  # fast batches: at most 5 are timed
+    ([2.0, 0.01], 1),                      # one slow batch is already enough time
+])
+def test_sampling_latency_is_the_minimum_over_repeated_timed_batches(timed, expected_batches):
+    from bench.metrics.builtin import sampling_speed
+
+    ctx = _ScriptedClock([123.0] + timed)  # a huge warm-up must never count
+    out = sampling_speed(ctx)
+    best = min(timed[:expected_batches])
+    assert out["sample_seconds_per_batch"]["value"] == best
+    assert out["sample_seconds_per_image"]["value"] == best / 8
+    proto = out["sample_seconds_per_batch"]["protocol"]
+    assert proto["timed_batches"] == expected_batches and proto["statistic"] == "min"
+    # a small warm-up batch, then the same full batch (same generator offset) every time
+    assert ctx.calls == [(4, 2)] + [(8, 3)] * expected_batches

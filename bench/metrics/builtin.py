@@ -52,19 +52,32 @@ def bits_per_dim(ctx: EvalContext) -> dict:
     return {"bits_per_dim": value(float(bpd.mean()), std=math.sqrt(data_se ** 2 + est_se ** 2), n=n, **protocol)}
 
 
+# Sampling latency is the minimum over repeated timed batches (noise on a shared machine only ever adds
+# time): batches are timed until SPEED_BUDGET_S seconds are spent or SPEED_MAX_BATCHES are timed, so a
+# 0.1 s smoke batch is timed 5 times and a minutes-long paper batch once.
+SPEED_BUDGET_S = 1.0
+SPEED_MAX_BATCHES = 5
+
+
 @metric("sampling_speed")
 def sampling_speed(ctx: EvalContext) -> dict:
-    """Seconds to sample one batch of ``eval.speed_batch`` images (warm-up excluded, device synced).
+    """Seconds to sample one batch of ``eval.speed_batch`` images (warm-up excluded, device synced;
+    the minimum over up to SPEED_MAX_BATCHES timed batches, see above).
 
     The protocol's ``sampler`` is what the suite wrote; ``sampler_resolved`` is what the model
     reports having used (its ``Samples.info`` scalars: solver, steps, timestep spacing, eta, ...),
     defaults included, so e.g. DDIM's default 'linspace' spacing is visible in the record."""
     n = int(ctx.eval_cfg.get("speed_batch") or 128)
+    times = []
     with ctx.sampling():
         ctx.timed_sample(min(n, 4), offset=2)  # warm-up: allocations, lazy init
-        out, seconds = ctx.timed_sample(n, offset=3)
+        while not times or (sum(times) < SPEED_BUDGET_S and len(times) < SPEED_MAX_BATCHES):
+            ctx.check_stop()
+            out, t = ctx.timed_sample(n, offset=3)  # the same batch each time
+            times.append(t)
+    seconds = min(times)
     proto = dict(batch=n, sampler=dict(ctx.sampler), sampler_resolved=resolved_sampler(out), precision=ctx.precision,
-                 device=str(ctx.device), warmup=1)
+                 device=str(ctx.device), warmup=1, timed_batches=len(times), statistic="min")
     res = {"sample_seconds_per_batch": value(seconds, **proto),
            "sample_seconds_per_image": value(seconds / n, **proto),
            "nfe": value(out.nfe, **proto) if out.nfe is not None else value(None, note="not reported", **proto)}
