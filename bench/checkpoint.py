@@ -15,14 +15,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.records import atomic_write_text
+from bench.records import atomic_write_bytes, atomic_write_text
 
 KEEP = 2
 
@@ -44,18 +42,7 @@ def save(folder: Path, state: dict[str, Any], step: int) -> Path:
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    path = folder / f"ckpt-{step}.pt"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = atomic_write_bytes(folder / f"ckpt-{step}.pt", data)
     entries = [e for e in _index(folder) if e.get("file") != path.name]
     entries.insert(0, {"file": path.name, "sha256": _sha256(data), "step": step})
     atomic_write_text(folder / "latest.json", json.dumps({"files": entries[:KEEP]}, indent=1))

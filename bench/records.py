@@ -43,16 +43,18 @@ def _clean(obj: Any) -> Any:
     return str(obj)
 
 
-def atomic_write_text(path: Path, text: str, overwrite: bool = True) -> Path:
-    """Write via a temp file in the same folder, fsync, then rename (or link when not overwriting).
+def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> Path:
+    """Write via a unique temp file in the same folder, fsync, then rename (or link when not overwriting).
 
-    With ``overwrite=False`` an existing file is never replaced: FileExistsError instead.
+    The temp name is unique (mkstemp), so several processes, or nodes sharing one folder where PIDs
+    collide, may write the same file concurrently. With ``overwrite=False`` an existing file is never
+    replaced: FileExistsError instead.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
@@ -65,6 +67,11 @@ def atomic_write_text(path: Path, text: str, overwrite: bool = True) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: Path, text: str, overwrite: bool = True) -> Path:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite)
 
 
 def record_dir(results_dir: Path, suite: str, profile: str) -> Path:

@@ -200,7 +200,7 @@ class Trainer:
         self.model: GenerativeModel = self.cls(model_config(self.cfg), spec).to(self.device)
         # The instance decides (a wrapper that can run unconditionally sets conditional=False on
         # unlabelled data, e.g. cfm); wrappers that need labels reject the DataSpec themselves.
-        if getattr(self.model, "conditional", False) and not spec.num_classes:
+        if self.model.conditional and not spec.num_classes:
             raise BenchError(f"model {self.run_name!r} is conditional but dataset {self.suite.data['dataset']} "
                              "has no labels; use a labelled dataset or an unconditional model")
         self.model.optimizers = self.model.configure_optimizers()
@@ -462,7 +462,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     try:
         trainer.build()
         record["parameters"] = trainer.model.num_parameters()
-        record["conditional"] = bool(getattr(trainer.model, "conditional", False))  # the instance's, not the class's
+        record["conditional"] = bool(trainer.model.conditional)  # the instance's, not the class's
         if opts.resume:
             trainer.try_resume()
         trainer.train(on_step)

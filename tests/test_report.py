@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import statistics
 import zlib
 from html.parser import HTMLParser
@@ -258,6 +259,16 @@ def test_sample_time_column_says_it_is_scaled_from_the_timed_batch(results, tmp_
     assert "extrapolated to 128 images (seconds per image × 128) from one timed batch of 16 images" in flow["notes"]
 
 
+def _mnist_suite(tmp_path, name: str, metrics: list[str], extractor: str, models: list[str]):
+    """A minimal MNIST suite file with a 1-step smoke and a 500-epoch paper profile."""
+    path = tmp_path / f"{name}.toml"
+    tables = "".join(f"[models.{m}]\n" for m in models)
+    path.write_text(f'name = "{name}"\n[data]\ndataset = "mnist"\n[eval]\nmetrics = {json.dumps(metrics)}\n'
+                    f'feature_extractor = "{extractor}"\n{tables}[profiles.smoke]\nbudget = {{ steps = 1 }}\n'
+                    '[profiles.paper]\nbudget = { epochs = 500 }\n')
+    return path
+
+
 def test_paper_profile_note_names_what_the_paper_profile_does_not_measure(tmp_path):
     from bench.report import _paper_profile_text, published
 
@@ -266,38 +277,13 @@ def test_paper_profile_note_names_what_the_paper_profile_does_not_measure(tmp_pa
     assert gaps["missing"] == [] and gaps["feature_spaces"] == []
     assert "computes every evaluation metric" in _paper_profile_text("mnist-flow-vs-ddpm", "seed000-table4.4", None)
     # a paper profile that measures FID/IS in the domain classifier's space: the note names the feature space
-    dom = tmp_path / "dom.toml"
-    dom.write_text('''name = "dom"
-[data]
-dataset = "mnist"
-[eval]
-metrics = ["fid", "is"]
-feature_extractor = "digits-classifier"
-[models.resflow]
-[profiles.smoke]
-budget = { steps = 1 }
-[profiles.paper]
-budget = { epochs = 500 }
-''')
+    dom = _mnist_suite(tmp_path, "dom", ["fid", "is"], "digits-classifier", ["resflow"])
     gaps = published.profile_gaps(str(dom), "seed000-table4.4")
     assert gaps["missing"] == [] and gaps["feature_spaces"] == [("digits-classifier", "inception")]
     text = _paper_profile_text(str(dom), "seed000-table4.4", None)
     assert "`paper` profile (500 epochs) still differs" in text and "digits-classifier feature space" in text
     # a suite whose paper profile leaves IS out: the note says so, read from the suite file
-    path = tmp_path / "s.toml"
-    path.write_text('''name = "s"
-[data]
-dataset = "mnist"
-[eval]
-metrics = ["fid"]
-feature_extractor = "inception"
-[models.ddpm]
-[models.resflow]
-[profiles.smoke]
-budget = { steps = 1 }
-[profiles.paper]
-budget = { epochs = 500 }
-''')
+    path = _mnist_suite(tmp_path, "s", ["fid"], "inception", ["ddpm", "resflow"])
     gaps = published.profile_gaps(str(path), "seed000-table4.4")
     assert gaps["missing"] == ["is"] and gaps["feature_spaces"] == []
     assert "does not compute is" in _paper_profile_text(str(path), "seed000-table4.4", None)

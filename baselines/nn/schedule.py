@@ -264,8 +264,9 @@ def ddim_sample(model_fn: Callable, schedule: Schedule, shape, *, eta: float = 0
                 x_T: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """DDIM (Song et al. 2021) over all steps of a (respaced) schedule; eta = 0 deterministic, 1 = DDPM-like.
 
-    Each step's coefficients are Python floats computed once (float64) before the loop, and the update is a few
-    fused in-place tensor ops on the batch: no per-step gathers or scalar tensors, so the sampler's own cost per
+    The schedule is read into Python floats (float64) and the model timesteps into tensors once, before the loop;
+    each step's coefficients are then float arithmetic and the update a few fused in-place tensor ops on the batch:
+    no per-step gathers or scalar tensors, so the sampler's own cost per
     step stays below diffusers' DDIMScheduler.step (tests/benchmarks/test_bench_diffusion.py measures both)."""
     x = x_T if x_T is not None else randn(shape, generator, device)
     n, c = x.shape[0], x.shape[1]

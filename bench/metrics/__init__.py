@@ -19,7 +19,7 @@ import torch
 
 from bench.data import ImageData
 from bench.errors import BenchError, did_you_mean
-from bench.registry import Batch, GenerativeModel, Samples
+from bench.registry import Batch, GenerativeModel, Likelihood, Samples
 
 MetricFn = Callable[["EvalContext"], dict[str, dict[str, Any]]]
 METRICS: dict[str, MetricFn] = {}
@@ -99,7 +99,7 @@ class EvalContext:
         The built instance decides: a wrapper sets ``self.conditional`` per configuration/data
         (cfm on unlabelled data is unconditional although its class attribute says True)."""
         k = self.model.data.num_classes
-        if not (getattr(self.model, "conditional", False) and k):
+        if not (self.model.conditional and k):
             return None
         return torch.arange(n, device=self.device) % k
 
@@ -196,6 +196,17 @@ def resolved_sampler(samples: Samples) -> dict[str, Any]:
     steps, timestep spacing, eta, ...), defaults included, which the suite's ``sampler`` table may
     leave out."""
     return {k: v for k, v in samples.info.items() if v is None or isinstance(v, (str, bool, int, float))}
+
+
+def estimator_sum_variance(lik: Likelihood) -> float:
+    """Variance of the sum of one batch's bits/dim that a stochastic log-det adds (0 when exact): a batch-level
+    error (``batch_stderr``, correlated within the batch) counts as (n_b * se)^2, per-image errors (``stderr``)
+    add. The estimator's standard error of a mean over N images is sqrt(sum over batches) / N."""
+    if lik.batch_stderr is not None:
+        return (len(lik.bits_per_dim) * float(lik.batch_stderr)) ** 2
+    if lik.stderr is not None:
+        return float((lik.stderr.detach().double() ** 2).sum())
+    return 0.0
 
 
 def mean_and_stderr(x: torch.Tensor) -> tuple[float, float]:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from bench.metrics import EvalContext, make_batch, metric, resolved_sampler, value
+from bench.metrics import EvalContext, estimator_sum_variance, make_batch, metric, resolved_sampler, value
 
 
 @metric("bits_per_dim")
@@ -23,7 +23,7 @@ def bits_per_dim(ctx: EvalContext) -> dict:
     max_batches = int(ctx.eval_cfg.get("bpd_batches") or 0)
     n_total = len(ctx.real) if not max_batches else min(len(ctx.real), max_batches * bs)
     gen = ctx.generator(offset=1)
-    per_image, est_var, kinds, info = [], [], set(), {}
+    per_image, est_var, kinds, info = [], 0.0, set(), {}
     was_training = model.training
     model.eval()
     try:
@@ -32,11 +32,7 @@ def bits_per_dim(ctx: EvalContext) -> dict:
             with ctx.autocast():
                 lik = model.nll_bits_per_dim(batch)
             per_image.append(lik.bits_per_dim.detach().double().cpu())
-            if lik.batch_stderr is not None:  # correlated within the batch: the batch mean's variance, x n_b^2
-                est_var.append(torch.tensor([(len(lik.bits_per_dim) * float(lik.batch_stderr)) ** 2],
-                                            dtype=torch.float64))
-            elif lik.stderr is not None:  # independent per image
-                est_var.append(lik.stderr.detach().double().cpu() ** 2)
+            est_var += estimator_sum_variance(lik)
             kinds.add(lik.kind)
             info.update(lik.info)
     finally:
@@ -44,7 +40,7 @@ def bits_per_dim(ctx: EvalContext) -> dict:
     bpd = torch.cat(per_image)
     n = bpd.numel()
     data_se = float(bpd.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
-    est_se = math.sqrt(float(torch.cat(est_var).sum())) / n if est_var else 0.0
+    est_se = math.sqrt(est_var) / n
     kind = "upper-bound" if "upper-bound" in kinds else ("estimate" if "estimate" in kinds else "exact")
     protocol = {"dequantization": "uniform (x+u)/256", "split": ctx.real.name, "precision": ctx.precision}
     protocol.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})  # the model knows best

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from bench.metrics import EvalContext, make_batch, mean_and_stderr, metric, value
+from bench.metrics import EvalContext, estimator_sum_variance, make_batch, mean_and_stderr, metric, value
 
 DEFAULT_IMAGES = 8
 
@@ -45,12 +45,7 @@ def bits_per_dim_exact(ctx: EvalContext) -> dict:
         model.train(was_training)
     mean, se = mean_and_stderr(exact.bits_per_dim.detach().cpu())
     est_mean = float(est.bits_per_dim.double().mean())
-    if est.batch_stderr is not None:
-        est_se = float(est.batch_stderr)
-    elif est.stderr is not None:
-        est_se = math.sqrt(float((est.stderr.double() ** 2).sum())) / k
-    else:
-        est_se = 0.0
+    est_se = math.sqrt(estimator_sum_variance(est)) / k
     protocol = {"images": k, "split": ctx.real.name, "dequantization": "uniform (x+u)/256, one draw shared by both",
                 "kind": exact.kind, "logdet": str(exact.info.get("logdet", "exact")), "precision": ctx.precision,
                 "estimate": est_mean, "estimate_stderr": est_se,

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.errors import BenchError, did_you_mean
-from bench.records import atomic_write_text
+from bench.records import atomic_write_bytes, atomic_write_text
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -140,19 +140,11 @@ def tensor_sha1(x: torch.Tensor) -> str:
 
 
 def torch_save_atomic(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a unique temp file in the target folder, then ``os.replace``: several processes (or
-    nodes sharing one cache directory, where PIDs collide) may write the same cache entry concurrently."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save`` through :func:`bench.records.atomic_write_bytes`: several processes (or nodes sharing one
+    cache directory) may write the same cache entry concurrently."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 # ---- inception ----------------------------------------------------------------------------------

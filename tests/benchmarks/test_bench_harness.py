@@ -34,6 +34,7 @@ from __future__ import annotations
 import statistics
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,19 @@ from tests.benchmarks.conftest import FULL
 SEED = 0
 MODEL = {"model": "ddpm", "unet": "tiny"}
 LIMIT = 2.0  # percent: issue 2's bound, enforced by scripts/perf_check.py
+HARNESS_GEN_SEED = SEED * 7919 + 1  # the seed of the harness's per-step generator (bench.runner.Trainer.build)
+
+
+@contextmanager
+def one_thread():
+    """One intra-op thread while timing or replaying: steps are timed alone, and the reduction order (hence the
+    last bits of a loss) depends on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def build_setup(steps: int, batch_size: int, tmp: Path) -> dict:
@@ -73,6 +87,16 @@ def build_setup(steps: int, batch_size: int, tmp: Path) -> dict:
     return {"suite": suite, "train": train, "opts": opts, "steps": steps, "batch_size": batch_size}
 
 
+def batch_order(train, batch_size: int, steps: int) -> list[torch.Tensor]:
+    """The index batches the harness's EpochLoader yields for SEED, precomputed (to the bare loop's advantage)."""
+    loader, batches = EpochLoader(train, batch_size, SEED), []
+    for _ in range(steps):
+        start = loader.offset
+        batches.append(loader._order()[start:start + min(batch_size, len(train) - start)])
+        loader.next()
+    return batches
+
+
 def make_bare(s: dict):
     """What a user would write: the model and its optimizer, the same seeded init, batch order and noise
     (the model and optimizer are for the replay and the calibration; the lockstep uses the harness's)."""
@@ -80,14 +104,8 @@ def make_bare(s: dict):
     cfg = s["suite"].models["m"]
     model = get(cfg["model"])(model_config(cfg), s["train"].spec)
     opt = torch.optim.Adam(model.net.parameters(), lr=float(model.config["lr"]))  # as the wrapper configures it
-    loader = EpochLoader(s["train"], s["batch_size"], SEED)
-    batches = []
-    for _ in range(s["steps"]):
-        start = loader.offset
-        batches.append(loader._order()[start:start + min(s["batch_size"], len(s["train"]) - start)])
-        loader.next()
-    gen = torch.Generator().manual_seed(SEED * 7919 + 1)  # the harness's per-step generator seed
-    return model, opt, batches, gen
+    gen = torch.Generator().manual_seed(HARNESS_GEN_SEED)
+    return model, opt, batch_order(s["train"], s["batch_size"], s["steps"]), gen
 
 
 def bare_step(model, opt, idx, gen, data_x) -> float:
@@ -132,12 +150,8 @@ def measure_overhead(s: dict, warmup: int = 2, replay: int = 20) -> dict:
         b.append(clock() - t0)
         mark["t"] = clock()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         tr.train(on_step=on_step)
-    finally:
-        torch.set_num_threads(threads)
     check_same_work(s, tr.state.losses, bare_losses, replay)
     return _paired(h, b, warmup)
 
@@ -146,17 +160,13 @@ def check_same_work(s: dict, harness_losses: list[float], bare_losses: list[floa
     """A fresh model replays the first ``pairs`` lockstep pairs with plain bare steps (the harness's batch and
     noise stream, then the bare loop's): the losses must be those of the lockstep, bit for bit."""
     model, opt, batches, gen_bare = make_bare(s)
-    gen_harness = torch.Generator().manual_seed(SEED * 7919 + 1)  # the harness's per-step generator seed
+    gen_harness = torch.Generator().manual_seed(HARNESS_GEN_SEED)
     x, replayed, expected = s["train"].x, [], []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the lockstep: the reduction order, hence the last bits, depend on it
-    try:
+    with one_thread():  # as in the lockstep
         for i in range(min(pairs, len(bare_losses))):
             replayed += [bare_step(model, opt, batches[i], gen_harness, x),
                          bare_step(model, opt, batches[i], gen_bare, x)]
             expected += [harness_losses[i], bare_losses[i]]
-    finally:
-        torch.set_num_threads(threads)
     assert replayed == expected, "the harness step must do exactly a bare step's work"
 
 
@@ -166,9 +176,7 @@ def measure_self(s: dict, warmup: int = 2) -> dict:
     model, opt, batches, gen = make_bare(s)
     x, clock = s["train"].x, time.process_time
     h, b, mark = [], [], None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         for idx in batches:
             bare_step(model, opt, idx, gen, x)
             t_in = clock()
@@ -178,8 +186,6 @@ def measure_self(s: dict, warmup: int = 2) -> dict:
             bare_step(model, opt, idx, gen, x)
             b.append(clock() - t0)
             mark = clock()
-    finally:
-        torch.set_num_threads(threads)
     return _paired(h, b, warmup)
 
 
@@ -212,10 +218,8 @@ def measure_bookkeeping(steps: int = 2000) -> dict:
             return {"loss": 0.0}
 
     s = build_setup(steps, 32, Path(tempfile.mkdtemp(prefix="genbench-bookkeeping")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     h, bb = [], []
-    try:
+    with one_thread():
         for _ in range(3):
             tr = Trainer(s["suite"], "m", SEED, s["opts"], s["train"], s["train"])
             tr.cls = _Null
@@ -223,19 +227,12 @@ def measure_bookkeeping(steps: int = 2000) -> dict:
             t0 = time.process_time()
             tr.train()
             h.append(time.process_time() - t0)
-            batches = []
-            loader = EpochLoader(s["train"], 32, SEED)
-            for _ in range(steps):
-                start = loader.offset
-                batches.append(loader._order()[start:start + min(32, len(s["train"]) - start)])
-                loader.next()
+            batches = batch_order(s["train"], 32, steps)
             gen, x = torch.Generator().manual_seed(1), s["train"].x
             t0 = time.process_time()
             for idx in batches:
                 Batch(x[idx], None, gen)
             bb.append(time.process_time() - t0)
-    finally:
-        torch.set_num_threads(threads)
     return {"harness_us": 1e6 * min(h) / steps, "bare_us": 1e6 * min(bb) / steps}
 
 
