@@ -41,6 +41,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", dest="download", action="store_false", help="never download; fail naming the missing file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the suite's, usually auto)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last checkpoint")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch intra-op threads (default: train.threads, else the CPUs this process may use: "
+                        "SLURM_CPUS_PER_TASK, cgroup quota, affinity mask)")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="staged weights-inception-2015-12-05-6726825d.pth for offline FID/IS; same as $GENBENCH_INCEPTION_WEIGHTS")
     p.add_argument("--cache-dir", default=None, help="cache for reference statistics and classifiers (default: ~/.cache/genbench or $GENBENCH_CACHE)")
@@ -52,6 +55,10 @@ def run_options(args: argparse.Namespace):
     opts = RunOptions(results_dir=Path(args.results), checkpoint_dir=Path(args.checkpoints), data_root=args.data_root,
                       download=args.download, resume=args.resume, device=args.device, models=args.models,
                       seeds=args.seeds, progress=not getattr(args, "quiet", False))
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise BenchError(f"--threads must be a positive integer, got {args.threads}")
+        opts.threads = args.threads
     if args.cache_dir:
         opts.cache_dir = Path(args.cache_dir)
     if getattr(args, "inception_weights", None):

@@ -36,7 +36,7 @@ DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "
 # each merged over `sampler`, recorded as <metric>@<label>.
 HARNESS_MODEL_KEYS = ("model", "sampler", "samplers", "batch_size")
 TRAIN_KEYS = {"batch_size", "seeds", "precision", "device", "eval_fractions", "warmup_steps", "log_every",
-              "checkpoint_every_s", "grad_clip", "eval_batch_size"}
+              "checkpoint_every_s", "grad_clip", "eval_batch_size", "threads"}
 EVAL_KEYS = {"metrics", "num_samples", "repeats", "feature_extractor", "sample_batch_size", "speed_batch",
              "num_real", "bpd_batches", "exact_bpd_images"}
 
@@ -105,7 +105,8 @@ class Suite:
 
     def config_hash(self, model: str) -> str:
         """Hash of everything that determines a run of ``model`` except the seed."""
-        payload = {"data": self.data, "train": {k: v for k, v in self.train.items() if k != "seeds"},
+        # seeds and threads are how the runs are executed, not what they are (threads is recorded per run)
+        payload = {"data": self.data, "train": {k: v for k, v in self.train.items() if k not in ("seeds", "threads")},
                    "eval": self.eval, "budget": str(self.budget), "model": self.models[model]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -301,7 +302,7 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # settings that count things: (section, key) -> smallest allowed value (absent keys are not checked)
 COUNTS = {("data", "image_size"): 1, ("data", "channels"): 1, ("data", "limit_train"): 1, ("data", "limit_eval"): 1,
-          ("train", "eval_batch_size"): 1, ("train", "log_every"): 1, ("train", "warmup_steps"): 0,
+          ("train", "eval_batch_size"): 1, ("train", "log_every"): 1, ("train", "threads"): 1, ("train", "warmup_steps"): 0,
           ("eval", "num_samples"): 1, ("eval", "repeats"): 1, ("eval", "sample_batch_size"): 1,
           ("eval", "speed_batch"): 1, ("eval", "num_real"): 0, ("eval", "bpd_batches"): 0,
           ("eval", "exact_bpd_images"): 1}

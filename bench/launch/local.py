@@ -87,6 +87,9 @@ def run_task(spec: TaskSpec, resume: bool = True) -> dict[str, Any]:
 
             raise BenchError(f"suite {suite.name} has no model {spec.model!r}")
         init_from_env(spec.device or suite.train["device"])
+        from bench import threads
+
+        threads.apply(suite.train.get("threads"))  # SLURM_CPUS_PER_TASK / cgroup / affinity
         train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
         eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
         record = run_one(suite, spec.model, spec.seed, opts, train_data, eval_data)

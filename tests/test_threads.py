@@ -1,0 +1,52 @@
+"""Thread choice: torch's intra-op threads follow what the process may use, and the record says why."""
+
+from __future__ import annotations
+
+import torch
+
+from bench import threads
+
+
+def test_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path):
+    v2 = tmp_path / "cpu.max"
+    v2.write_text("150000 100000\n")
+    assert threads.cgroup_cpus(cpu_max=v2) == 2  # 1.5 CPUs rounds up
+    v2.write_text("max 100000\n")
+    assert threads.cgroup_cpus(cpu_max=v2) is None  # unlimited
+    q, p = tmp_path / "quota", tmp_path / "period"
+    q.write_text("300000"), p.write_text("100000")
+    assert threads.cgroup_cpus(cpu_max=tmp_path / "absent", quota=q, period=p) == 3
+    q.write_text("-1")
+    assert threads.cgroup_cpus(cpu_max=tmp_path / "absent", quota=q, period=p) is None
+
+
+def test_the_smallest_limit_wins_and_a_request_overrides_all(monkeypatch):
+    monkeypatch.setattr(threads, "affinity_cpus", lambda: 16)
+    assert threads.choose(env={}, cgroup=None) == (16, "affinity mask")
+    assert threads.choose(env={}, cgroup=4) == (4, "cgroup CPU quota")
+    assert threads.choose(env={"SLURM_CPUS_PER_TASK": "3"}, cgroup=4) == (3, "SLURM_CPUS_PER_TASK")
+    assert threads.choose(env={"SLURM_CPUS_PER_TASK": "garbage"}, cgroup=None)[0] == 16
+    n, why = threads.choose(requested=5, env={"SLURM_CPUS_PER_TASK": "3"}, cgroup=4)
+    assert n == 5 and why.startswith("requested")
+
+
+def test_ddp_processes_on_one_node_share_the_cpus(monkeypatch):
+    monkeypatch.setattr(threads, "affinity_cpus", lambda: 16)
+    n, why = threads.choose(env={"LOCAL_WORLD_SIZE": "4"}, cgroup=None)
+    assert n == 4 and "4 DDP processes" in why
+    assert threads.choose(env={"LOCAL_WORLD_SIZE": "32"}, cgroup=None)[0] == 1  # never below one thread
+
+
+def test_apply_sets_torch_threads_and_describes_the_choice(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    try:
+        info = threads.apply(1)
+        assert torch.get_num_threads() == 1 and info["torch_threads"] == 1
+        assert info["threads_chosen_by"].startswith("requested") and info["cpus_allowed"] >= 1
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        info = threads.apply(None)
+        assert info["torch_threads"] == 1 and info["threads_chosen_by"] == "SLURM_CPUS_PER_TASK"
+    finally:
+        torch.set_num_threads(before)
