@@ -9,6 +9,8 @@ checkpoints and the result record. The wrapper only computes losses and samples
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import random
@@ -23,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bench import checkpoint, environment, metrics, registry
+from bench import checkpoint, environment, metrics, real_data, registry, threads
 from bench.data import EpochLoader, ImageData, load_split
 from bench.errors import BenchError
 from bench.records import utc_now, write_record
@@ -58,6 +60,7 @@ class RunOptions:
     seeds: list[int] | None = None  # subset/override of train.seeds
     progress: bool = True
     keep_checkpoints: bool = False
+    threads: int | None = None  # torch intra-op threads; None: train.threads, else chosen by bench.threads
 
 
 # ---- process-wide stop requests (preemption signals) ------------------------------------------
@@ -443,22 +446,12 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     """
     cfg = suite.models[run_name]
     cls = registry.get(cfg["model"])
-    record: dict[str, Any] = {
-        "suite": suite.name, "profile": suite.profile, "mirrors": suite.mirrors, "model": run_name, "registered": cls.name,
-        "family": cls.family, "seed": seed, "config": {**cls.defaults, **model_config(cfg)},
-        "sampler": cfg.get("sampler") or {}, "samplers": cfg.get("samplers") or {}, "config_hash": suite.config_hash(run_name),
-        "overrides": suite.overrides, "budget": {"kind": suite.budget.kind, "value": suite.budget.value},
-        "data": {**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
-                 "eval_size": len(eval_data)},
-        "train_settings": {k: v for k, v in suite.train.items() if k != "seeds"},
-        "eval_settings": suite.eval, "has_likelihood": cls.has_likelihood, "conditional": None,
-        "started": utc_now(), "status": "ok", "error": None,
-    }
+    record = record_header(suite, run_name, seed, train_data, eval_data, cls,
+                           config={**cls.defaults, **model_config(cfg)}, config_hash=suite.config_hash(run_name))
+    record.update(sampler=cfg.get("sampler") or {}, samplers=cfg.get("samplers") or {})
     trainer = Trainer(suite, run_name, seed, opts, train_data, eval_data)
     reset_peak_memory(trainer.device)
-    record["hardware"] = environment.hardware(str(trainer.device))
-    record["versions"] = environment.package_versions()
-    record["git_commit"] = environment.git_commit()
+    record["hardware"] = {**environment.hardware(str(trainer.device)), **threads.describe()}
     try:
         trainer.build()
         record["parameters"] = trainer.model.num_parameters()
@@ -496,6 +489,51 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     return record
 
 
+def record_header(suite: Suite, run_name: str, seed: int, train_data: ImageData, eval_data: ImageData,
+                  cls: type[GenerativeModel], config: dict[str, Any], config_hash: str) -> dict[str, Any]:
+    """The fields every record starts with: what ran, on what data, with which settings and code."""
+    return {
+        "suite": suite.name, "profile": suite.profile, "mirrors": suite.mirrors, "model": run_name, "registered": cls.name,
+        "family": cls.family, "seed": seed, "config": config, "sampler": {}, "samplers": {}, "config_hash": config_hash,
+        "overrides": suite.overrides, "budget": {"kind": suite.budget.kind, "value": suite.budget.value},
+        "data": {**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
+                 "eval_size": len(eval_data)},
+        "train_settings": {k: v for k, v in suite.train.items() if k != "seeds"},
+        "eval_settings": suite.eval, "has_likelihood": cls.has_likelihood, "conditional": None,
+        "started": utc_now(), "status": "ok", "error": None,
+        "versions": environment.package_versions(), "git_commit": environment.git_commit(),
+    }
+
+
+def run_real_data(suite: Suite, seed: int, opts: RunOptions, train_data: ImageData, eval_data: ImageData
+                  ) -> dict[str, Any]:
+    """The suite's real-data row (:mod:`bench.real_data`): training images in place of samples, through
+    the models' sample metrics, extractor and counts; one record like a model's."""
+    device = resolve_device(opts.device or suite.train["device"])
+    payload = {"eval": suite.eval, "data": suite.data, "what": real_data.NAME}
+    record = record_header(suite, real_data.NAME, seed, train_data, eval_data, real_data.RealImages, config={},
+                           config_hash=hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12])
+    record["hardware"] = {**environment.hardware(str(device)), **threads.describe()}
+    record["conditional"] = False
+    t0 = time.perf_counter()
+
+    def context(model: GenerativeModel) -> metrics.EvalContext:
+        return metrics.EvalContext(
+            model=model, real=eval_data, train=train_data,
+            eval_cfg={**suite.eval, "eval_batch_size": suite.train["eval_batch_size"]}, device=device,
+            precision="fp32", seed=seed, sampler={}, cache_dir=str(Path(opts.cache_dir)), dataset=suite.data,
+            stop_requested=lambda: _STOP["signal"] is not None, data_root=opts.data_root)
+
+    try:
+        record["metrics"] = real_data.evaluate(context, train_data, metrics.compute)
+    except metrics.EvaluationStopped:
+        raise Interrupted("stopped during the real-data evaluation (nothing to resume: it is re-measured)")
+    record.update(parameters=0, train={"steps": 0, "images": 0, "epochs": 0.0}, curve=[], interruptions=[],
+                  timings={"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0},
+                  finished=utc_now())
+    return record
+
+
 def write(record: dict[str, Any], results_dir: Path) -> Path:
     """Write the record (and its sample grid) under ``results_dir``; returns the record's path.
 
@@ -517,8 +555,9 @@ def write(record: dict[str, Any], results_dir: Path) -> Path:
 def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print) -> list[Path]:
     """Run every (model, seed) of ``suite``; one record per run. Returns the written record paths."""
     runs = list(suite.models)
+    with_real = bool(real_data.wanted(list(suite.eval["metrics"]))) and (not opts.models or real_data.NAME in opts.models)
     if opts.models:
-        unknown = [m for m in opts.models if m not in suite.models]
+        unknown = [m for m in opts.models if m not in suite.models and m != real_data.NAME]
         if unknown:
             from bench.errors import did_you_mean
             raise BenchError(f"suite {suite.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}; "
@@ -532,10 +571,15 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
     from bench.launch.ddp import init_from_env  # torchrun / SLURM tasks: join the process group
 
     init_from_env(opts.device or suite.train["device"])
+    threads.apply(opts.threads or suite.train.get("threads"))
     rank, _ = world()
     written: list[Path] = []
     progress = _progress(opts.progress and rank == 0)
     with progress as bar:
+        for seed in (seeds if with_real else []):  # the real-data row first: the floor every FID is read against
+            record = run_real_data(suite, seed, opts, train_data, eval_data)
+            if rank == 0:
+                written.append(write(record, Path(opts.results_dir)))
         for run_name in runs:
             for seed in seeds:
                 task = bar.add_task(f"{run_name} s{seed}", total=1000, loss=float("nan"), ips=0.0, step=0) if bar else None

@@ -165,7 +165,7 @@ def comparability(row: dict, recs: list[dict], metric_name: str) -> list[str]:
     """Reasons the measured value is not comparable to the published one (empty: comparable)."""
     reasons = []
     r = T.ok(recs)[0] if T.ok(recs) else recs[0]
-    if r.get("profile") != "paper":
+    if r.get("profile") != "paper" and r.get("family") != "real-data":  # real images have no training budget
         reasons.append(f"{r.get('profile')} budget ({T.describe_budget(r)}) vs published {row.get('budget') or 'full training'}")
     ds = (r.get("data") or {}).get("dataset")
     if row.get("dataset") not in (None, "", "any") and ds and ds != row["dataset"]:
@@ -202,9 +202,9 @@ def compare_table(table_id: str, groups: dict[str, list[dict]], ref_dir: Path | 
         metric_label = f"{row['metric']} [{unit}]" if unit else row["metric"]
         gm = row.get("genbench_model", "")
         notes = [row["notes"]] if row.get("notes") else []
-        if gm == "real-data":
+        if gm == "real-data" and not matching_runs(groups, gm):
             rows.append([row["dataset"], row["model"], "real data", metric_label, published,
-                         "not measured (real-data row)", "—", "; ".join(notes)])
+                         "not measured (no real-data record: `bench run` writes one)", "—", "; ".join(notes)])
             continue
         runs = matching_runs(groups, gm)
         if not runs:
