@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.report import grids, plots, published
+from bench.report import findings, grids, plots, published
 from bench.report import tables as T
 from bench.report.doc import Document, Image, Note, Para, Section, Table
 
@@ -62,9 +62,16 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
                           "over seeds where there are several. \"not defined\": the model has no likelihood; "
                           "\"n/a\": not measured in this suite."))
 
+    # -- the seeds' claims, checked --
+    s = Section("Findings")
+    doc.sections.append(s)
+    _guard(s, "the findings", _findings_section, s, groups, records, reference_dir or published.reference_dir())
+
     # -- models table --
     s = Section("Models")
     doc.sections.append(s)
+    for note in _guard(s, "the fences", findings.fence_notes, groups) or []:
+        s.add(Note(note))
     fes = _guard(s, "the models table", _models_section, s, groups, records, n_bad) or []
 
     # -- published vs measured --
@@ -104,6 +111,20 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
     if runs:
         s.add(Table(runs[0], runs[1], "every run (newest record per model × seed)"))
     return doc
+
+
+def _findings_section(s: Section, groups, records: list[dict], ref_dir) -> None:
+    headers, rows = findings.findings_table(groups, ref_dir)
+    if not rows:
+        s.add(Note(f"no claims to check: {findings.CLAIMS_FILE} not found in the reference folder."))
+        return
+    s.add(Table(headers, rows, "the seeds' claims (results/reference/claims.toml) judged on these records"))
+    first = (T.ok(records) or records)[0]
+    s.add(Para(f"Judged at this report's budget ({T.describe_budget(first)}), model sizes and data "
+               f"(`{(first.get('data') or {}).get('dataset', '?')}`), on {T.describe_hardware(first)}: a claim not "
+               "reproduced here does not hold at this budget and scale, which is a finding about the claim's reach, "
+               "not a verdict on the paper. ✓/✗ need the ratio on one side of 1 by more than 2 standard errors "
+               "(seed spread where there are several seeds, else the metric's own error); ~ marks a ratio within them."))
 
 
 def _models_section(s: Section, groups, records: list[dict], n_bad: int) -> list[str]:

@@ -1,0 +1,176 @@
+"""The seeds' claims, checked against the measured records.
+
+``results/reference/claims.toml`` holds the qualitative findings of the mirrored documents as data
+(a metric, which runs are divided by which, and the relation that makes the claim hold). Each claim is
+judged on a report's records as one of
+
+- ✓ reproduced: the measured ratio is on the claimed side of 1 by more than 2 standard errors ("<"), or
+  within the claim's factor of the published ratio ("~");
+- ✗ not reproduced: the same tests fail the other way;
+- ~ inconclusive: a "<" claim whose ratio is within 2 standard errors of 1;
+- — not measurable here: the suite lacks a run the claim needs (or its metric, or the sampler's NFE).
+
+The ratio's standard error comes from the seed spread (standard error of the mean over seeds) where a run
+has several seeds, else from the metric's own standard error; relative errors add in quadrature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.report import tables as T
+
+CLAIMS_FILE = "claims.toml"
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURABLE = "✓ reproduced", "✗ not reproduced", "~ inconclusive", \
+    "— not measurable here"
+
+
+@dataclasses.dataclass
+class Verdict:
+    claim: dict[str, Any]
+    pair: str  # "ddpm / glow", or "" when not measurable
+    verdict: str
+    ratio: float | None = None
+    stderr: float | None = None
+    why: str = ""
+
+
+def load_claims(ref_dir: Path | None) -> list[dict[str, Any]]:
+    if ref_dir is None or not (Path(ref_dir) / CLAIMS_FILE).is_file():
+        return []
+    from bench.suite import read_toml
+
+    return list(read_toml(Path(ref_dir) / CLAIMS_FILE).get("claim") or [])
+
+
+def select(groups: dict[str, list[dict]], spec: str) -> list[str]:
+    """Runs named by ``spec`` (``|`` alternatives: run name, registered wrapper, or ``family:X``), in report order."""
+    out: list[str] = []
+    for alt in (a.strip() for a in spec.split("|") if a.strip()):
+        if alt.startswith("family:"):
+            fam = alt.split(":", 1)[1]
+            hits = [k for k, recs in groups.items() if recs[0].get("family") == fam]
+        else:
+            hits = [k for k, recs in groups.items() if k == alt or recs[0].get("registered") == alt]
+        out += [k for k in hits if k not in out]
+    return out
+
+
+def _entry(record: dict, metric: str, nfe: int | None) -> tuple[float | None, float | None]:
+    """(value, its own standard error) of ``metric`` in one record; with ``nfe``, the main sampler's or the
+    sweep entry's value whose NFE equals it."""
+    if metric == "train_images_per_second":
+        return T.first_of(T.timing(metric), T.metric(metric))(record), None
+    metrics = record.get("metrics") or {}
+    keys = [metric]
+    if nfe is not None:  # the main sampler ("") or a sweep entry ("@label") that used exactly `nfe` evaluations
+        suffixes = [""] + ["@" + k.split("@", 1)[1] for k in metrics if k.startswith("nfe@")]
+        keys = [metric + sfx for sfx in suffixes if T.metric("nfe" + sfx)(record) == nfe]
+    for k in keys:
+        m = metrics.get(k)
+        if isinstance(m, dict) and T.finite(m.get("value")) is not None:
+            return T.finite(m["value"]), T.finite(m.get("stderr", m.get("std")))
+    return None, None
+
+
+def run_value(recs: list[dict], metric: str, nfe: int | None) -> tuple[float | None, float | None, str]:
+    """Mean over a run's ok seeds, its standard error, and how that error was obtained."""
+    got = [_entry(r, metric, nfe) for r in T.ok(recs)]
+    vals = [v for v, _ in got if v is not None]
+    if not vals:
+        return None, None, ""
+    mean = sum(vals) / len(vals)
+    if len(vals) > 1:
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        return mean, sd / math.sqrt(len(vals)), f"{len(vals)} seeds"
+    own = [e for v, e in got if v is not None and e is not None]
+    return mean, (own[0] if own else None), ("1 seed, the metric's own standard error" if own else "1 seed, no error estimate")
+
+
+def judge(claim: dict[str, Any], groups: dict[str, list[dict]]) -> list[Verdict]:
+    """One verdict per (numerator run, denominator run) pair the records hold, or one 'not measurable'."""
+    nums, dens = select(groups, claim["numerator"]), select(groups, claim["denominator"])
+    if not nums or not dens:
+        need = claim["numerator"] if not nums else claim["denominator"]
+        return [Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {need.replace('|', ' or ')}")]
+    nfe = int(claim["nfe"]) if claim.get("nfe") is not None else None
+    out = []
+    for a in nums:
+        for b in dens:
+            if a == b:
+                continue
+            va, ea, how_a = run_value(groups[a], claim["metric"], nfe)
+            vb, eb, how_b = run_value(groups[b], claim["metric"], None)
+            pair = f"{a} / {b}"
+            if va is None or vb is None or vb == 0:
+                missing = a if va is None else b
+                why = (f"{missing} has no {claim['metric']}" +
+                       (f" at NFE {nfe} (add a `samplers` entry with that many steps)" if nfe and missing == a else ""))
+                out.append(Verdict(claim, pair, NOT_MEASURABLE, why=why))
+                continue
+            ratio = va / vb
+            se = None
+            if ea is not None and eb is not None and va != 0:
+                se = abs(ratio) * math.sqrt((ea / va) ** 2 + (eb / vb) ** 2)
+            out.append(_verdict(claim, pair, ratio, se, f"{a}: {how_a}; {b}: {how_b}"))
+    return out or [Verdict(claim, "", NOT_MEASURABLE, why="numerator and denominator are the same run")]
+
+
+def _verdict(claim: dict[str, Any], pair: str, ratio: float, se: float | None, how: str) -> Verdict:
+    if claim["relation"] == "<":
+        if se is None:
+            v = REPRODUCED if ratio < 1 else NOT_REPRODUCED
+            return Verdict(claim, pair, v, ratio, None, f"no error estimate ({how})")
+        if ratio + 2 * se < 1:
+            return Verdict(claim, pair, REPRODUCED, ratio, se, how)
+        if ratio - 2 * se > 1:
+            return Verdict(claim, pair, NOT_REPRODUCED, ratio, se, how)
+        return Verdict(claim, pair, INCONCLUSIVE, ratio, se, f"within 2 standard errors of 1 ({how})")
+    if claim["relation"] == "~":
+        target, factor = float(claim["value"]), float(claim.get("tolerance", 2.0))
+        inside = target / factor <= ratio <= target * factor
+        return Verdict(claim, pair, REPRODUCED if inside else NOT_REPRODUCED, ratio, se,
+                       f"claimed ≈ {T.fmt(target)} (within a factor {T.fmt(factor)}); {how}")
+    raise ValueError(f"claim {claim.get('id')}: unknown relation {claim['relation']!r} (use '<' or '~')")
+
+
+def findings_table(groups: dict[str, list[dict]], ref_dir: Path | None) -> tuple[list[str], list[list[str]]]:
+    headers = ["claim", "source", "published", "runs (ratio = first / second)", "measured ratio", "verdict", "how"]
+    rows = []
+    for claim in load_claims(ref_dir):
+        for v in judge(claim, groups):
+            measured = "—" if v.ratio is None else T.fmt(v.ratio) + (f" ± {T.fmt(v.stderr)}" if v.stderr is not None else "")
+            rows.append([claim["statement"], claim["source"], claim.get("published", ""), v.pair or "—", measured,
+                         v.verdict, v.why])
+    return headers, rows
+
+
+def fence_notes(groups: dict[str, list[dict]], reference_run: str = "reference") -> list[str]:
+    """Visible warnings for numbers that cannot be a finding: a likelihood worse than uniform noise over 8-bit
+    values (> 8 bits/dim), and, outside smoke profiles, a model worse than the `reference` floor."""
+    notes = []
+    for run, recs in groups.items():
+        v = T.values(T.ok(recs), T.metric("bits_per_dim"))
+        if v and T.mean_std(v)[0] > 8:
+            notes.append(f"`{run}`: {T.fmt(T.mean_std(v)[0])} bits/dim is worse than uniform noise over 8-bit values "
+                         "(8 bits/dim): this model has not learned the data; its likelihood is no finding.")
+    ref = groups.get(reference_run)
+    profile = next((r.get("profile") for recs in groups.values() for r in recs), None)
+    if ref and profile != "smoke":
+        for name, label, lower_is_better in (("bits_per_dim", "bits/dim", True), ("fid", "FID", True)):
+            floor = T.values(T.ok(ref), T.metric(name))
+            if not floor:
+                continue
+            f = T.mean_std(floor)[0]
+            for run, recs in groups.items():
+                if run == reference_run or recs[0].get("family") == "real-data":
+                    continue
+                v = T.values(T.ok(recs), T.metric(name))
+                if v and (T.mean_std(v)[0] > f if lower_is_better else T.mean_std(v)[0] < f):
+                    notes.append(f"`{run}`: {label} {T.fmt(T.mean_std(v)[0])} is worse than the independent-pixel "
+                                 f"`{reference_run}` floor ({T.fmt(f)}): at this budget it has not learned more than "
+                                 "per-pixel statistics.")
+    return notes

@@ -1,0 +1,103 @@
+"""The seeds' claims judged on records: ratios, their standard errors, verdicts, and the report's fences."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.report import findings
+from bench.report import tables as T
+
+REPO = Path(__file__).resolve().parents[1]
+LESS = {"id": "t", "statement": "a below b", "source": "test", "metric": "fid", "numerator": "ddpm",
+        "denominator": "family:flow", "relation": "<"}
+
+
+def rec(model, family, seed, profile="cpu", registered=None, **metrics):
+    out = {"model": model, "registered": registered or model, "family": family, "seed": seed, "status": "ok",
+           "profile": profile, "metrics": {}, "timings": {}}
+    for k, v in metrics.items():
+        if k == "train_images_per_second":
+            out["timings"][k] = v
+        else:
+            out["metrics"][k.replace("__", "@")] = v if isinstance(v, dict) else {"value": v}
+    return out
+
+
+def groups(*records):
+    return T.group_by_model(list(records))
+
+
+def test_ratio_and_its_standard_error_come_from_the_seed_spread():
+    g = groups(rec("ddpm", "diffusion", 0, fid=10.0), rec("ddpm", "diffusion", 1, fid=12.0),
+               rec("ddpm", "diffusion", 2, fid=14.0), rec("glow", "flow", 0, fid=40.0), rec("glow", "flow", 1, fid=44.0))
+    (v,) = findings.judge(LESS, g)
+    se_a, se_b = 2.0 / math.sqrt(3), math.sqrt(8.0) / math.sqrt(2)  # sample sd / sqrt(n)
+    assert v.pair == "ddpm / glow" and v.ratio == pytest.approx(12.0 / 42.0)
+    assert v.stderr == pytest.approx(12.0 / 42.0 * math.hypot(se_a / 12.0, se_b / 42.0))
+    assert v.verdict == findings.REPRODUCED
+
+
+def test_a_less_than_claim_is_inconclusive_within_two_standard_errors_and_fails_beyond():
+    close = groups(rec("ddpm", "diffusion", 0, fid={"value": 10.0, "std": 1.0}), rec("glow", "flow", 0, fid={"value": 10.5, "std": 1.0}))
+    assert findings.judge(LESS, close)[0].verdict == findings.INCONCLUSIVE
+    worse = groups(rec("ddpm", "diffusion", 0, fid={"value": 30.0, "std": 1.0}), rec("glow", "flow", 0, fid={"value": 10.0, "std": 1.0}))
+    assert findings.judge(LESS, worse)[0].verdict == findings.NOT_REPRODUCED
+    no_error = groups(rec("ddpm", "diffusion", 0, fid=30.0), rec("glow", "flow", 0, fid=10.0))
+    v = findings.judge(LESS, no_error)[0]
+    assert v.verdict == findings.NOT_REPRODUCED and v.stderr is None and "no error estimate" in v.why
+
+
+def test_missing_runs_or_metrics_are_not_measurable_and_every_pair_is_judged():
+    assert findings.judge(LESS, groups(rec("ddpm", "diffusion", 0, fid=1.0)))[0].verdict == findings.NOT_MEASURABLE
+    g = groups(rec("ddpm", "diffusion", 0, fid=1.0), rec("glow", "flow", 0, fid=2.0), rec("nsf", "flow", 0))
+    pairs = {v.pair: v.verdict for v in findings.judge(LESS, g)}
+    assert pairs == {"ddpm / glow": findings.REPRODUCED, "ddpm / nsf": findings.NOT_MEASURABLE}
+
+
+def test_an_approximate_ratio_claim_uses_its_factor_and_the_nfe_it_needs():
+    claim = {"id": "t", "statement": "s", "source": "x", "metric": "sample_seconds_per_image", "numerator": "ddpm",
+             "denominator": "family:flow", "relation": "~", "value": 240.0, "tolerance": 2.0, "nfe": 1000}
+    ddim = rec("ddpm", "diffusion", 0, sample_seconds_per_image=0.02, nfe=20)
+    flow = rec("glow", "flow", 0, sample_seconds_per_image=0.0001)
+    v = findings.judge(claim, groups(ddim, flow))[0]
+    assert v.verdict == findings.NOT_MEASURABLE and "NFE 1000" in v.why
+    swept = rec("ddpm", "diffusion", 0, sample_seconds_per_image=0.02, nfe=20,
+                sample_seconds_per_image__ddpm1000=0.03, nfe__ddpm1000=1000)
+    v = findings.judge(claim, groups(swept, flow))[0]
+    assert v.ratio == pytest.approx(300.0) and v.verdict == findings.REPRODUCED  # 300 within [120, 480]
+    slow = rec("glow", "flow", 0, sample_seconds_per_image=0.00001)
+    assert findings.judge(claim, groups(swept, slow))[0].verdict == findings.NOT_REPRODUCED  # 3000 > 480
+
+
+def test_training_throughput_claims_read_the_records_timings():
+    claim = {"id": "t", "statement": "s", "source": "x", "metric": "train_images_per_second", "numerator": "ddpm",
+             "denominator": "resflow", "relation": "~", "value": 38.62, "tolerance": 2.0}
+    g = groups(rec("ddpm", "diffusion", 0, train_images_per_second=400.0), rec("resflow", "flow", 0, train_images_per_second=20.0))
+    v = findings.judge(claim, g)[0]
+    assert v.ratio == pytest.approx(20.0) and v.verdict == findings.REPRODUCED
+
+
+def test_the_shipped_claims_file_names_the_issue_claims_and_parses():
+    claims = {c["id"]: c for c in findings.load_claims(REPO / "results" / "reference")}
+    assert {"seed000-ddpm-fid-below-flow", "seed000-flow-samples-240x-faster", "seed001-nsf-samples-faster-than-daf",
+            "seed001-daf-samples-faster-than-ddpm", "seed001-daf-half-ddpm-sampling", "seed001-daf-nll-below-nsf",
+            "seed000-ddpm-trains-38x-faster"} <= set(claims)
+    for c in claims.values():
+        assert c["relation"] in ("<", "~") and c["source"] and c["published"]
+        if c["relation"] == "~":
+            assert c["value"] > 0 and c["tolerance"] > 1
+
+
+def test_fences_flag_worse_than_noise_and_worse_than_the_reference_floor_outside_smoke():
+    g = groups(rec("reference", "reference", 0, bits_per_dim=5.0, fid=200.0),
+               rec("daf", "hybrid", 0, bits_per_dim=9.5, fid=100.0), rec("ddpm", "diffusion", 0, bits_per_dim=5.5, fid=300.0),
+               rec("glow", "flow", 0, bits_per_dim=4.0, fid=50.0), rec("real-data", "real-data", 0, fid=400.0))
+    notes = " ".join(findings.fence_notes(g))
+    assert "`daf`: 9.5 bits/dim is worse than uniform noise" in notes
+    assert "`ddpm`: bits/dim 5.5 is worse" in notes and "`ddpm`: FID 300 is worse" in notes
+    assert "`glow`" not in notes and "`real-data`" not in notes
+    smoke = groups(*[dict(r, profile="smoke") for recs in g.values() for r in recs])
+    assert "reference` floor" not in " ".join(findings.fence_notes(smoke))  # smoke runs are expected to be bad
