@@ -140,3 +140,34 @@ def test_bits_per_dim_stderr_does_not_average_out_an_error_shared_by_the_batch(t
     assert shared["protocol"]["estimator_stderr"] == pytest.approx(s / math.sqrt(batches), rel=1e-6)
     # independent per-image errors: s / sqrt(N), much smaller
     assert independent["protocol"]["estimator_stderr"] == pytest.approx(s / math.sqrt(n), rel=1e-6)
+
+
+class ConstantLikelihood(GenerativeModel):
+    name, family, has_likelihood = "constant-lik-test", "test", True
+
+    def __init__(self, spec, bpd, kind="exact", stderr=None):
+        super().__init__({}, spec)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.bpd, self.kind, self.se = bpd, kind, stderr
+
+    def nll_bits_per_dim(self, batch):
+        n = len(batch)
+        return Likelihood(torch.full((n,), self.bpd), kind=self.kind,
+                          stderr=None if self.se is None else torch.full((n,), self.se))
+
+
+def test_a_negative_likelihood_is_an_error_not_a_number(tmp_path):
+    """No distribution over 8-bit images gives -log2 P(x)/D < 0: the fence turns such a value into an error
+    (the symptom of a coarse fixed-step ODE solve); a stochastic estimate within its own error of 0 stays."""
+    from bench.metrics import builtin
+
+    train, real = digits_data(8)
+    bad = builtin.bits_per_dim(make_ctx(ConstantLikelihood(real.spec, -0.455, "upper-bound"), train, real, tmp_path,
+                                        bpd_batches=1))["bits_per_dim"]
+    assert bad["value"] is None and bad["note"].startswith("error: invalid likelihood") and "-0.455" in bad["note"]
+    noisy = builtin.bits_per_dim(make_ctx(ConstantLikelihood(real.spec, -0.01, "estimate", stderr=1.0), train, real,
+                                          tmp_path, bpd_batches=1))["bits_per_dim"]
+    assert noisy["value"] == pytest.approx(-0.01)  # 3 estimator standard errors (1/sqrt(256) each) cover it
+    nan = builtin.bits_per_dim(make_ctx(ConstantLikelihood(real.spec, float("nan")), train, real, tmp_path,
+                                        bpd_batches=1))["bits_per_dim"]
+    assert nan["value"] is None

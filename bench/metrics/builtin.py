@@ -45,7 +45,15 @@ def bits_per_dim(ctx: EvalContext) -> dict:
     protocol = {"dequantization": "uniform (x+u)/256", "split": ctx.real.name, "precision": ctx.precision}
     protocol.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})  # the model knows best
     protocol.update(kind=kind, estimator_stderr=est_se)
-    return {"bits_per_dim": value(float(bpd.mean()), std=math.sqrt(data_se ** 2 + est_se ** 2), n=n, **protocol)}
+    mean = float(bpd.mean())
+    if not math.isfinite(mean) or mean < -3 * est_se:
+        # the validity fence: -log2 P(x)/D of an 8-bit image is >= 0 for any distribution over the 256 values a
+        # pixel takes; a mean below 0 (beyond a stochastic estimator's own error) is a wrong computation
+        # (e.g. a coarse fixed-step ODE solve of a sharp field), so it is an error, not a number
+        return {"bits_per_dim": value(None, note=f"error: invalid likelihood: mean {mean:.4g} bits/dim is below 0, "
+                                      f"which no distribution over 8-bit images can give; the {kind} computation is "
+                                      "wrong for this model (for ODE likelihoods: use an adaptive solver)", **protocol)}
+    return {"bits_per_dim": value(mean, std=math.sqrt(data_se ** 2 + est_se ** 2), n=n, **protocol)}
 
 
 # Sampling latency is the minimum over repeated timed batches (noise on a shared machine only ever adds
