@@ -40,7 +40,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="download missing datasets (default: only when no --data-root is given)")
     p.add_argument("--offline", dest="download", action="store_false", help="never download; fail naming the missing file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the suite's, usually auto)")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs from their last checkpoint; skip runs that already have an ok record "
+                        "of the same resolved config")
+    p.add_argument("--rerun", action="store_true", help="with --resume: run finished runs again (a new record each)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: train.threads, else the CPUs this process may use: "
                         "SLURM_CPUS_PER_TASK, cgroup quota, affinity mask)")
@@ -54,7 +57,8 @@ def run_options(args: argparse.Namespace):
 
     opts = RunOptions(results_dir=Path(args.results), checkpoint_dir=Path(args.checkpoints), data_root=args.data_root,
                       download=args.download, resume=args.resume, device=args.device, models=args.models,
-                      seeds=args.seeds, progress=not getattr(args, "quiet", False))
+                      seeds=args.seeds, progress=not getattr(args, "quiet", False),
+                      rerun=bool(getattr(args, "rerun", False)))
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             raise BenchError(f"--threads must be a positive integer, got {args.threads}")

@@ -28,7 +28,7 @@ import torch
 from bench import checkpoint, environment, metrics, real_data, registry, threads
 from bench.data import EpochLoader, ImageData, load_split
 from bench.errors import BenchError
-from bench.records import utc_now, write_record
+from bench.records import load_records, utc_now, write_record
 from bench.registry import Batch, GenerativeModel
 from bench.suite import Suite, model_config
 
@@ -61,6 +61,7 @@ class RunOptions:
     progress: bool = True
     keep_checkpoints: bool = False
     threads: int | None = None  # torch intra-op threads; None: train.threads, else chosen by bench.threads
+    rerun: bool = False  # with resume: run (model, seed) pairs again even when an ok record of the same config exists
 
 
 # ---- process-wide stop requests (preemption signals) ------------------------------------------
@@ -489,6 +490,27 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     return record
 
 
+def run_hash(suite: Suite, run_name: str) -> str:
+    """The resolved-config hash of one run of ``suite`` (the real-data row: its data and evaluation settings)."""
+    if run_name != real_data.NAME:
+        return suite.config_hash(run_name)
+    payload = {"eval": suite.eval, "data": suite.data, "what": real_data.NAME}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def finished_runs(suite: Suite, results_dir: Path) -> dict[tuple[str, int], str]:
+    """(run, seed) -> record path of every ``ok`` record of this suite and profile whose resolved config hash
+    equals the run's current one: what ``--resume`` need not run again."""
+    done: dict[tuple[str, int], str] = {}
+    for r in load_records(Path(results_dir), suite.name, suite.profile):
+        name = r.get("model")
+        if r.get("status") != "ok" or (name not in suite.models and name != real_data.NAME):
+            continue
+        if r.get("config_hash") == run_hash(suite, name) and isinstance(r.get("seed"), int):
+            done[(name, r["seed"])] = r["_path"]
+    return done
+
+
 def record_header(suite: Suite, run_name: str, seed: int, train_data: ImageData, eval_data: ImageData,
                   cls: type[GenerativeModel], config: dict[str, Any], config_hash: str) -> dict[str, Any]:
     """The fields every record starts with: what ran, on what data, with which settings and code."""
@@ -510,9 +532,8 @@ def run_real_data(suite: Suite, seed: int, opts: RunOptions, train_data: ImageDa
     """The suite's real-data row (:mod:`bench.real_data`): training images in place of samples, through
     the models' sample metrics, extractor and counts; one record like a model's."""
     device = resolve_device(opts.device or suite.train["device"])
-    payload = {"eval": suite.eval, "data": suite.data, "what": real_data.NAME}
     record = record_header(suite, real_data.NAME, seed, train_data, eval_data, real_data.RealImages, config={},
-                           config_hash=hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12])
+                           config_hash=run_hash(suite, real_data.NAME))
     record["hardware"] = {**environment.hardware(str(device)), **threads.describe()}
     record["conditional"] = False
     t0 = time.perf_counter()
@@ -575,13 +596,25 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
     rank, _ = world()
     written: list[Path] = []
     progress = _progress(opts.progress and rank == 0)
+    done = finished_runs(suite, opts.results_dir) if opts.resume and not opts.rerun else {}
+
+    def skip(run_name: str, seed: int) -> bool:
+        if (run_name, seed) in done and rank == 0:
+            log(f"{run_name} seed {seed}: skipped, finished with the same config ({done[(run_name, seed)]}); "
+                "--rerun runs it again")
+        return (run_name, seed) in done
+
     with progress as bar:
         for seed in (seeds if with_real else []):  # the real-data row first: the floor every FID is read against
+            if skip(real_data.NAME, seed):
+                continue
             record = run_real_data(suite, seed, opts, train_data, eval_data)
             if rank == 0:
                 written.append(write(record, Path(opts.results_dir)))
         for run_name in runs:
             for seed in seeds:
+                if skip(run_name, seed):
+                    continue
                 task = bar.add_task(f"{run_name} s{seed}", total=1000, loss=float("nan"), ips=0.0, step=0) if bar else None
 
                 def on_step(tr: Trainer, loss: float, task=task) -> None:

@@ -279,3 +279,25 @@ def test_stop_during_evaluation_checkpoints_and_resume_equals_uninterrupted(tmp_
     assert [i.get("phase") for i in rec["interruptions"]] == [phase, None]
     assert rec["interruptions"][1]["resumed_at_step"] == stopped_at
     assert not ckpt_folder(root).exists()
+
+
+def test_resume_skips_runs_finished_with_the_same_config_and_rerun_forces_them(tmp_path, capsys):
+    from bench import records
+    from tests.helpers import TINY_DIGITS, run_cli, write_suite
+
+    body = TINY_DIGITS.replace('metrics = ["bits_per_dim"]', 'metrics = ["bits_per_dim", "class_coverage"]')
+    suite = write_suite(tmp_path / "s.toml", body)
+    base = ["run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "c"),
+            "--quiet", "--no-report", "--cache-dir", str(tmp_path / "cache")]
+
+    def count():
+        return len(records.load_records(tmp_path / "r", "tiny", "smoke"))
+
+    assert run_cli(base, capsys)[0] == 0 and count() == 2  # real-data + reference
+    code, out, err = run_cli(base + ["--resume"], capsys)
+    assert code == 0 and count() == 2, err
+    assert "reference seed 0: skipped, finished with the same config" in out and "real-data seed 0: skipped" in out
+    code, out, _ = run_cli(base + ["--resume", "--set", "models.reference.lr=0.01"], capsys)
+    assert code == 0 and count() == 3 and "reference seed 0: skipped" not in out  # another config: runs
+    code, out, _ = run_cli(base + ["--resume", "--rerun"], capsys)
+    assert code == 0 and count() == 5 and "skipped" not in out
