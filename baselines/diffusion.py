@@ -96,6 +96,8 @@ def _check_options(options: dict[str, Any], allowed: set[str], model: str):
 
 @register
 class DDPM(_EMAMixin, GenerativeModel):
+    """DDPM (Ho et al. 2020): U-Net noise prediction, linear betas, ancestral or DDIM sampling, bits/dim by the variational bound."""
+
     name = "ddpm"
     family = "diffusion"
     has_likelihood = True
@@ -284,6 +286,8 @@ class DDPM(_EMAMixin, GenerativeModel):
 
 @register
 class ImprovedDDPM(DDPM):
+    """Improved DDPM (Nichol & Dhariwal 2021): cosine schedule, learned variances, hybrid loss."""
+
     name = "iddpm"
     defaults = {**DDPM.defaults, "lr": 1e-4, "beta_schedule": "cosine", "variance": "learned", "loss": "hybrid"}
 

@@ -79,6 +79,8 @@ def ot_pairing(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
 
 @register
 class ConditionalFlowMatching(GenerativeModel):
+    """Conditional flow matching (Lipman et al. 2023; torchcfm's independent coupling): U-Net velocity field, ODE sampling and likelihood."""
+
     name = "cfm"
     family = "flow-matching"
     coupling = "independent"
@@ -273,6 +275,8 @@ class ConditionalFlowMatching(GenerativeModel):
 
 @register
 class OTConditionalFlowMatching(ConditionalFlowMatching):
+    """OT-CFM (Tong et al. 2024): flow matching with minibatch optimal-transport pairs of noise and data."""
+
     name = "ot-cfm"
     family = "flow-matching"
     coupling = "ot"

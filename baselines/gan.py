@@ -104,6 +104,8 @@ def _dcgan_init(module: nn.Module) -> None:
 
 @register
 class DCGAN(GenerativeModel):
+    """DCGAN (Radford et al. 2016): transposed-conv generator and conv discriminator, non-saturating loss; no likelihood."""
+
     name = "dcgan"
     family = "gan"
     defaults: dict[str, Any] = {
@@ -237,6 +239,8 @@ class DCGAN(GenerativeModel):
 
 @register
 class ConditionalDCGAN(DCGAN):
+    """Class-conditional DCGAN: the DCGAN with the label embedded into generator and discriminator."""
+
     name = "cdcgan"
     family = "gan"
     conditional = True

@@ -19,6 +19,8 @@ from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
 
 @register
 class IndependentPixels(GenerativeModel):
+    """Independent per-pixel categorical: the likelihood floor every model must beat, and its samples the FID ceiling."""
+
     name = "reference"
     family = "reference"
     defaults = {"lr": 0.05}

@@ -54,9 +54,28 @@ def save(folder: Path, state: dict[str, Any], step: int) -> Path:
     return path
 
 
+def _index_problem(folder: Path) -> str | None:
+    """Why a run's checkpoints cannot be listed although some exist (None: nothing there, or a good index)."""
+    index = folder / "latest.json"
+    if not index.exists():
+        stray = sorted(p.name for p in folder.glob("ckpt-*.pt")) if folder.is_dir() else []
+        return f"latest.json missing next to {', '.join(stray)}" if stray else None
+    try:
+        files = json.loads(index.read_text())["files"]
+        if not isinstance(files, list):
+            raise TypeError("'files' is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"latest.json unreadable ({type(e).__name__})"
+    return None
+
+
 def load(folder: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any] | None, list[str]]:
-    """(newest state that verifies, notes about skipped corrupt checkpoints); (None, notes) if none."""
-    notes = []
+    """(newest state that verifies, notes about skipped corrupt checkpoints); (None, notes) if none.
+
+    Empty notes with None mean there was nothing to resume; notes with None mean checkpoints existed
+    but none could be used, which the caller must say before starting over."""
+    problem = _index_problem(folder)
+    notes = [problem] if problem else []
     for entry in _index(folder):
         path = folder / entry["file"]
         try:

@@ -80,29 +80,50 @@ def run_options(args: argparse.Namespace):
     return opts
 
 
+def list_entries() -> dict[str, list[dict]]:
+    """Registered models and shipped suites as plain data (what `bench list` shows)."""
+    from bench import registry, suite
+
+    models = [{"name": name, "family": cls.family, "likelihood": bool(cls.has_likelihood),
+               "conditional": bool(cls.conditional), "summary": registry.summary(cls)}
+              for name, cls in registry.available().items()]
+    suites = []
+    for name in suite.suite_names():
+        raw = suite.read_toml(suite.suite_path(name))
+        suites.append({"name": name, "profiles": list(raw.get("profiles", {})), "models": list(raw.get("models", {})),
+                       "description": raw.get("description", "")})
+    return {"models": models, "suites": suites}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    """A table on a terminal; full, tab-separated lines when piped (names never cut); JSON with --json."""
+    import json
+
+    entries = list_entries()
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return 0
+    model_rows = [(m["name"], m["family"], "yes" if m["likelihood"] else "not defined", "yes" if m["conditional"] else "",
+                   m["summary"]) for m in entries["models"]]
+    suite_rows = [(s["name"], ", ".join(s["profiles"]), ", ".join(s["models"]), s["description"]) for s in entries["suites"]]
+    model_cols, suite_cols = ("name", "family", "likelihood", "conditional", "summary"), ("suite", "profiles", "models", "description")
+    if not sys.stdout.isatty():
+        for title, cols, rows in (("models", model_cols, model_rows), ("suites", suite_cols, suite_rows)):
+            print(f"# {title}: " + "\t".join(cols))
+            for row in rows:
+                print("\t".join(row))
+        return 0
     from rich.console import Console
     from rich.table import Table
 
-    from bench import registry, suite
-
     console = Console()
-    models = Table(title="models")
-    for col in ("name", "family", "likelihood", "conditional", "summary"):
-        models.add_column(col)
-    for name, cls in registry.available().items():
-        doc = (cls.__doc__ or "").strip().splitlines()
-        models.add_row(name, cls.family, "yes" if cls.has_likelihood else "not defined",
-                       "yes" if cls.conditional else "", doc[0] if doc else "")
-    console.print(models)
-    suites = Table(title="suites")
-    for col in ("suite", "profiles", "models", "description"):
-        suites.add_column(col)
-    for name in suite.suite_names():
-        raw = suite.read_toml(suite.suite_path(name))
-        suites.add_row(name, ", ".join(raw.get("profiles", {})), ", ".join(raw.get("models", {})),
-                       raw.get("description", ""))
-    console.print(suites)
+    for title, cols, rows in (("models", model_cols, model_rows), ("suites", suite_cols, suite_rows)):
+        table = Table(title=title)
+        for i, col in enumerate(cols):
+            table.add_column(col, no_wrap=i == 0)  # a name is never folded or cut
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
     return 0
 
 
@@ -186,11 +207,25 @@ def cmd_results(args: argparse.Namespace) -> int:
         raise BenchError(no_records_message(Path(args.results), args.suite, args.profile))
     df = records_table(recs)
     if args.csv:
-        df.to_csv(args.csv, index=False)
+        write_csv(df, Path(args.csv))
         print(f"wrote {len(df)} rows to {args.csv}")
     else:
         print_table(recs, with_suite=True)
     return 0
+
+
+def write_csv(df, path: Path) -> None:
+    """``df`` as CSV at ``path`` (atomically); a one-line BenchError when the path cannot take it."""
+    from bench.records import atomic_write_text
+
+    if path.is_dir():
+        raise BenchError(f"--csv {path} is a folder; give a file name, e.g. {path / 'results.csv'}")
+    if not path.parent.is_dir():
+        raise BenchError(f"--csv {path}: folder {path.parent} does not exist; create it first")
+    try:
+        atomic_write_text(path, df.to_csv(index=False))
+    except OSError as e:
+        raise BenchError(f"cannot write --csv {path} ({e.strerror or e}); choose a writable path") from None
 
 
 def no_records_message(results: Path, suite: str | None, profile: str | None) -> str:
@@ -219,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="registered models and shipped suites")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="train and evaluate every model of a suite; write records and a report")

@@ -294,7 +294,12 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files named directly, and every baseline JSON in a named folder."""
-    out: list[Path] = []
+    return [p for p, _ in baseline_sources(paths)]
+
+
+def baseline_sources(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
+    """(baseline file, whether it was found in a named folder rather than named itself)."""
+    out: list[tuple[Path, bool]] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = []
@@ -306,9 +311,9 @@ def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
                     continue
             if not found:
                 raise BenchError(f"no baseline files in {p}; create them with `bench baseline --suite SUITE`")
-            out += found
+            out += [(f, True) for f in found]
         else:
-            out.append(p)
+            out.append((p, False))
     return out
 
 
@@ -517,15 +522,25 @@ def markdown(rows: list[Row], title: str = "bench compare") -> str:
 # ---- CLI ------------------------------------------------------------------------------------
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    files = baseline_files(args.baseline)
+    sources = baseline_sources(args.baseline)
     all_rows: list[Row] = []
-    for path in files:
+    files, skipped = [], []
+    for path, from_folder in sources:
         base = load_baseline(path)
         tol = Tolerances.load(args.tolerance, path.parent)
         recs = fresh_records(Path(args.results), base["suite"], args.profile or base["profile"])
+        if not recs and from_folder:  # a folder of baselines compares the suites that were run
+            skipped.append(f"{base['suite']} [{args.profile or base['profile']}]")
+            continue
         if not recs and not args.allow_missing:
             print(f"no fresh records of {base['suite']} [{args.profile or base['profile']}] under {args.results}")
+        files.append(path)
         all_rows += compare(base, recs, tol, args.models)
+    if skipped:
+        print(f"skipped {len(skipped)} baseline(s) without fresh records under {args.results}: {', '.join(skipped)}")
+    if not files:
+        raise BenchError(f"no fresh records under {args.results} for any baseline in {', '.join(args.baseline)}; "
+                         "run `bench run --suite SUITE` first (or pass --results DIR)")
     title = "bench compare: " + ", ".join(str(p) for p in files)
     if args.json:
         print(json.dumps([r.as_dict() for r in all_rows], indent=1))

@@ -229,11 +229,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def load_folder(split: str, cfg: dict[str, Any]) -> ImageData:
-    """``path/<split>/[class/]*.png`` if a split folder exists, else ``path/[class/]*.png``."""
+    """``path/<split>/[class/]*.png`` if a split folder exists, else ``path/[class/]*.png`` with a held-out split."""
     base = Path(cfg.get("path") or "")
     if not base.is_dir():
         raise BenchError(f"image folder {base} not found: set data.path in the suite to a folder of images")
-    if (base / split).is_dir():
+    has_splits = (base / split).is_dir()
+    if has_splits:
         base = base / split
     files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -241,7 +242,8 @@ def load_folder(split: str, cfg: dict[str, Any]) -> ImageData:
     classes = sorted({p.parent.name for p in files}) if any(p.parent != base for p in files) else []
     x = _read_images(files, "L" if int(cfg.get("channels") or 3) == 1 else "RGB", base)
     y = torch.tensor([classes.index(p.parent.name) for p in files]) if classes else None
-    return ImageData(x, y, len(classes), f"folder:{base}")
+    data = ImageData(x, y, len(classes), f"folder:{base}")
+    return data if has_splits else held_out_split(data, split, cfg, f"{base} (no train/ and test/ folders)")
 
 
 def _read_images(files: list[Path], mode: str, base: Path) -> torch.Tensor:
@@ -262,25 +264,63 @@ def _read_images(files: list[Path], mode: str, base: Path) -> torch.Tensor:
 
 
 def load_npz(split: str, cfg: dict[str, Any]) -> ImageData:
+    """``x_<split>``/``y_<split>`` when present, else ``x``/``y`` with a held-out split."""
     path = Path(cfg.get("path") or "")
     if not path.is_file():
         raise BenchError(f".npz file {path} not found: set data.path in the suite")
     try:
         arrays = np.load(path)
-        key = f"x_{split}" if f"x_{split}" in arrays else "x"
+        has_splits = f"x_{split}" in arrays
+        key = f"x_{split}" if has_splits else "x"
+        ykey = f"y_{split}" if f"y_{split}" in arrays else "y"
         x = arrays[key]
-        y = arrays.get(f"y_{split}" if f"y_{split}" in arrays else "y")
+        y = arrays[ykey] if ykey in arrays else None
     except Exception as e:
         raise BenchError(f"cannot read {path} ({e}); it must be a .npz with a uint8 array 'x' (and optional 'y')") from None
     if x.dtype != np.uint8:
         raise BenchError(f"{path}: '{key}' must be uint8 (8-bit images), got {x.dtype}")
+    if x.ndim not in (3, 4) or x.shape[0] == 0:
+        raise BenchError(f"{path}: '{key}' must hold at least one image as [N,H,W], [N,H,W,C] or [N,C,H,W], "
+                         f"got shape {list(x.shape)}")
     t = torch.from_numpy(x)
     if t.dim() == 3:
         t = t.unsqueeze(1)
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
         t = t.permute(0, 3, 1, 2)
-    yt = torch.from_numpy(np.asarray(y)).long() if y is not None else None
-    return ImageData(t.contiguous(), yt, int(yt.max()) + 1 if yt is not None else 0, f"npz:{path.name}")
+    yt = None
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+            raise BenchError(f"{path}: '{ykey}' must be one non-negative integer label per image ({len(x)}), "
+                             f"got {y.dtype} of shape {list(y.shape)}; fix it or drop '{ykey}'")
+        yt = torch.from_numpy(y).long()
+    data = ImageData(t.contiguous(), yt, int(yt.max()) + 1 if yt is not None else 0, f"npz:{path.name}")
+    return data if has_splits else held_out_split(data, split, cfg, f"{path.name} (no x_train/x_test)")
+
+
+DEFAULT_EVAL_FRACTION = 0.1
+
+
+def held_out_split(data: ImageData, split: str, cfg: dict[str, Any], what: str) -> ImageData:
+    """A seeded split of a dataset without its own train/test: ``data.eval_fraction`` (default 10 %) of the
+    images, drawn by ``data.split_seed`` (default 0), are the test split and never trained on.
+
+    Without it, bits/dim and FID would be measured on the training images. The split is named in
+    ``source``, which every record's data name and the report carry."""
+    frac = float(cfg.get("eval_fraction", DEFAULT_EVAL_FRACTION))
+    if not 0 < frac < 1:
+        raise BenchError(f"data.eval_fraction must be in (0, 1), got {frac}")
+    n = len(data)
+    n_test = max(1, round(n * frac))
+    if n - n_test < 1:
+        raise BenchError(f"{what} has {n} image(s): too few to hold out a test split; add images or give explicit splits")
+    seed = int(cfg.get("split_seed", 0))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    idx = order[n_test:] if split == "train" else order[:n_test]
+    idx = idx.sort().values
+    source = f"held-out split: {frac:.0%} of {what}, seed {seed}"
+    return ImageData(data.x[idx].contiguous(), data.y[idx] if data.y is not None else None, data.num_classes,
+                     data.name, source=source)
 
 
 LOADERS: dict[str, Callable[[str, dict[str, Any]], ImageData]] = {

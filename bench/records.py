@@ -13,9 +13,11 @@ parameters, hardware, versions, git_commit, started, finished, interruptions, ar
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -43,6 +45,29 @@ def _clean(obj: Any) -> Any:
     return str(obj)
 
 
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def disk_full_message(e: BaseException) -> str | None:
+    """The one-line error for an out-of-space (or quota) OSError anywhere in its cause chain; None otherwise.
+
+    A full disk is the machine's problem, not the model's: the suite stops instead of recording failures."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            where = e.filename or "the results or checkpoint folder"
+            return (f"out of disk space writing {where}: free space there (or point --results/--checkpoints at another "
+                    "disk) and run the same command with --resume; records already written are kept")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> Path:
     """Write via a unique temp file in the same folder, fsync, then rename (or link when not overwriting).
 
@@ -53,6 +78,7 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide records from a group's shared folder
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -94,8 +120,30 @@ def write_record(record: dict[str, Any], results_dir: Path) -> Path:
     raise RuntimeError(f"could not find a free record name for {stem} in {folder}")
 
 
-def load_records(results_dir: Path, suite: str | None = None, profile: str | None = None) -> list[dict[str, Any]]:
-    """All records under ``results_dir`` (optionally one suite/profile), oldest first; unreadable files skipped."""
+REQUIRED_KEYS = ("suite", "profile", "model", "seed", "status")
+
+
+def record_problem(rec: Any) -> str | None:
+    """Why a parsed JSON file cannot be used as a record (None: it can)."""
+    if not isinstance(rec, dict):
+        return f"not a JSON object but {type(rec).__name__}"
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    if not isinstance(rec["seed"], int) or isinstance(rec["seed"], bool):
+        return f"seed is {rec['seed']!r}, not an integer"
+    if not isinstance(rec.get("metrics", {}), dict):
+        return "metrics is not an object"
+    return None
+
+
+def load_records(results_dir: Path, suite: str | None = None, profile: str | None = None,
+                 warn=None) -> list[dict[str, Any]]:
+    """All records under ``results_dir`` (optionally one suite/profile), oldest first.
+
+    A file that cannot be read, is not JSON (e.g. truncated) or lacks a record's keys is skipped with one
+    warning line naming it and what is wrong (``warn``, default: stderr), so one bad file never hides the rest."""
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
     base = Path(results_dir) / RUNS_SUBDIR
     if suite:
         base = base / suite
@@ -105,12 +153,16 @@ def load_records(results_dir: Path, suite: str | None = None, profile: str | Non
     for path in sorted(base.rglob("*.json")) if base.is_dir() else []:
         try:
             rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            warn(f"warning: skipping record {path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             continue
-        if isinstance(rec, dict) and "suite" in rec and "model" in rec:
-            rec["_path"] = str(path)
-            out.append(rec)
-    out.sort(key=lambda r: r.get("finished") or "")
+        problem = record_problem(rec)
+        if problem:
+            warn(f"warning: skipping record {path}: {problem}")
+            continue
+        rec["_path"] = str(path)
+        out.append(rec)
+    out.sort(key=lambda r: str(r.get("finished") or ""))
     return out
 
 

@@ -175,6 +175,8 @@ def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
         raise TypeError(f"{cls.__qualname__} must set a non-empty `name`")
     if cls.family not in FAMILIES:
         raise TypeError(f"{cls.__qualname__}.family={cls.family!r} is not one of {FAMILIES}")
+    if not (cls.__dict__.get("__doc__") or "").strip():
+        raise TypeError(f"{cls.__qualname__} needs a docstring: its first line is the model's summary in `bench list`")
     existing = _REGISTRY.get(cls.name)
     if existing is not None and existing.__qualname__ != cls.__qualname__:
         raise TypeError(f"model name {cls.name!r} registered twice ({existing.__qualname__}, {cls.__qualname__})")
@@ -195,6 +197,12 @@ def discover() -> None:
                 continue  # sub-packages (baselines.nn) are shared pieces, not wrappers
             importlib.import_module(f"{package_name}.{info.name}")
     _DISCOVERED = True
+
+
+def summary(cls: type[GenerativeModel]) -> str:
+    """The first paragraph of the wrapper's docstring on one line: its description in `bench list`."""
+    paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 def available() -> dict[str, type[GenerativeModel]]:

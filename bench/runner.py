@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
 import random
 import resource
 import signal
+import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -28,7 +30,7 @@ import torch
 from bench import checkpoint, environment, metrics, real_data, registry, threads
 from bench.data import EpochLoader, ImageData, load_split
 from bench.errors import BenchError
-from bench.records import load_records, utc_now, write_record
+from bench.records import atomic_write_bytes, disk_full_message, load_records, utc_now, write_record
 from bench.registry import Batch, GenerativeModel
 from bench.suite import Suite, model_config
 
@@ -93,7 +95,12 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+DEVICE_HELP = "use cpu, cuda, cuda:N, mps or auto"
+
+
 def resolve_device(name: str) -> torch.device:
+    """The torch device for ``train.device``/``--device``; a BenchError for a name torch cannot use here."""
+    name = str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -101,7 +108,15 @@ def resolve_device(name: str) -> torch.device:
             raise BenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
         if name == "cuda":
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"unknown device {name!r}; {DEVICE_HELP}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise BenchError(f"device {name!r} is not supported by genbench; {DEVICE_HELP}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BenchError(f"device {name!r} requested but MPS is not available; use --device cpu")
+    return device
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -289,7 +304,13 @@ class Trainer:
     def try_resume(self) -> list[str]:
         payload, notes = checkpoint.load(self.ckpt_dir, map_location=self.device)
         if payload is None:
+            if notes:  # checkpoints were there but none is usable: say so before starting over
+                print(f"warning: cannot resume {self.run_name} seed {self.seed} from {self.ckpt_dir}: {'; '.join(notes)}; "
+                      "starting over from step 0", file=sys.stderr)
+                self.state.interruptions.append({"restarted_from_step": 0, "time": utc_now(), "notes": notes})
             return notes
+        if notes:
+            print(f"warning: {self.run_name} seed {self.seed}: {'; '.join(notes)}", file=sys.stderr)
         self.model.load_state_dict(payload["model"])
         for k, o in self.model.optimizers.items():
             o.load_state_dict(payload["optimizers"][k])
@@ -428,14 +449,13 @@ def save_samples(samples: metrics.Samples, path: Path) -> None:
     """Atomically save up to SAMPLE_GRID samples as uint8 (and labels) for reports."""
     from bench.conventions import to_uint8
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"images": to_uint8(samples.images[:SAMPLE_GRID]).numpy()}
     labels = samples.info.get("labels")
     if isinstance(labels, torch.Tensor):
         arrays["labels"] = labels[:SAMPLE_GRID].numpy()
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data: ImageData,
@@ -469,6 +489,9 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     except (Interrupted, BenchError, KeyboardInterrupt):
         raise
     except Exception as e:
+        full = disk_full_message(e)
+        if full:
+            raise BenchError(full) from None
         record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:500]
         record["traceback"] = traceback.format_exc()
     st = trainer.state
@@ -562,12 +585,16 @@ def write(record: dict[str, Any], results_dir: Path) -> Path:
     leaves a resumable checkpoint rather than neither."""
     samples = record.pop("_samples", None)
     clear = record.pop("_clear_checkpoints", None)
-    if samples is not None:
-        stamp = record["finished"].replace(":", "").replace("-", "").replace(".", "")
-        rel = Path("runs") / record["suite"] / record["profile"] / "samples" / f"{record['model']}__seed{record['seed']}__{stamp}.npz"
-        save_samples(samples, Path(results_dir) / rel)
-        record["artifacts"] = {"samples": str(rel)}
-    path = write_record(record, Path(results_dir))
+    try:
+        if samples is not None:
+            stamp = record["finished"].replace(":", "").replace("-", "").replace(".", "")
+            rel = Path("runs") / record["suite"] / record["profile"] / "samples" / f"{record['model']}__seed{record['seed']}__{stamp}.npz"
+            save_samples(samples, Path(results_dir) / rel)
+            record["artifacts"] = {"samples": str(rel)}
+        path = write_record(record, Path(results_dir))
+    except OSError as e:
+        raise BenchError(disk_full_message(e) or f"cannot write the record of {record['model']} seed {record['seed']} "
+                         f"under {results_dir} ({e.strerror or e}); make it a writable folder and run again with --resume") from None
     if clear:
         checkpoint.clear(Path(clear))
     return path
@@ -585,6 +612,7 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
                              f"it has: {', '.join(runs)}")
         runs = [m for m in runs if m in opts.models]
     seeds = opts.seeds or suite.train["seeds"]
+    resolve_device(opts.device or suite.train["device"])  # a bad device name fails before any data or training
     train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
     eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
     _STOP["signal"] = None  # a stop honoured by an earlier run of this process is not this run's
@@ -595,7 +623,8 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
     threads.apply(opts.threads or suite.train.get("threads"))
     rank, _ = world()
     written: list[Path] = []
-    progress = _progress(opts.progress and rank == 0)
+    progress = _progress(opts.progress and rank == 0 and sys.stdout.isatty())
+    plain = PlainProgress(log) if opts.progress and rank == 0 and not sys.stdout.isatty() else None
     done = finished_runs(suite, opts.results_dir) if opts.resume and not opts.rerun else {}
 
     def skip(run_name: str, seed: int) -> bool:
@@ -617,7 +646,9 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
                     continue
                 task = bar.add_task(f"{run_name} s{seed}", total=1000, loss=float("nan"), ips=0.0, step=0) if bar else None
 
-                def on_step(tr: Trainer, loss: float, task=task) -> None:
+                def on_step(tr: Trainer, loss: float, task=task, name=f"{run_name} seed {seed}") -> None:
+                    if plain is not None:
+                        plain.update(name, tr, loss)
                     if bar is not None and (tr.state.step % 5 == 0 or tr.finished()):
                         bar.update(task, completed=int(1000 * tr.progress()), loss=loss, ips=tr.throughput() or 0.0,
                                    step=tr.state.step)
@@ -631,6 +662,35 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
                     if record["status"] != "ok":
                         log(f"{run_name} seed {seed}: {record['status']}: {record['error']}")
     return written
+
+
+class PlainProgress:
+    """Progress as plain lines, at most one per ``every`` seconds per run, for output that is not a terminal
+    (a SLURM log, ``| tee``): model, step, share of the budget, loss, img/s and ETA."""
+
+    def __init__(self, log: Callable[[str], None], every: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.log, self.every, self.clock = log, every, clock
+        self.started: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def update(self, name: str, tr: "Trainer", loss: float) -> None:
+        now = self.clock()
+        start = self.started.setdefault(name, now)
+        if now - self.last.get(name, start) < self.every and not tr.finished():
+            return
+        self.last[name] = now
+        p = tr.progress()
+        eta = (now - start) * (1 - p) / p if p > 0 else float("nan")
+        ips = tr.throughput() or 0.0
+        self.log(f"{name}: step {tr.state.step}, {100 * p:.0f}% of {tr.suite.budget}, loss {loss:.4g}, "
+                 f"{ips:.0f} img/s, ETA {_duration(eta)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
 def _progress(enabled: bool):

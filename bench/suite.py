@@ -28,7 +28,8 @@ DEFAULT_SUITE = "digits"
 BUDGET_KINDS = ("epochs", "steps", "images", "seconds")
 
 TOP_KEYS = {"name", "description", "mirrors", "data", "train", "eval", "models", "profiles", "budget"}
-DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "root", "path", "limit_train", "limit_eval"}
+DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "root", "path", "limit_train", "limit_eval",
+             "eval_fraction", "split_seed"}
 # Keys of a [models.<run>] table that the harness reads itself (never passed to the wrapper): the
 # registered wrapper, its sampler options, and a per-model batch size where the seeds train the models
 # of one comparison at different batch sizes (seed 000: flow 64, DDPM 128). The budget stays shared.

@@ -100,6 +100,7 @@ def test_nan_loss_marks_the_run_diverged_and_the_suite_goes_on(workdirs, capsys,
     (["--set", "eval.metrics=\"fid\""], "eval.metrics must be a list of metric names"),
     (["--set", "foo.bar=1"], "unknown top-level key 'foo'"),
     (["--profile", "pape"], "no profile 'pape'"),
+    (["--set", "train.device=tpu"], "device 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(workdirs, capsys, extra, message):
     if "mnist-flow-vs-dpm" in extra[-1]:

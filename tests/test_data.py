@@ -38,15 +38,22 @@ def test_loader_state_restores_the_exact_order():
     assert [len(x) for x in first] == [32, 32, 6, 32]
 
 
+def _rows(t: torch.Tensor) -> set[bytes]:
+    return {bytes(r.flatten().tolist()) for r in t}
+
+
 def test_npz_and_folder_datasets(tmp_path):
     from PIL import Image
 
     x = np.random.default_rng(0).integers(0, 256, (20, 12, 12), dtype=np.uint8)
-    np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 4)
-    d = load_split({"dataset": "npz", "path": str(tmp_path / "d.npz"), "image_size": 12}, "train")
-    assert torch.equal(d.x[:, 0], torch.from_numpy(x)) and d.num_classes == 4
+    np.savez(tmp_path / "split.npz", x_train=x[:15], y_train=np.arange(15) % 4, x_test=x[15:], y_test=np.arange(5) % 4)
+    cfg = {"dataset": "npz", "path": str(tmp_path / "split.npz"), "image_size": 12}
+    d = load_split(cfg, "train")
+    assert torch.equal(d.x[:, 0], torch.from_numpy(x[:15])) and d.num_classes == 4
+    assert torch.equal(load_split(cfg, "test").x[:, 0], torch.from_numpy(x[15:]))
+    assert "held-out" not in d.name  # explicit splits are used as given
     for i in range(6):
-        folder = tmp_path / "imgs" / f"class{i % 2}"
+        folder = tmp_path / "imgs" / "train" / f"class{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(x[i]).save(folder / f"{i}.png")
     f = load_split({"dataset": "folder", "path": str(tmp_path / "imgs"), "channels": 1, "image_size": 12}, "train")
@@ -54,6 +61,46 @@ def test_npz_and_folder_datasets(tmp_path):
     with pytest.raises(BenchError, match="must be uint8"):
         np.savez(tmp_path / "f.npz", x=x.astype(np.float32))
         load_split({"dataset": "npz", "path": str(tmp_path / "f.npz")}, "train")
+
+
+def test_data_without_splits_gets_a_seeded_held_out_test_split(tmp_path):
+    """A single `x` (or a folder without train/ and test/) must not be evaluated on its training images."""
+    from PIL import Image
+
+    x = np.random.default_rng(1).integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 5)
+    cfg = {"dataset": "npz", "path": str(tmp_path / "d.npz"), "image_size": 8}
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    assert (len(train), len(test)) == (36, 4)  # the default 10 % held out
+    assert not _rows(train.x) & _rows(test.x)
+    assert _rows(train.x) | _rows(test.x) == _rows(torch.from_numpy(x).unsqueeze(1))
+    assert "held-out split: 10% of d.npz" in test.name and "seed 0" in test.name
+    assert torch.equal(load_split(cfg, "test").x, test.x)  # seeded: the same split every run
+    other = load_split({**cfg, "split_seed": 1, "eval_fraction": 0.25}, "test")
+    assert len(other) == 10 and not torch.equal(other.x[:4], test.x)
+    for i in range(10):
+        Image.fromarray(x[i]).save(tmp_path / f"{i}.png")
+    (tmp_path / "imgs").mkdir()
+    for i in range(10):
+        (tmp_path / f"{i}.png").rename(tmp_path / "imgs" / f"{i}.png")
+    fcfg = {"dataset": "folder", "path": str(tmp_path / "imgs"), "channels": 1, "image_size": 8}
+    ftrain, ftest = load_split(fcfg, "train"), load_split(fcfg, "test")
+    assert (len(ftrain), len(ftest)) == (9, 1) and not _rows(ftrain.x) & _rows(ftest.x)
+    assert "held-out split" in ftest.name
+    with pytest.raises(BenchError, match="eval_fraction"):
+        load_split({**cfg, "eval_fraction": 1.5}, "train")
+
+
+@pytest.mark.parametrize("arrays, match", [
+    ({"x": np.zeros((4, 8), np.uint8)}, "at least one image as"),
+    ({"x": np.zeros((0, 8, 8), np.uint8)}, "at least one image as"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.zeros((0,), np.int64)}, "one non-negative integer label per image"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.zeros((4,), np.float32)}, "one non-negative integer label per image"),
+])
+def test_malformed_npz_is_a_one_line_error(tmp_path, arrays, match):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(BenchError, match=match):
+        load_split({"dataset": "npz", "path": str(tmp_path / "bad.npz"), "image_size": 8}, "train")
 
 
 def test_missing_and_corrupt_mnist_are_one_line_errors(tmp_path):

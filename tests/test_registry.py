@@ -25,6 +25,7 @@ def test_plugin_package_is_discovered_without_touching_bench(tmp_path, monkeypat
         from bench.registry import GenerativeModel, register
         @register
         class Toy(GenerativeModel):
+            'A plugin model.'
             name = "toy-plugin"
             family = "gan"
     """))
@@ -53,6 +54,15 @@ def test_register_rejects_unknown_family_and_missing_name():
         @register
         class NoName(GenerativeModel):
             family = "flow"
+    with pytest.raises(TypeError, match="docstring"):
+        @register
+        class NoSummary(GenerativeModel):
+            name, family = "no-summary", "flow"
+
+
+def test_every_registered_model_has_a_one_line_summary():
+    for name, cls in registry.available().items():
+        assert registry.summary(cls), name
 
 
 def test_optimize_outside_the_harness_takes_a_real_step():

@@ -20,8 +20,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     n = len(data["tasks"])
     folder = Path(data["folder"])
     if args.dry_run:
-        print(f"wrote {folder / 'submission.json'} ({n} task(s)); submit without submitit with:\n"
-              f"  sbatch --array=0-{n - 1}%{prof['array_parallelism']} slurm/array.sbatch {folder / 'submission.json'}")
+        print(f"wrote {folder / 'submission.json'} ({n} task(s)) and the sbatch script {data['sbatch_script']} "
+              f"from cluster profile {prof['name']}; submit it without submitit with:\n  sbatch {data['sbatch_script']}")
         return 0
     if kind == "slurm":
         print(f"submitted array job {data['array_job_id']} ({n} task(s): "

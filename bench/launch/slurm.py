@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -217,6 +218,55 @@ def _checkpoint_and_requeue(submitit_handler: Any, tries: int = REQUEUE_TRIES, w
 
 # ---- submit ------------------------------------------------------------------------------------
 
+SBATCH_TEMPLATE = PROFILES_DIR / "array.sbatch"
+
+
+def sbatch_directives(prof: dict[str, Any], n_tasks: int, name: str, log_dir: Path) -> list[str]:
+    """The ``#SBATCH`` lines of a cluster profile for an array of ``n_tasks`` tasks (what submitit would ask for)."""
+    gpus = int(prof.get("gpus") or 0)
+    ntasks = int(prof.get("tasks_per_node") or max(1, gpus))
+    minutes = int(prof["time_min"])
+    flags: list[tuple[str, Any]] = [("job-name", name), ("array", f"0-{n_tasks - 1}%{int(prof['array_parallelism'])}")]
+    flags += [(key, prof[key]) for key in ("partition", "account", "qos", "constraint") if prof.get(key)]
+    flags += [("nodes", 1), ("ntasks-per-node", ntasks), ("cpus-per-task", int(prof["cpus_per_task"]))]
+    if gpus:
+        flags.append(("gres", f"gpu:{gpus}"))
+    flags += [("mem", f"{float(prof['mem_gb']):g}G"), ("time", f"{minutes // 60:02d}:{minutes % 60:02d}:00"),
+              ("signal", f"B:USR2@{int(prof['signal_delay_s'])}"), ("requeue", True),
+              ("output", str(log_dir / "slurm-%A_%a.out"))]
+    merged = dict(flags)
+    merged.update({k.replace("_", "-"): v for k, v in (prof.get("sbatch") or {}).items()})  # [sbatch] adds or overrides
+    lines = []
+    for key, value in merged.items():
+        if value is True:
+            lines.append(f"#SBATCH --{key}")
+        elif value not in (False, None, ""):
+            lines.append(f"#SBATCH --{key}={value}")
+    return lines
+
+
+def sbatch_script(prof: dict[str, Any], data: dict[str, Any], submission: Path) -> str:
+    """``slurm/array.sbatch`` filled from the cluster profile for this submission's tasks."""
+    folder = Path(data["folder"])
+    gpus = int(prof.get("gpus") or 0)
+    ntasks = int(prof.get("tasks_per_node") or max(1, gpus))
+    setup = list(prof.get("setup") or [])
+    if not _bench_installed():
+        setup.insert(0, f"export PYTHONPATH={_repo_root()}${{PYTHONPATH:+:$PYTHONPATH}}")
+    fill = {
+        "SBATCH": "\n".join(sbatch_directives(prof, len(data["tasks"]), f"genbench-{data['suite']['name']}", folder)),
+        "SETUP": "\n".join(setup) if setup else "# (no setup lines in the cluster profile)",
+        "SUBMISSION": shlex.quote(str(submission)),
+        "PYTHON": shlex.quote(str(prof.get("python") or sys.executable)),
+        "MAX_REQUEUES": str(int(prof["max_requeues"])),
+        "LAUNCH": f"srun --ntasks-per-node={ntasks} " if ntasks > 1 else "",  # DDP: one process per GPU
+    }
+    text = SBATCH_TEMPLATE.read_text()
+    for key, value in fill.items():
+        text = text.replace(f"@@{key}@@", value)
+    return text
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
@@ -281,7 +331,9 @@ def submit(suite, args, prof: dict[str, Any], executor_kind: str, results: Path)
     _write_json(folder / "submission.json", data)
     if getattr(args, "dry_run", False):
         data["executor"] = "sbatch"
+        data["sbatch_script"] = str(folder / "array.sbatch")
         _write_json(folder / "submission.json", data)
+        atomic_write_text(folder / "array.sbatch", sbatch_script(prof, data, folder / "submission.json"))
         return data
     ex = submitit.AutoExecutor(folder=folder / "submitit" / "%j", cluster=executor_kind,
                                slurm_max_num_timeout=int(prof["max_requeues"]))

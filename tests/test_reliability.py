@@ -1,0 +1,96 @@
+"""Shared folders, bad records, bad paths, full disks and unusable checkpoints (issue 20's defects)."""
+
+import errno
+import json
+import os
+import stat
+
+import pytest
+
+from bench import checkpoint, cli, records
+from bench.launch import slurm
+from tests.helpers import run_cli
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = records.write_record({"suite": "s", "profile": "p", "model": "m", "seed": 0, "status": "ok"}, tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # mkstemp alone gives 0600: unreadable to the group
+
+
+def test_a_malformed_or_truncated_record_is_skipped_with_one_warning(tmp_path, capsys):
+    good = records.write_record({"suite": "s", "profile": "p", "model": "m", "seed": 0, "status": "ok"}, tmp_path)
+    folder = good.parent
+    (folder / "missing-keys.json").write_text(json.dumps({"suite": "s", "model": "x"}))
+    (folder / "truncated.json").write_text('{"suite": "s", "prof')
+    recs = records.load_records(tmp_path)
+    assert [r["model"] for r in recs] == ["m"]
+    err = capsys.readouterr().err
+    assert "missing-keys.json: missing key(s) profile, seed, status" in err
+    assert "truncated.json: unreadable" in err
+    code, out, err = run_cli(["results", "--results", str(tmp_path)], capsys)
+    assert code == 0 and " m " in out and "warning: skipping record" in err
+
+
+@pytest.mark.parametrize("target, message", [
+    ("folder", "is a folder"), ("missing/x.csv", "does not exist"),
+])
+def test_results_csv_to_a_bad_path_is_a_one_line_error(tmp_path, capsys, target, message):
+    records.write_record({"suite": "s", "profile": "p", "model": "m", "seed": 0, "status": "ok"}, tmp_path / "r")
+    (tmp_path / "folder").mkdir()
+    code, out, err = run_cli(["results", "--results", str(tmp_path / "r"), "--csv", str(tmp_path / target)], capsys)
+    assert code == cli.EXIT_USER_ERROR and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_full_disk_is_one_clear_error_not_a_failed_model():
+    e = OSError(errno.ENOSPC, "No space left on device", "/data/results/x.json")
+    wrapped = RuntimeError("while saving")
+    wrapped.__cause__ = e
+    msg = records.disk_full_message(wrapped)
+    assert msg and "out of disk space writing /data/results/x.json" in msg and "--resume" in msg
+    assert records.disk_full_message(OSError(errno.EACCES, "denied")) is None
+
+
+def test_unusable_checkpoints_are_reported_not_silently_ignored(tmp_path):
+    (tmp_path / "ckpt-10.pt").write_bytes(b"x")
+    (tmp_path / "latest.json").write_text("{not json")
+    payload, notes = checkpoint.load(tmp_path)
+    assert payload is None and notes == ["latest.json unreadable (JSONDecodeError)"]
+    (tmp_path / "latest.json").unlink()
+    assert checkpoint.load(tmp_path)[1] == ["latest.json missing next to ckpt-10.pt"]
+    assert checkpoint.load(tmp_path / "none") == (None, [])  # nothing to resume: nothing to say
+
+
+def test_list_prints_full_names_when_piped(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "\nmnist-flow-vs-ddpm\t" in out and "celeba-daf-vs-ddpm-vs-nsf\t" in out
+    models = [line.split("\t") for line in out.split("# suites")[0].splitlines()[1:]]
+    assert models and all(row[-1].strip() for row in models)  # every model has a summary
+    assert cli.main(["list", "--json"]) == 0
+    assert {m["name"] for m in json.loads(capsys.readouterr().out)["models"]} >= {"ddpm", "glow", "reference"}
+
+
+@pytest.mark.parametrize("profile", slurm.profile_names())
+def test_dry_run_writes_the_sbatch_script_of_the_cluster_profile(tmp_path, capsys, profile):
+    code, out, err = run_cli(["submit", "--dry-run", "--cluster-profile", profile, "--model", "reference",
+                              "--results", str(tmp_path)], capsys)
+    assert code == 0, err
+    script = next(tmp_path.rglob("array.sbatch"))
+    assert f"sbatch {script}" in out
+    text = script.read_text()
+    prof = slurm.load_profile(profile)
+    assert "@@" not in text and "#SBATCH --array=0-0%" in text
+    assert f"#SBATCH --cpus-per-task={int(prof['cpus_per_task'])}" in text
+    assert f"#SBATCH --mem={float(prof['mem_gb']):g}G" in text
+    assert f"#SBATCH --signal=B:USR2@{int(prof['signal_delay_s'])}" in text and "#SBATCH --requeue" in text
+    for key in ("partition", "account", "qos"):
+        assert (f"#SBATCH --{key}={prof.get(key)}" in text) == bool(prof.get(key))
+    assert ("#SBATCH --gres=gpu:" in text) == bool(prof.get("gpus"))
+    for line in prof["setup"]:
+        assert line in text
+    for key, value in prof["sbatch"].items():
+        assert f"#SBATCH --{key.replace('_', '-')}" in text
