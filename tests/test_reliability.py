@@ -94,3 +94,25 @@ def test_dry_run_writes_the_sbatch_script_of_the_cluster_profile(tmp_path, capsy
         assert line in text
     for key, value in prof["sbatch"].items():
         assert f"#SBATCH --{key.replace('_', '-')}" in text
+
+
+def test_plain_progress_prints_at_most_one_line_per_interval_and_the_last_step():
+    from types import SimpleNamespace
+
+    from bench.runner import PlainProgress
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = PlainProgress(lines.append, every=30.0, clock=lambda: now[0])
+    state = SimpleNamespace(step=0)
+    done = [False]
+    tr = SimpleNamespace(state=state, suite=SimpleNamespace(budget="100 steps"), finished=lambda: done[0],
+                         progress=lambda: state.step / 100, throughput=lambda: 50.0)
+    for step in range(1, 101):
+        state.step, now[0] = step, step * 1.0  # one step per second
+        done[0] = step == 100
+        progress.update("glow seed 0", tr, 2.5)
+    assert len(lines) == 4  # steps 31, 61, 91 (30 s after the first step each) and the final one, not one per step
+    # ETA at step 31: 30 s elapsed for 31 % of the budget -> 30 * 0.69 / 0.31 = 66.8 s
+    assert lines[0] == "glow seed 0: step 31, 31% of 100 steps, loss 2.5, 50 img/s, ETA 1m07s"
+    assert lines[-1].startswith("glow seed 0: step 100, 100% of 100 steps") and lines[-1].endswith("ETA 0m00s")
