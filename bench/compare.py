@@ -62,7 +62,7 @@ MIN_TRAIN_SECONDS_FOR_THROUGHPUT = 2.0
 IGNORED = {"parameters", *REFERENCE_KEYS}
 STATUSES = ("regressed", "missing", "improved", "held", "skipped", "new")
 FALLBACK_DEFAULTS = {"direction": "none", "kind": "quality", "abs": 0.0, "rel": 0.05, "sigmas": 3.0,
-                     "cross_hardware_rel": 1.0}
+                     "cross_hardware_rel": 3.0}
 FIELDS = set(FALLBACK_DEFAULTS)
 
 

@@ -145,8 +145,12 @@ def test_timing_across_hardware_as_ratio_to_matmul_peak(tmp_path, capsys):
     _, rows, *_ = run_compare(tmp_path, capsys, base, rec(ips=4000.0, sps=0.125, hw=HW_B, extra=peak(4e11)))
     row = rows[("ddpm", "train_images_per_second")]
     assert row["status"] == "held" and "matmul peak" in row["note"]
-    # machine B is 4x faster at matmul but no faster at training: 4x worse relative to the device
-    code, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(ips=1000.0, sps=0.5, hw=HW_B, extra=peak(4e11)))
+    # machine B is 2.2x faster at matmul and no faster at training (a big matmul and a small conv net scale
+    # differently between CPU generations): within the cross-hardware tolerance (4x)
+    code, rows, *_ = run_compare(tmp_path / "c", capsys, base, rec(ips=1000.0, sps=0.5, hw=HW_B, extra=peak(2.2e11)))
+    assert code == 0 and rows[("ddpm", "train_images_per_second")]["status"] == "held"
+    # machine B is 8x faster at matmul but no faster at training: 8x worse relative to the device
+    code, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(ips=1000.0, sps=0.5, hw=HW_B, extra=peak(8e11)))
     assert code == 1 and rows[("ddpm", "train_images_per_second")]["status"] == "regressed"
 
 
@@ -373,3 +377,27 @@ def test_broken_code_under_an_unchanged_config_is_caught(tmp_path, capsys, workd
     row = rows["bits_per_dim"]
     assert row["status"] == "regressed" and row["fresh"] > row["baseline"] + 1.0
     assert "config changed" not in row["note"]
+
+
+def test_the_hardware_key_tells_cpu_generations_with_one_generic_name_apart(monkeypatch):
+    """A virtual machine reports 'AMD EPYC' for a Zen 4 and a Zen 2 alike; their fp32 speed differs 2x and their
+    bf16 speed far more (the CI host that read 'AMD EPYC' with a 1.7x slower matmul than the baseline's did). The
+    key carries family/model and the instruction tier, so such timings are not compared as one machine's."""
+    from bench import environment
+
+    def key_on(fields):
+        monkeypatch.setattr(environment, "_cpuinfo_fields", lambda: fields)
+        environment.hardware.cache_clear()
+        try:
+            return environment.hardware("cpu")["key"]
+        finally:
+            environment.hardware.cache_clear()
+
+    zen4 = {"model name": "AMD EPYC", "cpu family": "25", "model": "17", "flags": "fma avx2 avx512f avx512_bf16"}
+    zen3 = {"model name": "AMD EPYC", "cpu family": "25", "model": "1", "flags": "fma avx2"}
+    zen2 = {"model name": "AMD EPYC", "cpu family": "23", "model": "49", "flags": "fma avx2"}
+    keys = {key_on(f) for f in (zen4, zen3, zen2)}
+    assert len(keys) == 3 and all(k.startswith("AMD EPYC (") for k in keys)
+    assert key_on(zen4) == key_on(dict(zen4))  # stable for the same machine
+    assert environment.cpu_isa("fpu avx2 avx512f avx512_bf16 amx_bf16") == "amx_bf16"
+    assert environment.cpu_isa("fpu sse4_2") == "other"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.environment import cpu_identity
 from bench.metrics import EvalContext, make_batch, metric, synchronize, value
 from bench.records import atomic_write_text
 
@@ -43,14 +43,7 @@ def hardware_key(device: torch.device, precision: str) -> tuple[str, dict[str, A
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+        name = cpu_identity()  # a generic model name hides CPU generations of different peaks
     desc = {"device": device.type, "name": name, "threads": torch.get_num_threads(), "precision": precision,
             "torch": torch.__version__}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16], desc

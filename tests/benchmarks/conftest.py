@@ -19,15 +19,16 @@ from bench.registry import Batch, GenerativeModel, Samples
 
 FULL = os.environ.get("GENBENCH_BENCH_FULL") == "1"
 
-# The reference operation every benchmark is normalised by: a fixed fp32 matmul.
+# The reference operations benchmarks are normalised by: a fixed matmul in fp32, and the same in bf16 for the
+# bf16 benchmarks (a CPU without bf16 units runs both several times slower, so their ratio holds).
 REFERENCE_N = 256
 REFERENCE_REPEATS = 4
 
 
-def reference_matmul() -> torch.Tensor:
+def reference_matmul(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(REFERENCE_N, REFERENCE_N, generator=g)
-    b = torch.randn(REFERENCE_N, REFERENCE_N, generator=g)
+    a = torch.randn(REFERENCE_N, REFERENCE_N, generator=g).to(dtype)
+    b = torch.randn(REFERENCE_N, REFERENCE_N, generator=g).to(dtype)
     out = a
     for _ in range(REFERENCE_REPEATS):
         out = torch.mm(b, a)
