@@ -116,3 +116,60 @@ def test_plain_progress_prints_at_most_one_line_per_interval_and_the_last_step()
     # ETA at step 31: 30 s elapsed for 31 % of the budget -> 30 * 0.69 / 0.31 = 66.8 s
     assert lines[0] == "glow seed 0: step 31, 31% of 100 steps, loss 2.5, 50 img/s, ETA 1m07s"
     assert lines[-1].startswith("glow seed 0: step 100, 100% of 100 steps") and lines[-1].endswith("ETA 0m00s")
+
+
+def test_results_csv_to_a_read_only_place_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    # root ignores chmod, so the refusal the file system would give a user is injected where the CSV is written
+    records.write_record({"suite": "s", "profile": "p", "model": "m", "seed": 0, "status": "ok"}, tmp_path / "r")
+
+    def refuse(path, text):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(records, "atomic_write_text", refuse)
+    code, out, err = run_cli(["results", "--results", str(tmp_path / "r"), "--csv", str(tmp_path / "x.csv")], capsys)
+    assert code == cli.EXIT_USER_ERROR and err.count("\n") == 1
+    assert err.startswith("error: cannot write --csv") and "Permission denied" in err and "writable path" in err
+
+
+def test_bench_run_on_a_full_disk_stops_with_one_error_and_keeps_the_records_written(tmp_path, capsys, monkeypatch):
+    from bench import runner
+    from tests.helpers import TINY_DIGITS, write_suite
+
+    suite = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]",
+                                                                 "[models.reference]\n    [models.second]\n    model = \"reference\""))
+    real_write, calls = runner.write_record, []
+
+    def fill_up(record, folder):
+        calls.append(record["model"])
+        if record["model"] == "second":
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder / "second.json"))
+        return real_write(record, folder)
+
+    monkeypatch.setattr(runner, "write_record", fill_up)
+    results = tmp_path / "results"
+    code, out, err = run_cli(["run", "--suite", str(suite), "--results", str(results), "--checkpoints",
+                              str(tmp_path / "ck"), "--no-report", "--quiet"], capsys)
+    assert calls[-1] == "second"
+    assert code == cli.EXIT_USER_ERROR and err.count("\n") == 1 and "out of disk space" in err and "--resume" in err
+    written = records.load_records(results)
+    assert [r["model"] for r in written] == ["reference"] and written[0]["status"] == "ok"  # nothing recorded as failed
+
+
+def test_a_held_out_split_is_named_in_the_record_and_the_report(tmp_path, capsys):
+    import numpy as np
+
+    from tests.helpers import TINY_DIGITS, write_suite
+
+    x = np.random.default_rng(0).integers(0, 256, (50, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "mine.npz", x=x)
+    body = TINY_DIGITS.replace('dataset = "digits"', f'dataset = "npz"\n    path = "{tmp_path / "mine.npz"}"')
+    suite = write_suite(tmp_path / "s.toml", body)
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    code, out, err = run_cli(["run", "--suite", str(suite), "--results", str(results), "--checkpoints",
+                              str(tmp_path / "ck"), "--reports", str(reports), "--quiet"], capsys)
+    assert code == 0, err
+    (rec,) = records.load_records(results)
+    assert rec["data"]["train_size"] == 45 and rec["data"]["eval_size"] == 5
+    assert "held-out split: 10% of mine.npz (no x_train/x_test), seed 0" in rec["data"]["eval"]
+    report = next(reports.rglob("README.md")).read_text()
+    assert "held-out split: 10% of mine.npz (no x_train/x_test), seed 0" in report
