@@ -401,3 +401,24 @@ def test_the_hardware_key_tells_cpu_generations_with_one_generic_name_apart(monk
     assert key_on(zen4) == key_on(dict(zen4))  # stable for the same machine
     assert environment.cpu_isa("fpu avx2 avx512f avx512_bf16 amx_bf16") == "amx_bf16"
     assert environment.cpu_isa("fpu sse4_2") == "other"
+
+
+def test_a_folder_of_baselines_compares_the_suites_that_were_run_and_names_the_rest(tmp_path, capsys):
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    res = tmp_path / "base_results"
+    write(res, rec(suite="digits"), rec(suite="digits-flows"))
+    for suite in ("digits", "digits-flows"):
+        code, out, _ = run_cli(["baseline", "--suite", suite, "--results", str(res), "--out", str(folder / f"{suite}.json")], capsys)
+        assert code == 0, out
+    fresh = tmp_path / "fresh"
+    write(fresh, rec(suite="digits", fid=10.0))
+    code, out, err = run_cli(["compare", "--baseline", str(folder), "--results", str(fresh)], capsys)
+    assert code == 0 and "skipped 1 baseline(s) without fresh records" in out and "digits-flows [smoke]" in out
+    # the same folder with a regression in the suite that ran still fails
+    write(fresh, rec(suite="digits", fid=30.0, finished="2026-01-01T00:00:00.000000Z"))
+    code, out, err = run_cli(["compare", "--baseline", str(folder), "--results", str(fresh)], capsys)
+    assert code == 1
+    # naming the file of a suite without fresh records is still a failure, not a skip
+    code, out, err = run_cli(["compare", "--baseline", str(folder / "digits-flows.json"), "--results", str(fresh)], capsys)
+    assert code != 0
