@@ -270,6 +270,47 @@ def test_neumann_gradient_is_unbiased(monkeypatch):
     assert abs(z_score()) > 4.5
 
 
+def _block_grads(blk, x, generator_seed, memory_efficient, ld_weights):
+    """Gradients w.r.t. the block's input and parameters of sum(y * r) + sum(w * logdet), one seeded draw."""
+    blk.memory_efficient = memory_efficient
+    xi = x.clone().requires_grad_(True)
+    y, ld = blk(xi, torch.Generator().manual_seed(generator_seed))
+    r = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    loss = (y * r).sum() + (ld * ld_weights).sum()
+    params = [p for p in blk.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [xi, *params])
+    return y.detach(), ld.detach(), grads
+
+
+def test_memory_efficient_gradient_equals_autograd_of_the_neumann_estimator():
+    """The forward-pass gradient (Chen et al.'s --mem-eff) must be exactly the gradient that autograd takes of
+    the same Neumann estimator (same roulette N, same Hutchinson vector), for the input and every parameter."""
+    blk, x = near_limit_block(n_exact_terms=1)
+    blk.train()
+    w = torch.full((x.shape[0],), 0.7, dtype=x.dtype)
+    for seed in range(3):  # three roulette draws (different numbers of terms)
+        y_a, ld_a, g_a = _block_grads(blk, x, seed, False, w)
+        y_m, ld_m, g_m = _block_grads(blk, x, seed, True, w)
+        torch.testing.assert_close(y_m, y_a, rtol=0, atol=0)
+        torch.testing.assert_close(ld_m, ld_a, rtol=1e-12, atol=1e-12)
+        assert len(g_m) == len(g_a) == 1 + len([p for p in blk.parameters() if p.requires_grad])
+        for a, m in zip(g_a, g_m):
+            torch.testing.assert_close(m, a, rtol=1e-10, atol=1e-12)
+        assert g_a[1].abs().sum() > 0  # the log-det part reaches the parameters
+    # the log-det's weight reaches the gradient: with weight 0 only the y path is left, and it differs
+    _, _, g_0 = _block_grads(blk, x, 0, True, torch.zeros_like(w))
+    _, _, g_a0 = _block_grads(blk, x, 0, False, torch.zeros_like(w))
+    torch.testing.assert_close(g_0[1], g_a0[1], rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(g_0[1], _block_grads(blk, x, 0, True, w)[2][1])
+
+
+def test_memory_efficient_gradient_refuses_unequal_per_image_weights():
+    blk, x = near_limit_block(n_exact_terms=1)
+    blk.train()
+    with pytest.raises(RuntimeError, match="weights every image's log-det equally"):
+        _block_grads(blk, x, 0, True, torch.tensor([1.0, 2.0, 3.0], dtype=x.dtype))
+
+
 def test_residual_flow_whole_model_roundtrip_and_exact_logdet():
     torch.manual_seed(0)
     flow = fl.ResidualFlow(1, blocks_per_scale=(1, 1), hidden_channels=8, coeff=0.9).double()

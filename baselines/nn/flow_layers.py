@@ -463,6 +463,50 @@ class ResidualNet(nn.Module):
         return self.net(x)
 
 
+class _MemoryEfficientLogDet(torch.autograd.Function):
+    """g(x) and the log-det estimate of a residual block, with the log-det's gradient (w.r.t. x and g's
+    parameters) computed in the forward pass, as Chen et al.'s ``--mem-eff``: the double-backward graph of the
+    Neumann surrogate lives only inside forward, and backward scales the stored gradient by the upstream
+    one. The parameter part assumes every image's log-det has the same upstream gradient (a batch mean or sum,
+    as every flow loss here); backward checks that and says so when it does not hold."""
+
+    @staticmethod
+    def forward(ctx, block, generator, x, *params):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            g = block.g(xg)
+            value, surrogate = block._series(g, xg, generator, train=True)
+            # retain_graph: g's own graph is still needed for the gradient through y = x + g(x)
+            grads = torch.autograd.grad(surrogate.sum(), (xg, *params), retain_graph=True, allow_unused=True)
+        ctx.g, ctx.xg, ctx.params, ctx.logdet_grads = g, xg, params, grads
+        return g.detach(), value.detach()
+
+    @staticmethod
+    def backward(ctx, grad_g, grad_value):
+        g, xg, params = ctx.g, ctx.xg, ctx.params
+        ld_x, *ld_params = ctx.logdet_grads
+        with torch.enable_grad():
+            d_x, *d_params = torch.autograd.grad(g, (xg, *params), grad_g, allow_unused=True)
+        if grad_value is None:
+            grad_value = torch.zeros(xg.shape[0], device=xg.device, dtype=ld_x.dtype if ld_x is not None else xg.dtype)
+        w0 = grad_value[:1]
+        if not torch.allclose(grad_value, w0.expand_as(grad_value), rtol=1e-5, atol=1e-12):
+            raise RuntimeError("resflow memory_efficient=true needs a loss that weights every image's log-det equally "
+                               "(a batch mean or sum); set memory_efficient = false for any other weighting")
+        shape = (-1,) + (1,) * (xg.dim() - 1)
+        grad_x = d_x if d_x is not None else torch.zeros_like(xg)
+        if ld_x is not None:
+            grad_x = grad_x + ld_x * grad_value.view(shape).to(ld_x.dtype)
+        grad_params = []
+        for dp, lp in zip(d_params, ld_params):
+            if lp is not None:
+                lp = lp * w0.to(lp.dtype).squeeze(0)
+                dp = lp if dp is None else dp + lp
+            grad_params.append(dp)
+        ctx.g = ctx.xg = ctx.logdet_grads = None  # free the graph and the stored gradients
+        return (None, None, grad_x, *grad_params)
+
+
 class ResidualBlock(FlowLayer):
     """y = x + g(x) with Lip(g) < 1 (i-ResNet / Residual Flow).
 
@@ -471,16 +515,18 @@ class ResidualBlock(FlowLayer):
     1/P(N >= k), which makes the estimate unbiased. In training mode with ``neumann_grad`` the
     gradient comes from the Neumann series v^T [sum_k (-1)^k J^k / P(N >= k)] dJ v (the power series
     is evaluated without a graph, so memory does not grow with N); the returned value is still the
-    unbiased log-det estimate. ``mode`` (set on the module): "estimate" (default) or "exact"
+    unbiased log-det estimate. With ``memory_efficient`` (the default, Chen et al.'s ``--mem-eff``) that
+    gradient is taken during the forward pass and its double-backward graph freed at once
+    (:class:`_MemoryEfficientLogDet`); the result is the same gradient. ``mode`` (set on the module): "estimate" (default) or "exact"
     (brute-force log|det(I + J)| from the full Jacobian; small inputs only).
     """
 
     def __init__(self, net: nn.Module, n_exact_terms=2, n_exact_terms_eval=20, geom_p=0.5, neumann_grad=True,
-                 fixed_point_atol=1e-5, fixed_point_rtol=1e-5, fixed_point_max_iters=500):
+                 fixed_point_atol=1e-5, fixed_point_rtol=1e-5, fixed_point_max_iters=500, memory_efficient=True):
         super().__init__()
         self.g = net
         self.n_exact_terms, self.n_exact_terms_eval = n_exact_terms, n_exact_terms_eval
-        self.geom_p, self.neumann_grad = geom_p, neumann_grad
+        self.geom_p, self.neumann_grad, self.memory_efficient = geom_p, neumann_grad, memory_efficient
         self.atol, self.rtol, self.max_iters = fixed_point_atol, fixed_point_rtol, fixed_point_max_iters
         self.mode = "estimate"
         self.last_inverse_iterations = 0
@@ -509,10 +555,32 @@ class ResidualBlock(FlowLayer):
                 out.append(torch.linalg.slogdet(eye + jac)[1])
         return _hi(torch.stack(out))
 
+    def _series(self, g, xg, generator, train):
+        """The Russian-roulette log-det estimate of one Hutchinson draw, and (training with ``neumann_grad``) the
+        Neumann surrogate whose gradient is the estimator's gradient (its value is 0 in the forward sense)."""
+        v = torch.randn(xg.shape, generator=generator,
+                        device=xg.device if generator is None else generator.device).to(xg.device, g.dtype)
+        n_exact, n_terms = self._num_terms(generator, xg.device)
+        w, value, neumann = v, torch.zeros(xg.shape[0], device=xg.device, dtype=_hi(g).dtype), v
+        for k in range(1, n_terms + 1):
+            w = torch.autograd.grad(g, xg, w, retain_graph=True)[0].detach()
+            c = self.coeff(k, n_exact)
+            value = value + (-1) ** (k + 1) / k * c * _hi((w * v).flatten(1).sum(1))
+            if train:
+                neumann = neumann + (-1) ** k * c * w
+        if not train:
+            return value, None
+        surrogate = _hi((torch.autograd.grad(g, xg, neumann, create_graph=True)[0] * v).flatten(1).sum(1))
+        return value, surrogate - surrogate.detach()
+
     def forward(self, x, generator=None):
         if self.mode == "exact":
             return x + self.g(x), self._exact_logdet(x)
         train = self.training and torch.is_grad_enabled()
+        if train and self.neumann_grad and self.memory_efficient:
+            params = [p for p in self.g.parameters() if p.requires_grad]
+            g, value = _MemoryEfficientLogDet.apply(self, generator, x, *params)
+            return x + g, value
         if not train:
             y = x + self.g(x)
         with torch.enable_grad():
@@ -520,24 +588,18 @@ class ResidualBlock(FlowLayer):
             g = self.g(xg)
             if train:
                 y = xg + g
-            v = torch.randn(x.shape, generator=generator,
-                            device=x.device if generator is None else generator.device).to(x.device, g.dtype)
-            n_exact, n_terms = self._num_terms(generator, x.device)
-            w, value, neumann = v, torch.zeros(x.shape[0], device=x.device, dtype=_hi(g).dtype), v
             if train and not self.neumann_grad:  # plain power series, differentiated through every term
+                v = torch.randn(x.shape, generator=generator,
+                                device=x.device if generator is None else generator.device).to(x.device, g.dtype)
+                n_exact, n_terms = self._num_terms(generator, x.device)
+                w, value = v, torch.zeros(x.shape[0], device=x.device, dtype=_hi(g).dtype)
                 for k in range(1, n_terms + 1):
                     w = torch.autograd.grad(g, xg, w, create_graph=True)[0]
                     value = value + (-1) ** (k + 1) / k * self.coeff(k, n_exact) * _hi((w * v).flatten(1).sum(1))
                 return y, value
-            for k in range(1, n_terms + 1):
-                w = torch.autograd.grad(g, xg, w, retain_graph=True)[0].detach()
-                c = self.coeff(k, n_exact)
-                value = value + (-1) ** (k + 1) / k * c * _hi((w * v).flatten(1).sum(1))
-                if train:
-                    neumann = neumann + (-1) ** k * c * w
+            value, surrogate = self._series(g, xg, generator, train)
             if train:  # Neumann-series gradient estimator; value unchanged
-                surrogate = _hi((torch.autograd.grad(g, xg, neumann, create_graph=True)[0] * v).flatten(1).sum(1))
-                return y, value + surrogate - surrogate.detach()
+                return y, value + surrogate
         return y, value.detach()
 
     # -- inverse -------------------------------------------------------------------------------
