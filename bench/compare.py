@@ -16,6 +16,8 @@ baseline metric by metric:
   the fresh run equals the baseline's; across machines they are compared as ratios to a
   reference operation (matmul peak) measured in the same run when both records carry one, and
   skipped with a note otherwise -- never raw seconds across machines;
+- a metric measured in a feature space (FID, KID, IS, ...) is compared only when both sides used the same
+  extractor weights (``extractor_weights_sha256`` in its protocol); otherwise it is skipped with a note;
 - training throughput (images/s) of a run that trained for under MIN_TRAIN_SECONDS_FOR_THROUGHPUT
   (in the baseline or the fresh records) is skipped with a note: a few steps timed on a shared
   machine say nothing about the code.
@@ -177,6 +179,12 @@ def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float
     return out
 
 
+def feature_space(record: dict[str, Any], metric: str) -> str | None:
+    """The feature extractor's weights (sha256 prefix) a metric was measured with, if it says."""
+    m = (record.get("metrics") or {}).get(metric)
+    return ((m.get("protocol") or {}).get("extractor_weights_sha256") if isinstance(m, dict) else None) or None
+
+
 def reference_flops(record: dict[str, Any]) -> float | None:
     """The reference measurement (matmul FLOP/s) a record carries, if any."""
     for section in ("metrics", "timings"):
@@ -214,6 +222,7 @@ def condense(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 continue
             metrics[name] = {
                 "mean": statistics.fmean(vals), "values": vals, "n_seeds": len(vals),
+                "feature_space": next((f for f in (feature_space(r, name) for r in ok) if f), None),
                 "seed_std": statistics.stdev(vals) if len(vals) > 1 else None,
                 # standard error of the mean over seeds from each run's own recorded stderr
                 "stderr": (math.sqrt(sum(s * s for s in ses)) / len(ses)) if ses else None,
@@ -358,6 +367,12 @@ def compare_metric(suite: str, model: str, metric: str, base: dict[str, Any], fr
         return row
     if direction == "none":
         row.status, row.note = "skipped", "direction unknown (informational; set it in a tolerance file)"
+        return row
+    bs, fs = base.get("feature_space"), fresh.get("feature_space")
+    if bs and fs and bs != fs:
+        row.status = "skipped"
+        row.note = (f"measured in another feature space (extractor weights {bs} vs {fs}): FID/KID/IS of two "
+                    "feature extractors are not comparable; regenerate the baseline with the same weights")
         return row
     sign = 1.0 if direction == "higher" else -1.0
     if metric in TRAIN_THROUGHPUT_KEYS:

@@ -422,3 +422,17 @@ def test_a_folder_of_baselines_compares_the_suites_that_were_run_and_names_the_r
     # naming the file of a suite without fresh records is still a failure, not a skip
     code, out, err = run_cli(["compare", "--baseline", str(folder / "digits-flows.json"), "--results", str(fresh)], capsys)
     assert code != 0
+
+
+def test_a_metric_from_another_feature_space_is_skipped_not_judged(tmp_path, capsys):
+    """FID of the same samples in two classifiers' feature spaces differs by tens of percent: comparing them
+    would pass or fail by chance. The extractor weights each record names decide."""
+    fs = lambda sha, fid: {"fid": {"value": fid, "std": 0.1, "protocol": {"extractor_weights_sha256": sha}}}  # noqa: E731
+    base = make_baseline(tmp_path, capsys, [rec(extra=fs("aaaa", 10.0))])
+    assert json.loads(base.read_text())["runs"]["ddpm"]["metrics"]["fid"]["feature_space"] == "aaaa"
+    code, rows, *_ = run_compare(tmp_path, capsys, base, rec(extra=fs("bbbb", 30.0)))
+    row = rows[("ddpm", "fid")]
+    assert code == 0 and row["status"] == "skipped" and "another feature space" in row["note"] and "bbbb" in row["note"]
+    assert rows[("ddpm", "bits_per_dim")]["status"] == "held"  # metrics without a feature space are still judged
+    code, rows, *_ = run_compare(tmp_path / "same", capsys, base, rec(extra=fs("aaaa", 30.0)))
+    assert code == 1 and rows[("ddpm", "fid")]["status"] == "regressed"

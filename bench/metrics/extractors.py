@@ -12,8 +12,10 @@ asked to download anything:
   ``<cache_dir>/weights/<file>`` (where ``bench prefetch`` puts it), torch.hub's checkpoint folder.
   When none exists the error names the file and where to put it.
 - ``digits-classifier``: a small CNN trained by genbench on the dataset's training split
-  (:func:`domain_classifier`), cached with its test accuracy under ``<cache_dir>/classifiers``
-  keyed by dataset, image size and a hash of the training data and recipe. Its 192-dimensional
+  (:func:`domain_classifier`). genbench ships the weights for digits (16 px) and MNIST (32 px), so every
+  machine measures in one feature space; other datasets and sizes train one on first use, cached with
+  its test accuracy under ``<cache_dir>/classifiers`` keyed by dataset, image size and a hash of the
+  training data and recipe. Its 192-dimensional
   penultimate layer (``"192"``) is the feature space for FID/KID/precision-recall and its logits
   (``"logits"``) feed IS and class coverage. No download, so offline suites and CI use it.
 
@@ -367,11 +369,32 @@ def classifier_key(dataset: str, train_x: torch.Tensor, recipe: dict[str, Any]) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def domain_classifier(train, test, cache_dir: str | Path, dataset: str, device: torch.device | str = "cpu",
-                      recipe: dict[str, Any] | None = None, log=None) -> tuple[Path, dict[str, Any]]:
-    """Path of the cached classifier weights for this dataset (trained on ``train`` on first use) and its info.
+# Classifiers shipped with genbench (digits at 16 px, MNIST at 32 px). Training one is not bit-reproducible
+# across CPUs (a classifier trained on an AMD EPYC and one trained on an Intel Xeon differ, and KID of the same
+# samples moved 40 % between them), so FID/KID in a classifier's space compare across machines only when
+# everyone uses the same weights, as everyone uses the same Inception weights.
+BUNDLED_CLASSIFIERS = Path(__file__).with_name("classifiers")
 
-    ``train``/``test`` are :class:`bench.data.ImageData`. The file is keyed by dataset, image
+
+def bundled_classifier(dataset: str, size: int, recipe: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """The shipped classifier of this dataset and size, if its recipe and version are the ones asked for."""
+    path = BUNDLED_CLASSIFIERS / f"{dataset}-{size}px.pt"
+    meta_path = path.with_suffix(".json")
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    info = json.loads(meta_path.read_text())
+    if info.get("version") != CLASSIFIER_VERSION or info.get("recipe") != recipe:
+        return None
+    return path, {**info, "bundled": True}
+
+
+def domain_classifier(train, test, cache_dir: str | Path, dataset: str, device: torch.device | str = "cpu",
+                      recipe: dict[str, Any] | None = None, log=None, bundled: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Path of the classifier weights for this dataset and its info: the shipped ones
+    (:data:`BUNDLED_CLASSIFIERS`) where they exist for this dataset, size and recipe, else the cached ones
+    (trained on ``train`` on first use).
+
+    ``train``/``test`` are :class:`bench.data.ImageData`. A cached file is keyed by dataset, image
     size, a hash of the training images and the recipe, and stores the test accuracy.
     """
     if train.y is None or not train.num_classes:
@@ -379,6 +402,9 @@ def domain_classifier(train, test, cache_dir: str | Path, dataset: str, device: 
                          "use eval.feature_extractor = \"inception\"")
     r = {**CLASSIFIER_RECIPE, **(recipe or {})}
     size = int(train.x.shape[-1])
+    shipped = bundled_classifier(dataset, size, r) if bundled else None
+    if shipped is not None:
+        return shipped
     key = classifier_key(dataset, train.x, r)
     folder = Path(cache_dir) / "classifiers"
     path = folder / f"{dataset}-{size}px-{key}.pt"
@@ -439,6 +465,7 @@ def build_digits_classifier(train, test, cache_dir: str | Path, dataset: str,
     return Extractor("digits-classifier", module, str(path), file_sha256(path), "192", "logits",
                      f"none (classifier at the dataset's {info['image_size']}px)",
                      {"classifier_test_accuracy": acc, "classifier_trained_on": info["train_split"],
+                      "classifier_source": "shipped with genbench" if info.get("bundled") else "trained on this machine",
                       "classifier_train_count": info["train_count"], "classifier_test_count": info["test_count"]},
                      cpu_threads=1)
 
