@@ -85,6 +85,9 @@ class Likelihood:
     # Standard error of the batch *mean* when the estimator's errors are shared across the batch (one
     # random draw for all images, e.g. a Russian-roulette truncation): per-image errors then do not average out.
     batch_stderr: float | None = None
+    # [N] measured discretisation error of a fixed-step solve (|fine - coarse| bits/dim): systematic, so the
+    # mean's error gets its mean, not its root-sum-square / N
+    solver_error: torch.Tensor | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -85,3 +85,27 @@ def test_a_bad_per_model_batch_size_is_a_one_line_error(tmp_path):
     text = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n    batch_size = 0")
     with pytest.raises(BenchError, match="models.reference.batch_size must be a positive integer"):
         load_suite(str(write_suite(tmp_path / "s.toml", text)), "smoke")
+
+
+def test_resume_restores_every_random_state_the_run_draws_from(tmp_path):
+    """The fast check of what the kill -9 tests show end to end: after a resume, the step generator and torch's,
+    numpy's and Python's global generators continue exactly where the checkpointed run stood."""
+    import random
+
+    import numpy as np
+    import torch
+
+    tr = make_trainer(tmp_path, "{ steps = 7 }")
+    tr.state.step = 3
+    torch.manual_seed(11), np.random.seed(12), random.seed(13), tr.step_gen.manual_seed(14)
+    tr.save_checkpoint()
+    expected = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)],
+                torch.rand(4, generator=tr.step_gen))
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)  # another run's draws in between
+    again = make_trainer(tmp_path, "{ steps = 7 }")
+    again.try_resume()
+    assert again.state.step == 3
+    got = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)],
+           torch.rand(4, generator=again.step_gen))
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+    assert torch.equal(got[3], expected[3])

@@ -231,3 +231,25 @@ def test_classifier_guided_eps_is_the_formula_and_labels_work_without_class_cond
         m.sample(2, labels=torch.tensor([0, 1]), steps=2, classifier_scale=0.0)
     with pytest.raises(BenchError, match="class indices"):
         m.sample(2, labels=torch.tensor([0, 10]), steps=2)
+
+
+def test_vlb_of_uniform_pixels_is_never_below_their_entropy():
+    """i.i.d. uniform 8-bit pixels have entropy 8 bits/dim, so any model's NLL, and a fortiori its variational
+    bound, is >= 8 bits/dim on them. A short training on such pixels brings the bound within ~1.4x of 8, close
+    enough that a bound in the wrong unit (nats/dim are 0.69x bits/dim) would land below the entropy. iDDPM (learned
+    variances) inherits DDPM's ``nll_bits_per_dim``; DDPM's fixed variances leave its bound at ~40 bits/dim here."""
+    torch.manual_seed(0)
+    spec = DataSpec(1, 4, 4)
+    m = get("iddpm")({**TINY, "timesteps": 40, "ema_decay": 0.0}, spec)
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (512, 1, 4, 4), generator=g, dtype=torch.uint8)
+    test = torch.randint(0, 256, (256, 1, 4, 4), generator=g, dtype=torch.uint8)
+    for step in range(STEPS_UNIFORM):
+        m.training_step(Batch(train[torch.randint(0, 512, (64,), generator=g)], None, g), step)
+    bpd = m.nll_bits_per_dim(Batch(test, None, torch.Generator().manual_seed(1))).bits_per_dim.double()
+    mean, se = float(bpd.mean()), float(bpd.std() / math.sqrt(len(bpd)))
+    assert mean >= 8.0 - 3 * se, (mean, se)
+    assert mean < 8.0 / math.log(2.0) - 3 * se, (mean, se)  # the unit matters at this distance from 8
+
+
+STEPS_UNIFORM = 150

@@ -96,6 +96,23 @@ def test_bits_per_dim_of_analytic_velocity_matches_closed_form():
     torch.testing.assert_close(lik.bits_per_dim.double(), expected_bpd(flow, x, 5), atol=1e-4, rtol=0)
 
 
+def test_a_fixed_step_likelihood_is_an_estimate_with_its_measured_solver_error():
+    """A fixed-step solve is not a bound: its value is marked "estimate" and carries |fine - coarse|, which
+    covers the true error of the value and shrinks ~2^4 per doubling of the steps (rk4 is 4th order)."""
+    model, flow = gaussian_model(divergence="exact", nll_solver="rk4", nll_steps=2)
+    x = conventions.to_uint8((flow.distribution().sample((12,)).float().reshape(12, 1, 2, 2) + 1) / 2)
+    truth = expected_bpd(flow, x, 5)
+    lik = model.nll_bits_per_dim(Batch(x, None, torch.Generator().manual_seed(5)))
+    assert lik.kind == "estimate" and lik.info["likelihood_steps"] == 4 and lik.info["likelihood_nfe"] == 4 * (2 + 4)
+    err = (lik.bits_per_dim.double() - truth).abs()
+    assert err.max() > 1e-5  # the grid is coarse enough to matter
+    assert (err <= lik.solver_error.double()).all()
+    model.config["nll_steps"] = 4
+    finer = model.nll_bits_per_dim(Batch(x, None, torch.Generator().manual_seed(5)))
+    ratio = lik.solver_error.double() / finer.solver_error.double()
+    assert 6 < float(ratio.median()) < 40
+
+
 def test_hutchinson_bits_per_dim_agrees_with_exact_within_error():
     model, flow = gaussian_model(divergence="hutchinson", hutchinson_probes=8, nll_solver="rk4", nll_steps=10)
     x = conventions.to_uint8((flow.distribution().sample((30,)).float().reshape(30, 1, 2, 2) + 1) / 2)
@@ -214,3 +231,30 @@ def test_trains_on_mnist_test_subset(name, shared_data):
     assert s.images.shape == (2, 1, 32, 32)
     lik = model.nll_bits_per_dim(Batch(data.x[:2], None, g))
     assert lik.info["divergence"] == "hutchinson" and torch.isfinite(lik.bits_per_dim).all()
+
+
+def test_the_fence_catches_a_coarse_solve_of_a_sharp_field(tmp_path):
+    """A trained CFM's velocity is sharp near the data; a coarse rk4 then over-integrates the divergence and
+    reports a likelihood no distribution over 8-bit images can have (seen: -0.455 bits/dim). The exact velocity
+    of a Gaussian as narrow as one 8-bit bin plays that trained field: the metric must turn the coarse value
+    into an error, and the adaptive default must give the closed form, which is >= 0."""
+    from bench.data import ImageData
+    from bench.metrics import builtin
+    from tests.metrics_helpers import make_ctx
+
+    flow = AffineGaussianFlow(4, seed=3)
+    flow.m, flow.A = flow.m * 0.3, torch.eye(4, dtype=torch.float64) * 0.004  # std ~ half a bin (2/256)
+    x = conventions.to_uint8((flow.distribution().sample((32,)).float().reshape(32, 1, 2, 2) + 1) / 2)
+    real = ImageData(x, None, 0, "sharp-gaussian/test@2")
+
+    def metric(**cfg):
+        model = make(size=2, divergence="exact", **cfg)
+        model.velocity = lambda t, v, y=None, guidance=1.0: flow(t, v)
+        return builtin.bits_per_dim(make_ctx(model, real, real, tmp_path, eval_batch_size=32))["bits_per_dim"]
+
+    coarse = metric(nll_solver="rk4", nll_steps=2)
+    assert coarse["value"] is None and coarse["note"].startswith("error: invalid likelihood")
+    adaptive = metric(nll_solver="dopri5", nll_rtol=1e-6, nll_atol=1e-6)
+    truth = float(expected_bpd(flow, x, 0).mean())  # the dequantization noise of make_ctx's generator differs:
+    assert truth >= 0 and adaptive["protocol"]["kind"] == "upper-bound"  # compare on the same scale only
+    assert adaptive["value"] >= 0 and abs(adaptive["value"] - truth) < 0.5

@@ -152,3 +152,16 @@ def test_standard_normal_log_prob():
     ref = torch.distributions.Normal(0.0, 1.0).log_prob(z).flatten(1).sum(1)
     torch.testing.assert_close(ode.standard_normal_log_prob(z), ref)
     assert math.isclose(float(ode.standard_normal_log_prob(torch.zeros(1, 4))), -2 * math.log(2 * math.pi), rel_tol=1e-6)
+
+
+def test_hutchinson_standard_error_is_calibrated_both_ways():
+    """One image replicated 400 times gets 400 independent sets of K probes: the spread of the estimates over the
+    replicates / the reported standard error (RMS) must lie in [0.7, 1.4], so an error missing its 1/sqrt(K)
+    (2x too large at K = 4) fails, as does one shrunk by a spurious factor."""
+    flow = AffineGaussianFlow(6, seed=11)
+    x = flow.distribution().sample((1,)).float().repeat(400, 1)
+    est = ode.log_likelihood(flow, x, divergence="hutchinson", probes=4, solver="dopri5", rtol=1e-6, atol=1e-6,
+                             generator=torch.Generator().manual_seed(12))
+    ratio = est.log_prob.double().std() / est.stderr.double().pow(2).mean().sqrt()
+    assert est.log_prob.double().std() > 0
+    assert 0.7 < float(ratio) < 1.4
