@@ -236,11 +236,11 @@ def test_classifier_guided_eps_is_the_formula_and_labels_work_without_class_cond
 def test_vlb_of_uniform_pixels_is_never_below_their_entropy():
     """i.i.d. uniform 8-bit pixels have entropy 8 bits/dim, so any model's NLL, and a fortiori its variational
     bound, is >= 8 bits/dim on them. A short training on such pixels brings the bound within ~1.4x of 8, close
-    enough that a bound in the wrong unit (nats/dim are 0.69x bits/dim) would land below the entropy. iDDPM (learned
-    variances) inherits DDPM's ``nll_bits_per_dim``; DDPM's fixed variances leave its bound at ~40 bits/dim here."""
+    enough that a bound in the wrong unit (nats/dim are 0.69x bits/dim) would land below the entropy. DDPM (fixed
+    variances) trains there; iDDPM, which inherits its ``nll_bits_per_dim``, is still at ~40 bits/dim here."""
     torch.manual_seed(0)
     spec = DataSpec(1, 4, 4)
-    m = get("iddpm")({**TINY, "timesteps": 40, "ema_decay": 0.0}, spec)
+    m = get("ddpm")({**TINY, "timesteps": 40, "ema_decay": 0.0}, spec)
     g = torch.Generator().manual_seed(0)
     train = torch.randint(0, 256, (512, 1, 4, 4), generator=g, dtype=torch.uint8)
     test = torch.randint(0, 256, (256, 1, 4, 4), generator=g, dtype=torch.uint8)
