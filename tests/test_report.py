@@ -446,3 +446,16 @@ def test_html_report_renders_in_headless_chromium(report, tmp_path):
     assert len(np.unique(rgb, axis=0)) > 100  # text, table borders and plots, not a blank page
     dark = (rgb.max(1) < 100).mean()
     assert 0.002 < dark < 0.5, dark  # some dark text/lines on a light page
+
+
+def test_runs_on_two_cpus_name_both_with_their_runs():
+    from bench.report import tables as T
+
+    xeon = {"cpu": "Intel Xeon", "cpu_count": 2, "torch_threads": 2, "device": "cpu"}
+    epyc = {**xeon, "cpu": "AMD EPYC"}
+    recs = [{"model": "ddpm", "seed": 0, "hardware": xeon}, {"model": "ddpm", "seed": 2, "hardware": epyc},
+            {"model": "resflow", "seed": 0, "hardware": xeon}]
+    text = T.describe_hardware_of(recs)
+    assert "Intel Xeon" in text and "AMD EPYC" in text and "[ddpm seed 2]" in text
+    assert "[ddpm seed 0, resflow seed 0]" in text
+    assert T.describe_hardware_of(recs[:1]) == T.describe_hardware(recs[0])

@@ -56,7 +56,7 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
     doc.intro.append(Para(
         f"{len(groups)} model(s), {len(records)} run(s) ({n_bad} diverged/failed). Budget {T.describe_budget(first)} "
         f"per run, data `{(first.get('data') or {}).get('train', (first.get('data') or {}).get('dataset', '?'))}` → "
-        f"evaluated on `{(first.get('data') or {}).get('eval', '?')}`, hardware: {T.describe_hardware(first)}, "
+        f"evaluated on `{(first.get('data') or {}).get('eval', '?')}`, hardware: {T.describe_hardware_of(records)}, "
         f"precision {(first.get('train_settings') or {}).get('precision', '?')}, git `{str(first.get('git_commit') or '?')[:12]}`."))
     doc.intro.append(Para("Rendered from the result records alone by `bench report`; mean ± std (sample std, n−1) "
                           "over seeds where there are several. \"not defined\": the model has no likelihood; "
@@ -121,7 +121,7 @@ def _findings_section(s: Section, groups, records: list[dict], ref_dir) -> None:
     s.add(Table(headers, rows, "the seeds' claims (results/reference/claims.toml) judged on these records"))
     first = (T.ok(records) or records)[0]
     s.add(Para(f"Judged at this report's budget ({T.describe_budget(first)}), model sizes and data "
-               f"(`{(first.get('data') or {}).get('dataset', '?')}`), on {T.describe_hardware(first)}: a claim not "
+               f"(`{(first.get('data') or {}).get('dataset', '?')}`), on {T.describe_hardware_of(records)}: a claim not "
                "reproduced here does not hold at this budget and scale, which is a finding about the claim's reach, "
                "not a verdict on the paper. ✓/✗ need the ratio on one side of 1 by more than 2 standard errors "
                "(seed spread where there are several seeds, else the metric's own error); ~ marks a ratio within them."))

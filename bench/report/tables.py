@@ -349,6 +349,17 @@ def describe_hardware(record: dict) -> str:
     return "unknown hardware"
 
 
+def describe_hardware_of(records: list[dict]) -> str:
+    """The hardware of a set of runs: one description, or each distinct one with the runs it holds, so a
+    wall-clock budget spent on two CPUs never reads as one machine's result."""
+    runs: dict[str, list[str]] = {}
+    for r in records:
+        runs.setdefault(describe_hardware(r), []).append(f"{r.get('model', '?')} seed {r.get('seed', '?')}")
+    if len(runs) <= 1:
+        return next(iter(runs), "unknown hardware")
+    return "; ".join(f"{hw} [{', '.join(names)}]" for hw, names in runs.items())
+
+
 def feature_extractor(record: dict, name: str = "fid") -> str | None:
     """The feature extractor a sample metric used (its protocol), else the suite's setting."""
     p = protocol(record, name)
