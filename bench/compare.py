@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.errors import BenchError
+from bench.records import metric_error
 
 try:
     import tomllib
@@ -171,7 +172,7 @@ def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float
     for name, m in (record.get("metrics") or {}).items():
         if name in IGNORED or not isinstance(m, dict):
             continue
-        out[name] = (_num(m.get("value")), _num(m.get("std")))
+        out[name] = (_num(m.get("value")), _num(metric_error(m)))
     timings = record.get("timings") or {}
     for name in TIMING_KEYS:
         if name in timings:

@@ -5,9 +5,13 @@ read it without genbench. ``bench results`` flattens all records into a pandas t
 
 Schema (version 1): suite, profile, model (run name), registered (wrapper name), family, seed,
 config, config_hash, overrides, budget {kind, value}, status ("ok" | "diverged" | "failed"),
-error, metrics {name: {value, std, n, protocol, note}}, curve [{fraction, step, images,
+error, metrics {name: {value, stderr | std, n, protocol, note}}, curve [{fraction, step, images,
 train_seconds, metrics}], timings {...}, train {steps, images, epochs, loss_curve, ...},
 parameters, hardware, versions, git_commit, started, finished, interruptions, artifacts.
+
+A metric's ``stderr`` is the standard error of its value (bits/dim: test images, a stochastic estimator and an
+ODE solver's error in quadrature); ``std`` is a spread over repeats or subsets (FID, IS, KID, coverage).
+Records written before 2026-12 kept bits/dim's standard error under ``std``; ``metric_error`` reads both.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from typing import Any, Iterable
 
 SCHEMA_VERSION = 1
 RUNS_SUBDIR = "runs"
+
+
+def metric_error(entry: dict[str, Any]) -> Any:
+    """A metric entry's recorded error: its ``stderr``, else its ``std`` (spreads, and bits/dim in old records)."""
+    return entry["stderr"] if "stderr" in entry else entry.get("std")
 
 
 def utc_now() -> str:

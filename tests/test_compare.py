@@ -436,3 +436,12 @@ def test_a_metric_from_another_feature_space_is_skipped_not_judged(tmp_path, cap
     assert rows[("ddpm", "bits_per_dim")]["status"] == "held"  # metrics without a feature space are still judged
     code, rows, *_ = run_compare(tmp_path / "same", capsys, base, rec(extra=fs("aaaa", 30.0)))
     assert code == 1 and rows[("ddpm", "fid")]["status"] == "regressed"
+
+
+def test_recorded_errors_are_read_from_stderr_and_from_old_records_std():
+    from bench.compare import record_values
+
+    new = {"metrics": {"bits_per_dim": {"value": 1.5, "stderr": 0.02}, "fid": {"value": 9.0, "std": 0.5}}}
+    old = {"metrics": {"bits_per_dim": {"value": 1.5, "std": 0.02}}}
+    assert record_values(new)["bits_per_dim"] == (1.5, 0.02) and record_values(new)["fid"] == (9.0, 0.5)
+    assert record_values(old)["bits_per_dim"] == (1.5, 0.02)

@@ -171,3 +171,15 @@ def test_a_negative_likelihood_is_an_error_not_a_number(tmp_path):
     nan = builtin.bits_per_dim(make_ctx(ConstantLikelihood(real.spec, float("nan")), train, real, tmp_path,
                                         bpd_batches=1))["bits_per_dim"]
     assert nan["value"] is None
+
+
+def test_bits_per_dim_records_its_standard_error_as_stderr_not_std(tmp_path):
+    """The record says what the error is: ``stderr`` (of the mean), never ``std`` (a spread). Constant bits/dim
+    with a per-image estimator error of 1 has standard error 1/sqrt(n) and nothing from the data."""
+    from bench.metrics import builtin
+
+    train, real = digits_data(8)
+    out = builtin.bits_per_dim(make_ctx(ConstantLikelihood(real.spec, 3.0, "estimate", stderr=1.0), train, real,
+                                        tmp_path, bpd_batches=1))["bits_per_dim"]
+    assert "std" not in out
+    assert out["stderr"] == pytest.approx(1 / math.sqrt(out["n"]), rel=1e-9)

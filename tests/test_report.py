@@ -425,6 +425,9 @@ def test_bpd_cell_without_stderr_has_no_se_and_exact_estimators_no_estimator_par
     assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "exact", "estimator_stderr": 0.0})]) == "3.5 (SE 0.02)"
     assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "estimate", "estimator_stderr": 0.01})]) == \
         "≈ 3.5 (SE 0.02, estimator 0.01)"
+    # records since the rename carry ``stderr``; it wins over an old ``std``
+    assert T.bpd_cell([rec(3.5, stderr=0.03, protocol={"kind": "exact", "estimator_stderr": 0.0})]) == "3.5 (SE 0.03)"
+    assert T.bpd_cell([rec(3.5, stderr=0.03, std=9.0, protocol={"kind": "exact"})]) == "3.5 (SE 0.03)"
 
 
 def test_html_report_renders_in_headless_chromium(report, tmp_path):

@@ -35,12 +35,17 @@ def metric(name: str) -> Callable[[MetricFn], MetricFn]:
     return wrap
 
 
-def value(v: float | None, *, std: float | None = None, n: int | None = None, note: str | None = None,
-          **protocol: Any) -> dict[str, Any]:
-    """A metric value with its protocol; ``None`` means "not defined" (say why in ``note``)."""
+def value(v: float | None, *, std: float | None = None, stderr: float | None = None, n: int | None = None,
+          note: str | None = None, **protocol: Any) -> dict[str, Any]:
+    """A metric value with its protocol; ``None`` means "not defined" (say why in ``note``).
+
+    Two different errors, never mixed: ``std`` is a spread (sample std over repeats or subsets), ``stderr``
+    the standard error of the value itself (e.g. the mean bits/dim over test images)."""
     out: dict[str, Any] = {"value": None if v is None else float(v)}
     if std is not None:
         out["std"] = float(std)
+    if stderr is not None:
+        out["stderr"] = float(stderr)
     if n is not None:
         out["n"] = int(n)
     if note:

@@ -11,7 +11,7 @@ from bench.metrics import EvalContext, estimator_sum_variance, make_batch, metri
 
 @metric("bits_per_dim")
 def bits_per_dim(ctx: EvalContext) -> dict:
-    """Mean bits/dim of the 8-bit evaluation images; ``std`` is the standard error of that mean.
+    """Mean bits/dim of the 8-bit evaluation images; ``stderr`` is the standard error of that mean.
 
     For stochastic estimators (residual flows, Hutchinson) the estimator's own standard error
     is added in quadrature and also reported separately; so is the measured discretisation error
@@ -62,7 +62,7 @@ def bits_per_dim(ctx: EvalContext) -> dict:
         return {"bits_per_dim": value(None, note=f"error: invalid likelihood: mean {mean:.4g} bits/dim is below 0, "
                                       f"which no distribution over 8-bit images can give; the {kind} computation is "
                                       "wrong for this model (for ODE likelihoods: use an adaptive solver)", **protocol)}
-    return {"bits_per_dim": value(mean, std=math.sqrt(data_se ** 2 + est_se ** 2 + solver_error ** 2), n=n,
+    return {"bits_per_dim": value(mean, stderr=math.sqrt(data_se ** 2 + est_se ** 2 + solver_error ** 2), n=n,
                                   **protocol)}
 
 

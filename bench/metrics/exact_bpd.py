@@ -21,7 +21,7 @@ DEFAULT_IMAGES = 8
 
 @metric("bits_per_dim_exact")
 def bits_per_dim_exact(ctx: EvalContext) -> dict:
-    """Mean exact bits/dim of the first K test images (``std``: their standard error over images);
+    """Mean exact bits/dim of the first K test images (``stderr``: their standard error over images);
     the protocol carries the estimate of the same images and its estimator standard error."""
     model = ctx.model
     if not model.has_likelihood:
@@ -50,4 +50,4 @@ def bits_per_dim_exact(ctx: EvalContext) -> dict:
                 "kind": exact.kind, "logdet": str(exact.info.get("logdet", "exact")), "precision": ctx.precision,
                 "estimate": est_mean, "estimate_stderr": est_se,
                 "estimate_z": (est_mean - mean) / est_se if est_se > 0 else None}
-    return {"bits_per_dim_exact": value(mean, std=se, n=k, **protocol)}
+    return {"bits_per_dim_exact": value(mean, stderr=se, n=k, **protocol)}

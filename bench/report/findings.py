@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.records import metric_error
 from bench.report import tables as T
 
 CLAIMS_FILE = "claims.toml"
@@ -72,7 +73,7 @@ def _entry(record: dict, metric: str, nfe: int | None) -> tuple[float | None, fl
     for k in keys:
         m = metrics.get(k)
         if isinstance(m, dict) and T.finite(m.get("value")) is not None:
-            return T.finite(m["value"]), T.finite(m.get("stderr", m.get("std")))
+            return T.finite(m["value"]), T.finite(metric_error(m))
     return None, None
 
 

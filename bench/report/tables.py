@@ -12,6 +12,8 @@ import statistics
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
+from bench.records import metric_error
+
 Getter = Callable[[dict], "float | None"]
 
 NA = "n/a"
@@ -237,12 +239,12 @@ def bpd_cell(recs: list[dict]) -> str:
 
 def bpd_stderr_suffix(recs: list[dict]) -> str:
     """" (SE s)" or " (SE s, estimator e)": the standard error of the (seed-averaged) test-set mean that the
-    records carry (the metric's ``std``: test images and a stochastic log-det's own error in quadrature),
+    records carry (the metric's ``stderr``: test images and a stochastic log-det's own error in quadrature),
     and the estimator's part alone (``estimator_stderr``) where it is not zero. Per-seed errors combine as
     the error of the mean of the seeds' means, sqrt(sum se_i^2) / k. "" when no record carries one."""
     entries = [e for e in (metric_entry(r, "bits_per_dim") for r in ok(recs))
                if e and finite(e.get("value")) is not None]
-    ses = [finite(e.get("std")) for e in entries]
+    ses = [finite(metric_error(e)) for e in entries]
     if not entries or any(v is None for v in ses):
         return ""
     k = len(entries)
