@@ -277,6 +277,8 @@ class ConditionalFlowMatching(GenerativeModel):
                 "hutchinson_probes": res.probes}
         if res.steps is not None:
             info["likelihood_steps"] = res.steps
+        else:  # the stated tolerances of the adaptive solve, recorded with the value
+            info.update(likelihood_rtol=float(c["nll_rtol"]), likelihood_atol=float(c["nll_atol"]))
         # Only an adaptive solve at its tolerances is the dequantization bound; a fixed-step solve is that
         # bound plus a discretisation error of either sign, so its value is an estimate with a measured error.
         kind = "upper-bound" if solver_error is None else "estimate"

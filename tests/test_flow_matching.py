@@ -93,6 +93,7 @@ def test_bits_per_dim_of_analytic_velocity_matches_closed_form():
     x = conventions.to_uint8((flow.distribution().sample((12,)).float().reshape(12, 1, 2, 2) + 1) / 2)
     lik = model.nll_bits_per_dim(Batch(x, None, torch.Generator().manual_seed(5)))
     assert lik.kind == "upper-bound" and lik.stderr is None and lik.info["divergence"] == "exact"
+    assert lik.info["likelihood_rtol"] == 1e-7 and lik.info["likelihood_atol"] == 1e-7  # stated with the value
     torch.testing.assert_close(lik.bits_per_dim.double(), expected_bpd(flow, x, 5), atol=1e-4, rtol=0)
 
 
