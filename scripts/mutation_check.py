@@ -37,7 +37,8 @@ class Mutation:
 MUTATIONS = (
     Mutation("ddpm-nats-per-dim", "baselines/diffusion.py",
              'bits_per_dim(out["total"].double(), d).float()', '(out["total"].double() / d).float()',
-             ("tests/test_diffusion.py::test_vlb_of_uniform_pixels_is_never_below_their_entropy",)),
+             ("tests/test_diffusion.py::test_vlb_of_uniform_pixels_is_never_below_their_entropy",
+              "tests/test_diffusion.py::test_bits_per_dim_of_the_exact_eps_of_gaussian_pixels_is_their_bin_mass")),
     Mutation("mfu-3x", "bench/metrics/cost.py",
              "seconds = (time.perf_counter() - t0) / k", "seconds = (time.perf_counter() - t0)",
              ("tests/test_scripted_clock.py::test_mfu_is_flops_over_seconds_per_step_over_peak",)),
