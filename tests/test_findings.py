@@ -101,3 +101,20 @@ def test_fences_flag_worse_than_noise_and_worse_than_the_reference_floor_outside
     assert "`glow`" not in notes and "`real-data`" not in notes
     smoke = groups(*[dict(r, profile="smoke") for recs in g.values() for r in recs])
     assert "reference` floor" not in " ".join(findings.fence_notes(smoke))  # smoke runs are expected to be bad
+
+
+def test_models_outside_the_sample_regime_are_named_with_the_reason_outside_smoke():
+    """Issue 17's regime: coverage KL <= 0.1 and FID within 10x of the real-data row; each failed criterion named."""
+    g = groups(rec("real-data", "real-data", 0, fid=6.0, coverage_kl=0.01),
+               rec("ddpm", "diffusion", 0, fid=70.0, coverage_kl=0.15),  # 11.7x and KL above 0.1
+               rec("nsf", "flow", 0, fid=50.0, coverage_kl=0.08), rec("nsf", "flow", 1, fid=60.0, coverage_kl=0.09),
+               rec("glow", "flow", 0, fid=40.0, coverage_kl=0.3))
+    notes = findings.regime_notes(g)
+    ddpm = next(n for n in notes if n.startswith("`ddpm`"))
+    assert "class-coverage KL 0.15 > 0.1" in ddpm and "FID 70 is 11.67x the real-data row's 6" in ddpm
+    glow = next(n for n in notes if n.startswith("`glow`"))
+    assert "KL 0.3" in glow and "FID" not in glow.split("(")[1].split(")")[0]
+    assert not any(n.startswith(("`nsf`", "`real-data`")) for n in notes)  # 55 = 9.2x and KL 0.085: in the regime
+    assert any(n.startswith("`ddpm`: its samples") for n in findings.fence_notes(g))
+    smoke = groups(*[dict(r, profile="smoke") for recs in g.values() for r in recs])
+    assert not any("regime" in n for n in findings.fence_notes(smoke))

@@ -174,4 +174,33 @@ def fence_notes(groups: dict[str, list[dict]], reference_run: str = "reference")
                     notes.append(f"`{run}`: {label} {T.fmt(T.mean_std(v)[0])} is worse than the independent-pixel "
                                  f"`{reference_run}` floor ({T.fmt(f)}): at this budget it has not learned more than "
                                  "per-pixel statistics.")
+    return notes + (regime_notes(groups, reference_run) if profile != "smoke" else [])
+
+
+REGIME_MAX_KL = 0.1  # class coverage: the domain classifier recognises the samples' classes about evenly
+REGIME_MAX_FID_FACTOR = 10.0  # FID within this factor of the real-data row's
+
+
+def regime_notes(groups: dict[str, list[dict]], reference_run: str = "reference") -> list[str]:
+    """Sampling models not yet in the regime where a comparison of their samples says something: class-coverage
+    KL above 0.1, or FID more than 10x the real-data row's (the floor that many samples can reach). Named so that
+    a ranking among them does not read as a finding; the quality-vs-compute curve shows whether each still improves."""
+    real = [r for recs in groups.values() for r in T.ok(recs) if r.get("family") == "real-data"]
+    real_fid = T.values(real, T.metric("fid"))
+    floor = T.mean_std(real_fid)[0] if real_fid else None
+    notes = []
+    for run, recs in groups.items():
+        if run == reference_run or recs[0].get("family") == "real-data":
+            continue
+        reasons = []
+        kl = T.values(T.ok(recs), T.metric("coverage_kl"))
+        if kl and T.mean_std(kl)[0] > REGIME_MAX_KL:
+            reasons.append(f"class-coverage KL {T.fmt(T.mean_std(kl)[0])} > {REGIME_MAX_KL}")
+        fid = T.values(T.ok(recs), T.metric("fid"))
+        if fid and floor and T.mean_std(fid)[0] > REGIME_MAX_FID_FACTOR * floor:
+            reasons.append(f"FID {T.fmt(T.mean_std(fid)[0])} is {T.fmt(T.mean_std(fid)[0] / floor)}x the real-data "
+                           f"row's {T.fmt(floor)} (more than {REGIME_MAX_FID_FACTOR:g}x)")
+        if reasons:
+            notes.append(f"`{run}`: its samples are not yet in the regime where they compare ({'; '.join(reasons)}); "
+                         "the quality-vs-compute curve shows whether it was still improving at the end of the budget.")
     return notes
