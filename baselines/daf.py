@@ -81,6 +81,9 @@ class DiffusionAugmentedFlow(GenerativeModel):
     """DAF (seed 001): multi-scale NSF x -> z0, DDPM prior on z0; see the module docstring."""
 
     name = "daf"
+    tiny = {"levels": 2, "steps_per_level": 2, "hidden_channels": 8, "num_blocks": 1, "num_bins": 4,
+            "unet_channels": 8, "unet_channel_mults": [1, 2], "unet_res_blocks": 1, "unet_attn_resolutions": [],
+            "timesteps": 20}
     family = "hybrid"
     has_likelihood = True
     conditional = False

@@ -99,6 +99,8 @@ class DDPM(_EMAMixin, GenerativeModel):
     """DDPM (Ho et al. 2020): U-Net noise prediction, linear betas, ancestral or DDIM sampling, bits/dim by the variational bound."""
 
     name = "ddpm"
+    tiny = {"unet": "tiny", "attn_resolutions": [], "timesteps": 20, "beta_start": 5e-3, "beta_end": 0.5,
+            "ema_decay": 0.5}
     family = "diffusion"
     has_likelihood = True
     conditional = False  # per instance: True when class_conditional or classifier guidance is configured
@@ -297,6 +299,7 @@ class NCSN(_EMAMixin, GenerativeModel):
     """Song & Ermon 2019 on dequantized [0, 1] data; score s(x, i) = net(x, i) / sigma_i (NCSNv2's scaling)."""
 
     name = "ncsn"
+    tiny = {"unet": "tiny", "num_scales": 4, "ema_decay": 0.5}
     family = "diffusion"
     has_likelihood = False
     defaults = {"lr": 1e-3, **UNET_DEFAULTS, "unet": "tiny", "sigma_max": 1.0, "sigma_min": 0.01,

@@ -85,6 +85,7 @@ class ConditionalFlowMatching(GenerativeModel):
     """Conditional flow matching (Lipman et al. 2023; torchcfm's independent coupling): U-Net velocity field, ODE sampling and likelihood."""
 
     name = "cfm"
+    tiny = {"unet": "tiny", "ema_decay": 0.5, "steps": 4}
     family = "flow-matching"
     coupling = "independent"
     defaults: dict[str, Any] = {

@@ -123,6 +123,7 @@ class Glow(_MultiScale):
     """
 
     name = "glow"
+    tiny = {"levels": 2, "steps_per_level": 2, "hidden_channels": 8}
     coupling = "affine"
     defaults = {"lr": 1e-3, "levels": 3, "steps_per_level": 32, "hidden_channels": 512, "num_blocks": 0,
                 "preprocessing": "center", "alpha": 0.05, "temperature": 1.0}
@@ -135,6 +136,7 @@ class NeuralSplineFlow(_MultiScale):
     tails), conditioner = convolutional ResNet with ``num_blocks`` residual blocks."""
 
     name = "nsf"
+    tiny = {"levels": 2, "steps_per_level": 2, "hidden_channels": 8, "num_blocks": 1, "num_bins": 4}
     coupling = "spline"
     defaults = {"lr": 5e-4, "levels": 3, "steps_per_level": 16, "hidden_channels": 64, "num_blocks": 2,
                 "num_bins": 8, "tail_bound": 3.0, "preprocessing": "center", "alpha": 0.05, "temperature": 1.0}
@@ -157,6 +159,8 @@ class ResFlow(_Flow):
     """
 
     name = "resflow"
+    tiny = {"blocks_per_scale": [1, 1, 1], "hidden_channels": 8, "sn_iterations": 1, "n_exact_terms_eval": 6,
+            "eval_draws": 2}
     # nll_bits_per_dim(batch, exact=True) is offered up to this many dimensions per image (bench.metrics.exact_bpd):
     # one Jacobian of D vector-Jacobian products per block and image; 1024 = MNIST at 32x32 (on a GPU)
     exact_bpd_max_dims = 1024

@@ -107,6 +107,7 @@ class DCGAN(GenerativeModel):
     """DCGAN (Radford et al. 2016): transposed-conv generator and conv discriminator, non-saturating loss; no likelihood."""
 
     name = "dcgan"
+    tiny = {"g_channels": 8, "d_channels": 8, "latent_dim": 16, "embed_dim": 8}
     family = "gan"
     defaults: dict[str, Any] = {
         "lr": 2e-4,  # both networks (DCGAN)

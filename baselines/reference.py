@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
 
 
@@ -46,6 +47,8 @@ class IndependentPixels(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
+        if sampler:
+            raise BenchError(f"{self.name} takes no sampler options, got {', '.join(sorted(sampler))}")
         probs = F.softmax(self.logits.float(), dim=-1)
         draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # [D, n]
         images = draws.t().reshape(n, *self.data.shape).float() / 255.0

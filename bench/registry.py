@@ -101,6 +101,9 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}
+    # The wrapper's smallest working config (overrides of ``defaults``): what the contract test every wrapper
+    # passes (tests/test_contract.py) builds, trains two steps and samples from, in seconds on a CPU.
+    tiny: ClassVar[dict[str, Any]] = {}
     has_likelihood: ClassVar[bool] = False  # False: bits/dim is "not defined" (GANs)
     conditional: ClassVar[bool] = False  # True: samples can be conditioned on class labels
 

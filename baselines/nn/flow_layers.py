@@ -407,6 +407,15 @@ class SNConv2d(nn.Conv2d):
         self.register_buffer("v", torch.empty(0))
         self.register_buffer("sigma", torch.ones(()))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # u and v take the input's shape on the first forward; a fresh module (resume, a loaded checkpoint) takes
+        # the saved vectors' shape instead of refusing them
+        for name in ("u", "v"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(saved, device=self.weight.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
     def _power_iteration(self, x_shape, iters):
         w = self.weight
