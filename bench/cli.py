@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import __version__
+from bench import __version__, paths
 from bench.errors import BenchError
 
 # Modules that add sub-commands; each defines register_cli(subparsers).
@@ -33,8 +33,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="override any suite value, e.g. --set models.ddpm.lr=1e-4 (repeatable; recorded)")
     p.add_argument("--model", dest="models", action="append", default=None, help="run only this model (repeatable)")
     p.add_argument("--seed", dest="seeds", action="append", type=int, default=None, help="run only this seed (repeatable)")
-    p.add_argument("--results", default="results", help="results directory (default: ./results)")
-    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint directory (default: ./checkpoints)")
+    p.add_argument("--results", default=paths.RESULTS, help="results directory (default: ./results)")
+    p.add_argument("--checkpoints", default=paths.CHECKPOINTS, help="checkpoint directory (default: ./checkpoints)")
     p.add_argument("--data-root", default=None, help="folder with pre-staged datasets (offline use), e.g. ../shared/data")
     p.add_argument("--download", action="store_true", default=None,
                    help="download missing datasets (default: only when no --data-root is given)")
@@ -259,13 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train and evaluate every model of a suite; write records and a report")
     add_run_arguments(p)
-    p.add_argument("--reports", default="reports", help="report directory (default: ./reports)")
+    p.add_argument("--reports", default=paths.REPORTS, help="report directory (default: ./reports)")
     p.add_argument("--no-report", action="store_true", help="skip rendering the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("results", help="load result records into a table (every suite and profile found)")
-    p.add_argument("--results", default="results", help="results directory (default: ./results)")
+    p.add_argument("--results", default=paths.RESULTS, help="results directory (default: ./results)")
     p.add_argument("--suite", default=None, help="only this suite (default: all)")
     p.add_argument("--profile", default=None, help="only this profile, e.g. smoke or paper (default: all)")
     p.add_argument("--all", action="store_true", help="every record, not only the newest per (model, seed)")

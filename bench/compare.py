@@ -39,6 +39,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
+from bench.paths import RESULTS
 from bench.errors import BenchError
 from bench.records import metric_error
 
@@ -577,7 +578,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from bench.suite import load_suite
 
     suite = load_suite(args.suite, args.profile)  # validates the name and profile
-    out = Path(args.out or Path("results") / "baseline" / f"{suite.name}.json")
+    out = Path(args.out or Path(RESULTS) / "baseline" / f"{suite.name}.json")
     previous = load_baseline(out) if (out.exists() and not args.replace) else None
     if previous is not None and (previous["suite"], previous["profile"]) != (suite.name, suite.profile):
         raise BenchError(f"{out} is the baseline of {previous['suite']} [{previous['profile']}], not "
@@ -599,7 +600,7 @@ def register_cli(sub) -> None:
                        "compared on the same hardware, or as ratios to a matmul reference measured in the same run.")
     p.add_argument("--baseline", action="append", required=True,
                    help="baseline JSON (results/baseline/<suite>.json) or a folder of them; repeatable")
-    p.add_argument("--results", default="results", help="results directory with the fresh records (default: ./results)")
+    p.add_argument("--results", default=RESULTS, help="results directory with the fresh records (default: ./results)")
     p.add_argument("--profile", default=None, help="compare records of this profile (default: the baseline's)")
     p.add_argument("--tolerance", default=None, help="extra tolerance TOML (overrides bench/tolerances.toml and "
                    "a tolerances.toml beside the baseline)")
@@ -615,7 +616,7 @@ def register_cli(sub) -> None:
                        "file are kept unless re-measured (or --replace).")
     p.add_argument("--suite", required=True, help="suite name or .toml path")
     p.add_argument("--profile", default="smoke", help="profile of the records (default: smoke)")
-    p.add_argument("--results", default="results", help="results directory (default: ./results)")
+    p.add_argument("--results", default=RESULTS, help="results directory (default: ./results)")
     p.add_argument("--out", default=None, help="baseline file (default: results/baseline/<suite>.json)")
     p.add_argument("--model", dest="models", action="append", default=None, help="only this model (repeatable)")
     p.add_argument("--replace", action="store_true", help="start from scratch instead of updating an existing file")

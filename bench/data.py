@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,10 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench import paths
 from bench.errors import BenchError, did_you_mean
 from bench.registry import DataSpec
-
-DEFAULT_DATA_ROOT = os.environ.get("GENBENCH_DATA_ROOT", str(Path.home() / ".cache" / "genbench" / "data"))
 
 # md5 of the uncompressed MNIST idx files (byte-identical to the official ones).
 MNIST_MD5 = {
@@ -198,9 +196,7 @@ def load_cifar10(split: str, cfg: dict[str, Any]) -> ImageData:
             return ImageData(x, torch.tensor(ds.targets, dtype=torch.long), 10, "cifar10")
         except Exception as e:  # corrupt batches, or no internet: try the JPEG copy before giving up
             error = f"not found or corrupt ({type(e).__name__}: {e})"
-    from bench.prefetch import default_cache_dir
-
-    jpeg = _cifar10_jpeg_dir(root, Path(cfg.get("cache_dir") or default_cache_dir()))
+    jpeg = _cifar10_jpeg_dir(root, Path(cfg.get("cache_dir") or paths.cache_dir()))
     if jpeg is not None:
         return _load_cifar10_jpeg(jpeg, split)
     raise BenchError(f"CIFAR-10 {error} under {root}: stage torchvision's python-version batches in {batches} or "
@@ -343,7 +339,7 @@ def load_split(data_cfg: dict[str, Any], split: str, data_root: str | None = Non
         raise BenchError(f"unknown dataset {name!r}{did_you_mean(name, LOADERS)}; known: {', '.join(LOADERS)}")
     if download is None:
         download = data_root is None and not data_cfg.get("root")
-    cfg = {**data_cfg, "root": data_root or data_cfg.get("root") or DEFAULT_DATA_ROOT, "download": download,
+    cfg = {**data_cfg, "root": data_root or data_cfg.get("root") or str(paths.data_root()), "download": download,
            "cache_dir": cache_dir}
     data = LOADERS[name](split, cfg)
     size = data_cfg.get("image_size") or DEFAULT_SIZE.get(name)

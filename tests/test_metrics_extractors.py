@@ -211,7 +211,7 @@ def test_domain_classifier_accuracy_on_mnist(shared_data):
     recomputed here from the weights file, not read from its json)."""
     from types import SimpleNamespace
 
-    from bench.prefetch import default_cache_dir
+    from bench.paths import cache_dir
 
     cfg = {"dataset": "mnist", "image_size": 32, "channels": 1, "limit_train": 8192, "limit_eval": 1000}
     limited_train = load_split(cfg, "train", str(shared_data))
@@ -219,7 +219,7 @@ def test_domain_classifier_accuracy_on_mnist(shared_data):
     ctx = SimpleNamespace(dataset=cfg, train=limited_train, real=limited_test, data_root=str(shared_data))
     train, test = extractors.full_splits(ctx)
     assert len(train) == 60000 and len(test) == 10000 and len(limited_train) == 8192
-    path, info = extractors.domain_classifier(train, test, default_cache_dir(), "mnist")
+    path, info = extractors.domain_classifier(train, test, cache_dir(), "mnist")
     assert info["train_count"] == 60000 and info["recipe"] == extractors.CLASSIFIER_RECIPE, info
     fe = extractors.FeatureExtractorDigitsClassifier(extractors.CLASSIFIER_NAME, ["logits"], str(path))
     acc = extractors.accuracy(fe.net, test.x, test.y)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench import paths
+
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from bench.launch import slurm
@@ -112,6 +114,6 @@ def register_cli(sub) -> None:
     p.add_argument("--results", default="results")
     p.add_argument("--submission", default=None, help="submission id or folder (default: the newest)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait up to this long for tasks to finish")
-    p.add_argument("--reports", default="reports", help="report directory (default: ./reports)")
+    p.add_argument("--reports", default=paths.REPORTS, help="report directory (default: ./reports)")
     p.add_argument("--no-report", action="store_true")
     p.set_defaults(func=cmd_collect)
