@@ -194,11 +194,13 @@ def regime_notes(groups: dict[str, list[dict]], reference_run: str = "reference"
             continue
         reasons = []
         kl = T.values(T.ok(recs), T.metric("coverage_kl"))
-        if kl and T.mean_std(kl)[0] > REGIME_MAX_KL:
-            reasons.append(f"class-coverage KL {T.fmt(T.mean_std(kl)[0])} > {REGIME_MAX_KL}")
+        kl_mean = T.mean_std(kl)[0] if kl else None
+        if kl_mean is not None and kl_mean > REGIME_MAX_KL:
+            reasons.append(f"class-coverage KL {T.fmt(kl_mean)} > {REGIME_MAX_KL}")
         fid = T.values(T.ok(recs), T.metric("fid"))
-        if fid and floor and T.mean_std(fid)[0] > REGIME_MAX_FID_FACTOR * floor:
-            reasons.append(f"FID {T.fmt(T.mean_std(fid)[0])} is {T.fmt(T.mean_std(fid)[0] / floor)}x the real-data "
+        fid_mean = T.mean_std(fid)[0] if fid else None
+        if fid_mean is not None and floor and fid_mean > REGIME_MAX_FID_FACTOR * floor:
+            reasons.append(f"FID {T.fmt(fid_mean)} is {T.fmt(fid_mean / floor)}x the real-data "
                            f"row's {T.fmt(floor)} (more than {REGIME_MAX_FID_FACTOR:g}x)")
         if reasons:
             notes.append(f"`{run}`: its samples are not yet in the regime where they compare ({'; '.join(reasons)}); "
