@@ -275,6 +275,9 @@ class DiffusionAugmentedFlow(GenerativeModel):
             raise BenchError(f"daf: sampler spacing={spacing!r} must be one of {', '.join(S.SPACINGS)}")
         return {"name": name, "steps": steps, "spacing": spacing, "eta": eta}
 
+    def check_sampler(self, options: dict[str, Any]) -> None:
+        self._sampler(options)
+
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
         opts = self._sampler(sampler)

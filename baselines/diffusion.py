@@ -226,9 +226,21 @@ class DDPM(_EMAMixin, GenerativeModel):
             return out
         return model_fn, (2 if use_cfg else 1)
 
+    def check_sampler(self, options: dict[str, Any]) -> None:
+        _check_options(options, self.SAMPLER_OPTIONS, self.name)
+        name = options.get("name", "ddpm")
+        if name not in ("ddpm", "ddim"):
+            raise BenchError(f"{self.name}: sampler name must be 'ddpm' or 'ddim', got {name!r}")
+        spacing = options.get("spacing", "linspace")
+        if spacing not in S.SPACINGS:
+            raise BenchError(f"{self.name}: sampler spacing={spacing!r} must be one of {', '.join(S.SPACINGS)}")
+        steps = options.get("steps")
+        if steps is not None and not (isinstance(steps, int) and 1 <= steps <= self.schedule.T):
+            raise BenchError(f"{self.name}: sampler steps={steps!r} must be a whole number in 1..{self.schedule.T}")
+
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **options) -> Samples:
-        _check_options(options, self.SAMPLER_OPTIONS, self.name)
+        self.check_sampler(options)
         name = options.get("name", "ddpm")
         steps = int(options.get("steps") or self.schedule.T)
         spacing = options.get("spacing", "linspace")
@@ -238,8 +250,6 @@ class DDPM(_EMAMixin, GenerativeModel):
         if "classifier_scale" in options and self.classifier is None and float(options["classifier_scale"]):
             raise BenchError(f"{self.name}: classifier_scale needs a model trained with classifier = true")
         cscale = float(options.get("classifier_scale", self.config["classifier_scale"])) if self.classifier else 0.0
-        if name not in ("ddpm", "ddim"):
-            raise BenchError(f"{self.name}: sampler name must be 'ddpm' or 'ddim', got {name!r}")
         device = self.net.conv_out.weight.device
         if (self.num_classes or cscale) and labels is None:
             labels = torch.arange(n, device=device) % self.data.num_classes  # per-class grid order
@@ -334,13 +344,16 @@ class NCSN(_EMAMixin, GenerativeModel):
         # lambda(sigma) = sigma^2 weighting: 1/2 || sigma s(x~) + z ||^2 = 1/2 || net(x~) + z ||^2
         return 0.5 * ((self.net(x + sigma * z, idx).float() + z) ** 2).flatten(1).sum(1).mean() / x[0].numel()
 
-    @torch.no_grad()
-    def sample(self, n, *, labels=None, generator=None, **options) -> Samples:
+    def check_sampler(self, options: dict[str, Any]) -> None:
         _check_options(options, self.SAMPLER_OPTIONS, self.name)
-        if labels is not None:
-            raise BenchError("ncsn: the model is unconditional; labels are not accepted")
         if options.get("name", "langevin") != "langevin":
             raise BenchError(f"ncsn: the only sampler is 'langevin', got {options['name']!r}")
+
+    @torch.no_grad()
+    def sample(self, n, *, labels=None, generator=None, **options) -> Samples:
+        self.check_sampler(options)
+        if labels is not None:
+            raise BenchError("ncsn: the model is unconditional; labels are not accepted")
         steps, lr = int(options.get("steps_each", 100)), float(options.get("step_lr", 2e-5))
         denoise = bool(options.get("denoise", True))
         device = self.sigmas.device

@@ -224,6 +224,9 @@ class ConditionalFlowMatching(GenerativeModel):
         return {"solver": solver, "steps": steps, "rtol": float(options.get("rtol", c["rtol"])),
                 "atol": float(options.get("atol", c["atol"])), "guidance": float(options.get("guidance", c["guidance"]))}
 
+    def check_sampler(self, options: dict[str, Any]) -> None:
+        self._sampler_options(options)
+
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                **sampler: Any) -> Samples:

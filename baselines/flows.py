@@ -81,6 +81,9 @@ class _Flow(GenerativeModel):
             raise BenchError(f"{self.name}: temperature must be > 0, got {temperature}")
         return temperature
 
+    def check_sampler(self, options: dict[str, Any]) -> None:
+        self._sampler_options(options)
+
     def _draw_latent(self, n, generator, temperature):
         dev = next(self.parameters()).device
         z = torch.randn((n, *self._latent_shape()), generator=generator,

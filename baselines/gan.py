@@ -226,10 +226,13 @@ class DCGAN(GenerativeModel):
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
+    def check_sampler(self, options: dict[str, Any]) -> None:
+        if options:
+            raise BenchError(f"{self.name} takes no sampler options, got {', '.join(sorted(options))}")
+
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                **sampler: Any) -> Samples:
-        if sampler:
-            raise BenchError(f"{self.name} takes no sampler options, got {', '.join(sorted(sampler))}")
+        self.check_sampler(sampler)
         device = next(self.parameters()).device
         y = self._labels(n, labels, generator, device)
         z = self._latent(n, generator, device)

@@ -46,9 +46,12 @@ class IndependentPixels(GenerativeModel):
         return Likelihood(bpd.detach(), kind="exact")
 
     @torch.no_grad()
+    def check_sampler(self, options) -> None:
+        if options:
+            raise BenchError(f"{self.name} takes no sampler options, got {', '.join(sorted(options))}")
+
     def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
-        if sampler:
-            raise BenchError(f"{self.name} takes no sampler options, got {', '.join(sorted(sampler))}")
+        self.check_sampler(sampler)
         probs = F.softmax(self.logits.float(), dim=-1)
         draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # [D, n]
         images = draws.t().reshape(n, *self.data.shape).float() / 255.0

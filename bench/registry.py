@@ -162,6 +162,12 @@ class GenerativeModel(nn.Module):
         """``n`` images in [0, 1]; ``sampler`` holds sampler options from the suite (name, steps...)."""
         raise NotImplementedError
 
+    def check_sampler(self, options: dict[str, Any]) -> None:
+        """Raise a BenchError for sampler options :meth:`sample` would refuse (unknown names or values).
+
+        The harness calls it for the suite's ``sampler`` and every ``samplers`` entry before anything trains, so a
+        typo costs a second, not a training run. The default accepts everything (``sample`` still checks)."""
+
     def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
         """Bits/dim of the 8-bit images in ``batch`` (only when ``has_likelihood``)."""
         raise NotImplementedError(f"{self.name} has no likelihood")

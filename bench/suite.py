@@ -264,6 +264,8 @@ def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
                                  f"{did_you_mean(key, known)}; known keys: {', '.join(sorted(known))}")
             if key in cls.defaults:
                 problem = check_model_value(cls.defaults[key], cfg[key])
+                if not problem and (key == "lr" or key.endswith("_lr")) and not cfg[key] > 0:
+                    problem = "a learning rate > 0"
                 if problem:
                     raise BenchError(f"{where}: models.{run_name}.{key} must be {problem} for model {cls.name!r} "
                                      f"(default {cls.defaults[key]!r}), got {cfg[key]!r}")
@@ -321,7 +323,7 @@ def _check_counts(data: dict[str, Any], train: dict[str, Any], evaluation: dict[
             raise BenchError(f"{where}: {section}.{key} must be {what}, got {v!r}")
     for key in ("checkpoint_every_s", "grad_clip"):
         v = train.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
             raise BenchError(f"{where}: train.{key} must be a number >= 0, got {v!r}")
     m = evaluation.get("metrics")
     if not isinstance(m, list) or not all(isinstance(x, str) for x in m):

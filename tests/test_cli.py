@@ -31,11 +31,13 @@ class NaNAtStep3(GenerativeModel):
 
 @register
 class Crashes(NaNAtStep3):
-    """Test model that raises during training."""
+    """Test model that raises during training (after the step `bench run` tries before training: tests/test_preflight.py)."""
     name = "test-crash"
 
     def training_step(self, batch, step):
-        raise RuntimeError("boom: shapes do not match")
+        if step >= 2:
+            raise RuntimeError("boom: shapes do not match")
+        return super().training_step(batch, step)
 
 
 def args(workdirs, *extra):

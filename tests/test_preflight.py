@@ -1,0 +1,96 @@
+"""Mistakes in a suite or on the command line stop `bench run` before anything trains: a one-line error, exit 2,
+no record and no checkpoint written (bench.runner.preflight and the suite loader)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli import EXIT_USER_ERROR
+from tests.helpers import TINY_DIGITS, run_cli, write_suite
+
+DDPM = """
+    [models.ddpm]
+    unet = "tiny"
+    attn_resolutions = []
+    timesteps = 20
+"""
+
+
+def run_tiny(tmp_path, workdirs, capsys, body: str, *extra: str, results=None, checkpoints=None):
+    suite = write_suite(tmp_path / "tiny.toml", body)
+    args = ["run", "--suite", str(suite), "--results", str(results or workdirs["results"]), "--checkpoints",
+            str(checkpoints or workdirs["checkpoints"]), "--cache-dir", str(workdirs["cache"]), "--quiet",
+            "--no-report", *extra]
+    return run_cli(args, capsys)
+
+
+def assert_stopped_before_training(code, out, err, workdirs, *needles):
+    assert code == EXIT_USER_ERROR, (code, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err + out, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not any(workdirs["results"].rglob("*.json")) and not any(workdirs["checkpoints"].rglob("*"))
+
+
+def test_unknown_metric(tmp_path, workdirs, capsys):
+    body = TINY_DIGITS.replace('metrics = ["bits_per_dim"]', 'metrics = ["bits_per_dim", "fidd"]')
+    assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, body), workdirs,
+                                   "'fidd'", "did you mean 'fid'")
+
+
+@pytest.mark.parametrize("sampler, needles", [
+    ('sampler = { name = "ddimm" }', ("models.ddpm.sampler", "'ddimm'")),
+    ('sampler = { name = "ddim", etaa = 0.0 }', ("models.ddpm.sampler", "etaa")),
+    ('sampler = { name = "ddim", spacing = "trailng" }', ("trailng", "trailing")),
+    ('samplers = { ddim-5 = { name = "ddim", steps = 500 } }', ("models.ddpm.samplers.ddim-5", "steps=500")),
+])
+def test_bad_sampler_or_sweep_option(tmp_path, workdirs, capsys, sampler, needles):
+    body = TINY_DIGITS + DDPM + f"    {sampler}\n"
+    assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, body), workdirs, *needles)
+
+
+def test_reference_refuses_sampler_options(tmp_path, workdirs, capsys):
+    body = TINY_DIGITS.replace("[models.reference]", '[models.reference]\n    sampler = { temperature = 0.5 }')
+    assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, body), workdirs,
+                                   "models.reference.sampler", "temperature")
+
+
+@pytest.mark.parametrize("flag", ["--results", "--checkpoints", "--cache-dir"])
+def test_output_location_that_is_a_file(tmp_path, workdirs, capsys, flag):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    suite = write_suite(tmp_path / "tiny.toml", TINY_DIGITS)
+    dirs = {"--results": workdirs["results"], "--checkpoints": workdirs["checkpoints"], "--cache-dir": workdirs["cache"]}
+    dirs[flag] = a_file
+    args = ["run", "--suite", str(suite), "--quiet", "--no-report"]
+    for k, v in dirs.items():
+        args += [k, str(v)]
+    assert_stopped_before_training(*run_cli(args, capsys), workdirs, flag, str(a_file), "writable folder")
+
+
+@pytest.mark.parametrize("setting, needles", [
+    ("models.reference.lr=-1", ("models.reference.lr", "learning rate > 0")),
+    ("train.checkpoint_every_s=nan", ("train.checkpoint_every_s", ">= 0")),
+])
+def test_out_of_range_values(tmp_path, workdirs, capsys, setting, needles):
+    assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, TINY_DIGITS, "--set", setting), workdirs,
+                                   *needles)
+
+
+def test_a_model_that_cannot_be_built_from_its_config(tmp_path, workdirs, capsys):
+    """hidden_channels = 0 passes the type check (a whole number) and builds, but no step can be taken with it."""
+    body = TINY_DIGITS + """
+    [models.glow]
+    levels = 2
+    steps_per_level = 2
+    hidden_channels = 0
+"""
+    assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, body), workdirs,
+                                   "models.glow", "cannot take a training step")
+
+
+def test_a_good_suite_still_runs(tmp_path, workdirs, capsys):
+    body = TINY_DIGITS + DDPM + '    sampler = { name = "ddim", steps = 5, spacing = "trailing" }\n'
+    code, _, err = run_tiny(tmp_path, workdirs, capsys, body)
+    assert code == 0, err
+    assert len(list(workdirs["results"].rglob("*.json"))) == 2
