@@ -8,7 +8,8 @@ baseline metric by metric:
 
 - each metric has a *direction* (lower FID/KID/bits-per-dim/seconds are better; higher IS,
   images/s, precision/recall are better) and a *kind* (quality, timing, memory), both from the
-  tolerance file (``bench/tolerances.toml``; see its header for the rules);
+  metric's declaration (``@metric(outputs=...)`` in ``bench/metrics``), which a tolerance file may
+  override; the tolerances themselves come from ``bench/tolerances.toml`` (see its header for the rules);
 - quality metrics get the additive tolerance ``max(abs, rel*|baseline|, sigmas*noise)`` where
   ``noise`` is the standard error of the difference of means, from the baseline's spread over
   seeds (or, with one seed, the recorded standard error of the metric);
@@ -51,8 +52,6 @@ except ModuleNotFoundError:  # Python 3.10
 BASELINE_KIND = "genbench-baseline"
 BASELINE_SCHEMA = 1
 DEFAULT_TOLERANCES = Path(__file__).with_name("tolerances.toml")
-# Timings of a record that are compared (besides every entry of record["metrics"]).
-TIMING_KEYS = ("train_images_per_second", "peak_rss_mb", "cuda_max_allocated_mb")
 # Where a record may carry a reference measurement of the device (FLOP/s of a fixed matmul),
 # searched in metrics then timings; the first found is used to normalise timings across machines.
 REFERENCE_KEYS = ("matmul_peak_flops", "matmul_peak_tflops", "matmul_peak_gflops", "device_peak_flops",
@@ -60,7 +59,7 @@ REFERENCE_KEYS = ("matmul_peak_flops", "matmul_peak_tflops", "matmul_peak_gflops
 # Throughput measured over the training loop: from a run that trained for less than
 # MIN_TRAIN_SECONDS_FOR_THROUGHPUT it is a handful of steps timed on a shared machine (the digits
 # `reference` model trains ~0.05 s and read 22x slower on a busy CI machine), so it is shown, not gated.
-TRAIN_THROUGHPUT_KEYS = ("train_images_per_second", "train_images_per_second_per_device")
+TRAIN_THROUGHPUT_KEYS = ("train_images_per_second",)
 MIN_TRAIN_SECONDS_FOR_THROUGHPUT = 2.0
 # Metrics that are descriptions of the run, not results (never compared).
 IGNORED = {"parameters", *REFERENCE_KEYS}
@@ -119,10 +118,12 @@ class Tolerances:
         return out
 
     def rule(self, suite: str, metric: str) -> dict[str, Any]:
-        """The resolved fields for (suite, metric): most specific table wins, field by field."""
+        """The resolved fields for (suite, metric): most specific wins, field by field: defaults, then the
+        metric's declared direction and kind, then the tolerance tables' entries for it."""
         layers: list[dict[str, Any]] = [FALLBACK_DEFAULTS]
         for t in self.tables:
             layers.append(t.get("defaults", {}))
+        layers.append(declared(metric))
         for t in self.tables:  # generic metric entries (least specific glob first)
             layers += list(reversed(self._match(t.get("metrics", {}), metric)))
         for t in self.tables:
@@ -131,6 +132,17 @@ class Tolerances:
         for layer in layers:
             rule.update(layer)
         return rule
+
+
+def declared(metric: str) -> dict[str, str]:
+    """Direction and kind from the metric's ``@metric`` declaration (empty when nothing declares the key).
+
+    Imported here, not at the top: reading the declarations imports the metric modules (torch), which
+    `bench compare` needs only once it compares."""
+    from bench import metrics
+
+    out = metrics.describe(metric)
+    return {"direction": out.direction, "kind": out.kind} if out is not None else {}
 
 
 def _validate(t: dict[str, Any], path: Path) -> None:
@@ -174,8 +186,10 @@ def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float
         if name in IGNORED or not isinstance(m, dict):
             continue
         out[name] = (_num(m.get("value")), _num(metric_error(m)))
+    from bench.metrics import TIMINGS  # the harness's own timings that are compared (see declared())
+
     timings = record.get("timings") or {}
-    for name in TIMING_KEYS:
+    for name in TIMINGS:
         if name in timings:
             out[name] = (_num(timings[name]), None)
     return out

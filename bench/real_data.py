@@ -15,12 +15,11 @@ from typing import Any
 
 import torch
 
+from bench import metrics
 from bench.data import ImageData
 from bench.registry import GenerativeModel, Samples
 
 NAME = "real-data"
-# the sample metrics a real-data row can carry (no likelihood, no sampling cost)
-SAMPLE_METRICS = ("fid", "is", "kid", "precision_recall", "class_coverage")
 
 
 class RealImages(GenerativeModel):
@@ -70,7 +69,7 @@ class RealImages(GenerativeModel):
 
 def wanted(metric_names: list[str]) -> list[str]:
     """The suite's metrics that a real-data row carries (empty: the suite measures no sample quality)."""
-    return [m for m in metric_names if m in SAMPLE_METRICS]
+    return [m for m in metric_names if metrics.get(m).reads_samples]  # no likelihood, no sampling cost
 
 
 def evaluate(make_context, train_data: ImageData, compute) -> dict[str, dict[str, Any]]:

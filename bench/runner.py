@@ -34,9 +34,6 @@ from bench.records import atomic_write_bytes, disk_full_message, load_records, u
 from bench.registry import Batch, GenerativeModel
 from bench.suite import Suite, model_config
 
-# Metrics that do not depend on how samples are drawn: not repeated in a model's sampler sweep.
-SAMPLER_INDEPENDENT_METRICS = ("bits_per_dim", "cost")
-
 SAMPLE_GRID = 64  # images kept per run for the report's sample grid
 
 
@@ -345,10 +342,10 @@ class Trainer:
             ctx = self._context(main_sampler, final)
             names = list(self.suite.eval["metrics"])
             if not final:
-                names = [n for n in names if n != "sampling_speed"]
+                names = [n for n in names if not metrics.get(n).final_only]
             result = metrics.compute(names, ctx)
             if final:  # sampler sweep: the sample metrics again under each extra sampler, as <metric>@<label>
-                sweep = [n for n in names if n not in SAMPLER_INDEPENDENT_METRICS]
+                sweep = [n for n in names if metrics.get(n).sampler_dependent]
                 for label, options in (self.cfg.get("samplers") or {}).items():
                     for key, v in metrics.compute(sweep, self._context({**main_sampler, **options}, final)).items():
                         result[f"{key}@{label}"] = v

@@ -10,6 +10,7 @@ computed) so a reader can tell which numbers are comparable.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import time
 from contextlib import contextmanager, nullcontext
@@ -22,17 +23,103 @@ from bench.errors import BenchError, did_you_mean
 from bench.registry import Batch, GenerativeModel, Likelihood, Samples
 
 MetricFn = Callable[["EvalContext"], dict[str, dict[str, Any]]]
-METRICS: dict[str, MetricFn] = {}
+
+DIRECTIONS = ("lower", "higher", "none")
+KINDS = ("quality", "timing", "memory")
 
 
-def metric(name: str) -> Callable[[MetricFn], MetricFn]:
-    """Register a metric under ``name`` (the name suites use in ``eval.metrics``)."""
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One value a metric writes into the record (``record["metrics"][key]``), described once for every reader:
+    ``bench compare`` takes its direction and kind, the report its column header."""
+
+    direction: str = "none"  # "lower" / "higher" is better; "none": informational, never improves or regresses
+    kind: str = "quality"  # how `bench compare` tolerates a change: "quality" additive, "timing"/"memory" by factor
+    column: str | None = None  # the report's main-table header; None: not a main-table column
+    feature_space: bool = False  # measured in eval.feature_extractor's space (the header then names the space)
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS or self.kind not in KINDS:
+            raise ValueError(f"Output(direction={self.direction!r}, kind={self.kind!r}): "
+                             f"direction is one of {DIRECTIONS}, kind one of {KINDS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A registered metric: the function and what the runner, prefetch, report and compare need to know of it."""
+
+    name: str
+    fn: MetricFn
+    outputs: dict[str, Output]  # record keys it writes; fnmatch patterns allowed ("sample_*")
+    reads_samples: bool  # computed from the shared sample set: also defined on real images (the real-data floor)
+    sampler_dependent: bool  # recomputed under each sampler of a sweep, as <key>@<label>
+    needs_extractor: bool  # measured in eval.feature_extractor's space: its weights must be staged
+    final_only: bool  # skipped at intermediate (budget-fraction) evaluations
+
+
+METRICS: dict[str, Metric] = {}
+
+# Values the harness measures itself (record["timings"]), described like metric outputs.
+TIMINGS: dict[str, Output] = {
+    "train_images_per_second": Output("higher", "timing", column="train img/s"),
+    "peak_rss_mb": Output("lower", "memory"),
+    "cuda_max_allocated_mb": Output("lower", "memory"),
+}
+
+
+def metric(name: str, *, outputs: dict[str, Output] | None = None, reads_samples: bool = False,
+           sampler_dependent: bool | None = None, needs_extractor: bool = False,
+           final_only: bool = False, aliases: tuple[str, ...] = ()) -> Callable[[MetricFn], MetricFn]:
+    """Register a metric under ``name`` (the name suites use in ``eval.metrics``), with its one declaration.
+
+    ``outputs`` defaults to one informational value under ``name``; ``sampler_dependent`` defaults to
+    ``reads_samples``; ``aliases`` are further names for the same metric (torch-fidelity's ``prc``). A metric
+    that returns a key it did not declare records an error instead (see :func:`compute`)."""
 
     def wrap(fn: MetricFn) -> MetricFn:
-        METRICS[name] = fn
+        for n in (name, *aliases):
+            METRICS[n] = Metric(n, fn, dict(outputs or {name: Output()}), reads_samples,
+                                reads_samples if sampler_dependent is None else sampler_dependent,
+                                needs_extractor, final_only)
         return fn
 
     return wrap
+
+
+def get(name: str) -> Metric:
+    """The declaration of metric ``name``; unknown names are a one-line BenchError with "did you mean"."""
+    _load_metrics()
+    if name not in METRICS:
+        raise BenchError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}; known: {', '.join(sorted(METRICS))}")
+    return METRICS[name]
+
+
+def describe(key: str) -> Output | None:
+    """The declared :class:`Output` of a record key (``fid``, ``fid@ddim-10``, ``sample_eta``, a harness timing),
+    None when nothing declares it. Exact keys first, then patterns in registration order."""
+    _load_metrics()
+    key = key.split("@", 1)[0]
+    if key in TIMINGS:
+        return TIMINGS[key]
+    for m in METRICS.values():
+        if key in m.outputs:
+            return m.outputs[key]
+    for m in METRICS.values():
+        for pattern, out in m.outputs.items():
+            if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(key, pattern):
+                return out
+    return None
+
+
+def producer(key: str) -> str | None:
+    """The ``eval.metrics`` name whose declaration writes record key ``key`` (``precision`` -> ``precision_recall``)."""
+    _load_metrics()
+    key = key.split("@", 1)[0]
+    return next((name for name, m in METRICS.items() if m.name == name and declared_key(m, key)), None)
+
+
+def declared_key(m: Metric, key: str) -> bool:
+    return key in m.outputs or any(fnmatch.fnmatchcase(key, p) for p in m.outputs)
 
 
 def value(v: float | None, *, std: float | None = None, stderr: float | None = None, n: int | None = None,
@@ -159,33 +246,37 @@ class EvalContext:
 
 def compute(names: list[str], ctx: EvalContext) -> dict[str, dict[str, Any]]:
     """Run the named metrics; a metric that fails records its error instead of stopping the run."""
-    from bench.metrics import builtin  # noqa: F401  (registers the built-in metrics)
-
-    _load_optional_metrics()
+    declared = [get(name) for name in names]
     out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        if name not in METRICS:
-            raise BenchError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}; known: {', '.join(sorted(METRICS))}")
-    for name in names:
+    for m in declared:
         ctx.check_stop()
         try:
-            out.update(METRICS[name](ctx))
+            got = m.fn(ctx)
         except (BenchError, EvaluationStopped):
             raise
         except Exception as e:  # keep the other metrics and the run's record
-            out[name] = value(None, note=f"error: {type(e).__name__}: {e}")
+            out[m.name] = value(None, note=f"error: {type(e).__name__}: {e}")
+            continue
+        undeclared = [k for k in got if not declared_key(m, k)]
+        if undeclared:  # the metric's author forgot a declaration: compare and report would misread the values
+            out[m.name] = value(None, note=f"error: metric {m.name!r} wrote {', '.join(undeclared)}, which its "
+                                           "@metric(outputs=...) does not declare")
+            continue
+        out.update(got)
     return out
 
 
 def known_metrics() -> list[str]:
-    from bench.metrics import builtin  # noqa: F401
-
-    _load_optional_metrics()
+    _load_metrics()
     return sorted(METRICS)
 
 
-def _load_optional_metrics() -> None:
-    """Import every module of this package so their @metric registrations run."""
+def _load_metrics() -> None:
+    """Import every module of this package so their @metric registrations run (plugins registered
+    elsewhere, e.g. by a test, stay registered)."""
+    global _LOADED
+    if _LOADED:
+        return
     import importlib
     import pkgutil
 
@@ -194,6 +285,10 @@ def _load_optional_metrics() -> None:
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"bench.metrics.{info.name}")
+    _LOADED = True
+
+
+_LOADED = False
 
 
 def resolved_sampler(samples: Samples) -> dict[str, Any]:

@@ -6,10 +6,10 @@ import math
 
 import torch
 
-from bench.metrics import EvalContext, estimator_sum_variance, make_batch, metric, resolved_sampler, value
+from bench.metrics import EvalContext, Output, estimator_sum_variance, make_batch, metric, resolved_sampler, value
 
 
-@metric("bits_per_dim")
+@metric("bits_per_dim", outputs={"bits_per_dim": Output("lower")})
 def bits_per_dim(ctx: EvalContext) -> dict:
     """Mean bits/dim of the 8-bit evaluation images; ``stderr`` is the standard error of that mean.
 
@@ -73,7 +73,12 @@ SPEED_BUDGET_S = 1.0
 SPEED_MAX_BATCHES = 5
 
 
-@metric("sampling_speed")
+@metric("sampling_speed", sampler_dependent=True, final_only=True, outputs={
+    "sample_seconds_per_batch": Output("lower", "timing"),
+    "sample_seconds_per_image": Output("lower", "timing", column="sample s / img"),
+    "nfe": Output("lower", column="NFE"),
+    "sample_*": Output(),  # what the sampler reports (steps, eta, guidance, ...): descriptions, not results
+})
 def sampling_speed(ctx: EvalContext) -> dict:
     """Seconds to sample one batch of ``eval.speed_batch`` images (warm-up excluded, device synced;
     the minimum over up to SPEED_MAX_BATCHES timed batches, see above).

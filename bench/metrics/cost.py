@@ -31,7 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.environment import cpu_identity
-from bench.metrics import EvalContext, make_batch, metric, synchronize, value
+from bench.metrics import EvalContext, Output, make_batch, metric, synchronize, value
 from bench.records import atomic_write_text
 
 PEAK_SIZES = {"cpu": 1024, "cuda": 8192}
@@ -98,7 +98,13 @@ def count_flops(fn) -> tuple[int, Any]:
     return int(counter.get_total_flops()), out
 
 
-@metric("cost")
+@metric("cost", final_only=True, outputs={
+    "peak_flops": Output(), "train_flops_per_image": Output(), "train_flops_per_second": Output(),
+    "sample_flops_per_image": Output(), "sample_flops_per_nfe": Output(),
+    # reported, not gated: one timed step over a matmul peak measured once moves a lot on shared CPUs
+    "train_mfu": Output("none", "timing", column="train MFU"),
+    "sample_mfu": Output("none", "timing", column="sample MFU"),
+})
 def cost(ctx: EvalContext) -> dict:
     if not ctx.final:  # intermediate (budget-fraction) evaluations: cost does not change with training
         return {}

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from bench.metrics import EvalContext, metric, value
+from bench.metrics import EvalContext, Output, metric, value
 from bench.metrics.extractors import get_extractor
 from bench.metrics.fidelity import generated, generated_features, protocol, reference, repeats
 
@@ -51,7 +51,10 @@ def coverage_stats(logits: torch.Tensor, num_classes: int, labels: torch.Tensor 
     return out
 
 
-@metric("class_coverage")
+@metric("class_coverage", reads_samples=True, outputs={
+    "coverage_kl": Output("lower", column="class-coverage KL"), "coverage_classes": Output("higher"),
+    "coverage_label_accuracy": Output("higher"), "coverage_confident": Output(),
+})
 def class_coverage(ctx: EvalContext) -> dict:
     if ctx.train.y is None or not ctx.train.num_classes:
         return {"coverage_kl": value(None, note=f"not defined: {ctx.train.name} has no class labels")}

@@ -14,12 +14,12 @@ import math
 
 import torch
 
-from bench.metrics import EvalContext, estimator_sum_variance, make_batch, mean_and_stderr, metric, value
+from bench.metrics import EvalContext, Output, estimator_sum_variance, make_batch, mean_and_stderr, metric, value
 
 DEFAULT_IMAGES = 8
 
 
-@metric("bits_per_dim_exact")
+@metric("bits_per_dim_exact", outputs={"bits_per_dim_exact": Output("lower")})
 def bits_per_dim_exact(ctx: EvalContext) -> dict:
     """Mean exact bits/dim of the first K test images (``stderr``: their standard error over images);
     the protocol carries the estimate of the same images and its estimator standard error."""

@@ -489,13 +489,18 @@ def build_foundation(name: str, path: Path) -> Extractor:
     return Extractor(name, module, str(path), digest, layer, None, resize, info)
 
 
-FEATURE_METRICS = ("fid", "is", "kid", "precision_recall", "prc")  # the metrics computed in eval.feature_extractor's space
+def needs_extractor(metric_names) -> bool:
+    """Whether any of these metrics is measured in eval.feature_extractor's space (its weights must be staged)."""
+    from bench import metrics
+
+    return any(metrics.get(n).needs_extractor for n in metric_names)
+
 
 
 def preflight(eval_cfg: dict[str, Any], dataset: str, cache_dir: str | Path | None) -> None:
     """Before anything trains: the suite's feature extractor is a known one and its staged weights file exists
     (a one-line BenchError otherwise), so a missing file never costs a training run."""
-    if not set(eval_cfg.get("metrics") or []) & set(FEATURE_METRICS):
+    if not needs_extractor(eval_cfg.get("metrics") or []):
         return
     name = resolve_name(eval_cfg.get("feature_extractor"), dataset)
     if name in INCEPTION_LAYERS:

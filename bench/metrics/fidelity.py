@@ -37,7 +37,7 @@ import torch
 
 from bench.conventions import to_uint8
 from bench.errors import BenchError
-from bench.metrics import EvalContext, metric, value
+from bench.metrics import EvalContext, Output, metric, value
 from bench.metrics.extractors import Extractor, get_extractor, tensor_sha1, torch_save_atomic
 
 FEATURE_BATCH = 256
@@ -183,7 +183,8 @@ def frechet_distance(gen_features: torch.Tensor, ref: dict[str, Any]) -> float:
         return float(fid_statistics_to_metric(stats, real, verbose=False)[KEY_METRIC_FID])
 
 
-@metric("fid")
+@metric("fid", reads_samples=True, needs_extractor=True,
+        outputs={"fid": Output("lower", column="FID", feature_space=True)})
 def fid(ctx: EvalContext) -> dict:
     ext = get_extractor(ctx)
     ref = reference(ctx, ext)
@@ -199,7 +200,8 @@ def inception_score(logits: torch.Tensor, splits: int = ISC_SPLITS) -> tuple[flo
     return float(out[KEY_METRIC_ISC_MEAN]), float(out[KEY_METRIC_ISC_STD])
 
 
-@metric("is")
+@metric("is", reads_samples=True, needs_extractor=True,
+        outputs={"is": Output("higher", column="IS", feature_space=True)})
 def inception_score_metric(ctx: EvalContext) -> dict:
     ext = get_extractor(ctx)
     if ext.logits_layer is None:
@@ -224,7 +226,8 @@ def kernel_inception_distance(gen: torch.Tensor, real: torch.Tensor) -> tuple[fl
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD]), size
 
 
-@metric("kid")
+@metric("kid", reads_samples=True, needs_extractor=True,
+        outputs={"kid": Output("lower", column="KID", feature_space=True)})
 def kid(ctx: EvalContext) -> dict:
     ext = get_extractor(ctx)
     ref = reference(ctx, ext)
@@ -245,7 +248,10 @@ def precision_recall(gen: torch.Tensor, real: torch.Tensor) -> tuple[float, floa
     return float(out[KEY_METRIC_PRECISION]), float(out[KEY_METRIC_RECALL])
 
 
-@metric("precision_recall")
+@metric("precision_recall", aliases=("prc",), reads_samples=True, needs_extractor=True, outputs={
+    "precision": Output("higher", column="precision", feature_space=True),
+    "recall": Output("higher", column="recall", feature_space=True),
+})
 def precision_recall_metric(ctx: EvalContext) -> dict:
     ext = get_extractor(ctx)
     ref = reference(ctx, ext)
@@ -258,5 +264,3 @@ def precision_recall_metric(ctx: EvalContext) -> dict:
     return {"precision": value(p_mean, std=p_std, n=len(res), **proto),
             "recall": value(r_mean, std=r_std, n=len(res), **proto)}
 
-
-metric("prc")(precision_recall_metric)

@@ -19,7 +19,6 @@ REFERENCE_ENV = "GENBENCH_REFERENCE_DIR"
 TIMING_METRICS = {"sample_seconds_per_batch", "sample_seconds_per_image", "train_seconds_per_batch",
                   "train_iterations_per_second", "epoch_seconds", "training_hours",
                   "sampling_speedup_vs_ddpm", "training_speedup_vs_flow"}
-SAMPLE_METRICS = {"fid", "is", "kid", "precision", "recall"}
 
 
 def reference_dir() -> Path | None:
@@ -63,11 +62,16 @@ def suite_mirrors(suite_name: str, records: list[dict]) -> list[str] | None:
         return None
 
 
-# The `eval.metrics` entry that produces each published metric key (training-side numbers are always recorded).
-EVAL_METRIC_OF = {"fid": "fid", "is": "is", "kid": "kid", "precision": "precision_recall",
-                  "recall": "precision_recall", "bits_per_dim": "bits_per_dim", "nll": "bits_per_dim",
-                  "sample_seconds_per_batch": "sampling_speed", "sample_seconds_per_image": "sampling_speed",
-                  "sampling_speedup_vs_ddpm": "sampling_speed"}
+# Published metric keys that are not record keys, and the record key they are measured from.
+MEASURED_AS = {"nll": "bits_per_dim", "sampling_speedup_vs_ddpm": "sample_seconds_per_image"}
+
+
+def eval_metric_of(published_key: str) -> str | None:
+    """The `eval.metrics` entry whose declaration writes what a published metric is compared with (None: a
+    training-side number, always recorded)."""
+    from bench import metrics
+
+    return metrics.producer(MEASURED_AS.get(published_key, published_key))
 
 
 def profile_gaps(suite_name: str, table_id: str, profile: str = "paper", ref_dir: Path | None = None
@@ -95,11 +99,11 @@ def profile_gaps(suite_name: str, table_id: str, profile: str = "paper", ref_dir
     for row in rows:
         if not names & {n.strip() for n in row.get("genbench_model", "").split("|")}:
             continue
-        need = EVAL_METRIC_OF.get(row["metric"])
+        need = eval_metric_of(row["metric"])
         if need is not None and need not in computed:
             if row["metric"] not in missing:
                 missing.append(row["metric"])
-        elif row["metric"] in SAMPLE_METRICS and row.get("feature_extractor") \
+        elif T.in_feature_space(row["metric"]) and row.get("feature_extractor") \
                 and row["feature_extractor"].lower() != fe.lower():
             spaces.add((fe, row["feature_extractor"]))
     return {"missing": missing, "feature_spaces": sorted(spaces), "budget": suite.budget}
@@ -170,7 +174,7 @@ def comparability(row: dict, recs: list[dict], metric_name: str) -> list[str]:
     ds = (r.get("data") or {}).get("dataset")
     if row.get("dataset") not in (None, "", "any") and ds and ds != row["dataset"]:
         reasons.append(f"dataset {ds} vs published {row['dataset']}")
-    if metric_name in SAMPLE_METRICS:
+    if T.in_feature_space(metric_name):
         fe = T.feature_extractor(r, metric_name)
         pub = row.get("feature_extractor") or "not stated"
         if fe is None or fe.lower() != pub.lower():

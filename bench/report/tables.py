@@ -142,8 +142,7 @@ def describe_batch_scaling(groups: "OrderedDict[str, list[dict]]", batch: int, h
 
 
 def peak_memory(record: dict) -> float | None:
-    return first_of(timing("cuda_max_allocated_mb"), metric("peak_memory_mb", "cuda_max_allocated_mb"),
-                    timing("peak_rss_mb"))(record)
+    return first_of(timing("cuda_max_allocated_mb"), timing("peak_rss_mb"))(record)
 
 
 def parameters(record: dict) -> float | None:
@@ -273,31 +272,40 @@ def missing_cell(recs: list[dict], name: str | None = None) -> str:
 SAMPLE_BATCH = 128
 SAMPLE_BATCH_HEADER = f"sample s / {SAMPLE_BATCH} img"
 
-# Columns of the main table: (header, metric name for notes, getter or None for special cells).
-METRIC_COLUMNS: list[tuple[str, str, Getter]] = [
-    ("FID", "fid", metric("fid")),
-    ("IS", "is", metric("is", "inception_score", "isc")),
-    ("KID", "kid", metric("kid")),
-    ("precision", "precision", metric("precision")),
-    ("recall", "recall", metric("recall")),
-    ("class-coverage KL", "coverage_kl", metric("coverage_kl", "class_kl", "class_coverage_kl")),
-    ("train img/s", "train_images_per_second", first_of(timing("train_images_per_second"), metric("train_images_per_second"))),
+# The main table's columns after bits/dim, in order: a record key (its header from the metric's declaration,
+# see bench.metrics.describe) or (header, key, getter) for a cell computed from several values.
+MAIN_COLUMNS: list[str | tuple[str, str, Getter]] = [
+    "fid", "is", "kid", "precision", "recall", "coverage_kl",
+    ("train img/s", "train_images_per_second", timing("train_images_per_second")),
     (SAMPLE_BATCH_HEADER, "sample_seconds_per_batch", seconds_per_batch(SAMPLE_BATCH)),
-    ("sample s / img", "sample_seconds_per_image", metric("sample_seconds_per_image")),
-    ("NFE", "nfe", metric("nfe")),
+    "sample_seconds_per_image", "nfe",
     ("peak mem (MB)", "peak_memory", peak_memory),
-    ("train MFU", "train_mfu", metric("train_mfu", "mfu")),
-    ("sample MFU", "sample_mfu", metric("sample_mfu")),
+    "train_mfu", "sample_mfu",
 ]
 
 
-FEATURE_SPACE_METRICS = ("fid", "is", "kid", "precision", "recall")  # measured in eval.feature_extractor's space
+def metric_columns() -> list[tuple[str, str, Getter]]:
+    """(header, record key for notes, getter) of each main-table column after bits/dim.
+
+    The declarations are read here, not at import: they import the metric modules (torch), which the
+    `bench` command does not need for anything but running and reporting."""
+    from bench import metrics
+
+    return [c if isinstance(c, tuple) else (metrics.describe(c).column, c, metric(c)) for c in MAIN_COLUMNS]
+
+
+def in_feature_space(name: str) -> bool:
+    """Whether record key ``name`` is measured in eval.feature_extractor's space (its declaration says)."""
+    from bench import metrics
+
+    out = metrics.describe(name)
+    return out is not None and out.feature_space
 
 
 def space_header(header: str, name: str, groups: "OrderedDict[str, list[dict]]") -> str:
     """A feature-space column's header with its space, e.g. ``FID (inception)``, ``FD (dinov2-vit-l-14)``: FID's
     formula outside Inception's space is an FD, and numbers of two spaces are never comparable."""
-    if name not in FEATURE_SPACE_METRICS:
+    if not in_feature_space(name):
         return header
     spaces = sorted({fe for recs in groups.values() for r in ok(recs)
                      if metric_entry(r, name) is not None and (fe := feature_extractor(r, name))})
@@ -320,7 +328,7 @@ def model_table(groups: "OrderedDict[str, list[dict]]") -> tuple[list[str], list
     dropped = []
     if rows and all(r[5] == NA for r in rows):
         dropped.append("bits/dim")
-    for header, name, getter in METRIC_COLUMNS:
+    for header, name, getter in metric_columns():
         cells = []
         for recs in groups.values():
             vals = values(recs, getter)
