@@ -43,9 +43,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch_fidelity import FeatureExtractorBase
 
 from bench.errors import BenchError, did_you_mean
 from bench.metrics import foundation
+from bench.metrics._torch_fidelity import register_extractor
 from bench.metrics.pypi_inception import NETWORK, PYPI_INCEPTION_FILE, is_pool3_only
 from bench.records import atomic_write_bytes, atomic_write_text
 
@@ -243,13 +245,7 @@ def classifier_input(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().mean(dim=1, keepdim=True) / 255.0
 
 
-try:
-    from torch_fidelity import FeatureExtractorBase as _FEBase
-except Exception:  # pragma: no cover - torch-fidelity is a dependency
-    _FEBase = nn.Module  # type: ignore[misc,assignment]
-
-
-class FeatureExtractorDigitsClassifier(_FEBase):
+class FeatureExtractorDigitsClassifier(FeatureExtractorBase):
     """torch-fidelity feature extractor around :class:`DigitsCNN`: features ``"192"`` and ``"logits"``.
 
     Takes uint8 Bx3xHxW like every torch-fidelity extractor; works at the image size it was
@@ -294,15 +290,7 @@ class FeatureExtractorDigitsClassifier(_FEBase):
         return tuple(out[k].float() for k in self.features_list)
 
 
-def _register() -> None:
-    import torch_fidelity
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-    if CLASSIFIER_NAME not in FEATURE_EXTRACTORS_REGISTRY:
-        torch_fidelity.register_feature_extractor(CLASSIFIER_NAME, FeatureExtractorDigitsClassifier)
-
-
-_register()
+register_extractor(CLASSIFIER_NAME, FeatureExtractorDigitsClassifier)
 
 
 def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:

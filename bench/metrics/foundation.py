@@ -30,8 +30,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch_fidelity import FeatureExtractorBase
 
 from bench.errors import BenchError
+from bench.metrics._torch_fidelity import register_extractor
 
 WEIGHTS_DIR_ENV = "GENBENCH_WEIGHTS_DIR"
 DINOV2_INPUT = 224  # torch-fidelity's DINOv2 input size
@@ -149,13 +151,7 @@ def load_dinov2(name: str, path: str | Path) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-try:
-    from torch_fidelity import FeatureExtractorBase as _FEBase
-except Exception:  # pragma: no cover - torch-fidelity is a dependency
-    _FEBase = torch.nn.Module  # type: ignore[misc,assignment]
-
-
-class FeatureExtractorDinoV2Staged(_FEBase):
+class FeatureExtractorDinoV2Staged(FeatureExtractorBase):
     """torch-fidelity feature extractor ``genbench-dinov2-vit-*-14``: torch-fidelity's DINOv2 preprocessing on a
     backbone loaded from ``feature_extractor_weights_path``; feature ``"dinov2"`` (the CLS token)."""
 
@@ -164,6 +160,8 @@ class FeatureExtractorDinoV2Staged(_FEBase):
         if feature_extractor_weights_path is None:
             raise ValueError("genbench's DINOv2 extractor loads staged weights only (feature_extractor_weights_path)")
         self.model = load_dinov2(name.removeprefix("genbench-"), feature_extractor_weights_path)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     @staticmethod
     def get_provided_features_list():
@@ -187,21 +185,11 @@ class FeatureExtractorDinoV2Staged(_FEBase):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
             raise ValueError(f"expecting uint8 Bx3xHxW images, got {tuple(x.shape)} {x.dtype}")
         x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(DINOV2_INPUT, DINOV2_INPUT), align_corners=False)
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
-        return (self.model.forward_features((x - mean) / std)[:, 0].float(),)
+        return (self.model.forward_features((x - self.mean) / self.std)[:, 0].float(),)
 
 
-def _register() -> None:
-    import torch_fidelity
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-    for name in DINOV2:
-        if f"genbench-{name}" not in FEATURE_EXTRACTORS_REGISTRY:
-            torch_fidelity.register_feature_extractor(f"genbench-{name}", FeatureExtractorDinoV2Staged)
-
-
-_register()
+for _name in DINOV2:
+    register_extractor(f"genbench-{_name}", FeatureExtractorDinoV2Staged)
 
 
 def build(name: str, path: Path) -> tuple[Any, str, str, dict[str, Any]]:
