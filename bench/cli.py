@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"suite {suite.name} [{suite.profile}], budget {suite.budget}, "
           f"models: {', '.join(opts.models or suite.models)}, seeds: {opts.seeds or suite.train['seeds']}")
     paths = run_suite(suite, opts)
-    from bench.runner import world
+    from bench.device import world
 
     if world()[0] != 0:  # under torchrun only rank 0 writes records, prints and renders
         return 0
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted; results already written are kept. Resume with `bench run --resume ...`", file=sys.stderr)
         return 130
     except Exception as e:  # Interrupted (preemption) and anything unexpected: one line, no traceback
-        from bench.runner import Interrupted
+        from bench.stopping import Interrupted
 
         if isinstance(e, Interrupted):
             print(f"interrupted: {e}. Resume with the same command plus --resume", file=sys.stderr)

@@ -59,7 +59,7 @@ REFERENCE_KEYS = ("matmul_peak_flops", "matmul_peak_tflops", "matmul_peak_gflops
 # Throughput measured over the training loop: from a run that trained for less than
 # MIN_TRAIN_SECONDS_FOR_THROUGHPUT it is a handful of steps timed on a shared machine (the digits
 # `reference` model trains ~0.05 s and read 22x slower on a busy CI machine), so it is shown, not gated.
-TRAIN_THROUGHPUT_KEYS = ("train_images_per_second",)
+TRAIN_THROUGHPUT_KEYS = ("train_images_per_second", "train_images_per_second_per_device")
 MIN_TRAIN_SECONDS_FOR_THROUGHPUT = 2.0
 # Metrics that are descriptions of the run, not results (never compared).
 IGNORED = {"parameters", *REFERENCE_KEYS}

@@ -4,19 +4,19 @@ The runner owns everything a fair comparison must hold constant: data order, see
 precision, budget accounting, timing (steady-state throughput excludes warm-up and evaluation),
 checkpoints and the result record. The wrapper only computes losses and samples
 (:mod:`bench.registry`). Flow of data: suite -> runner -> wrapper -> record.
+
+The jobs around the loop live in their own modules: :mod:`bench.device` (device, rank, peak memory),
+:mod:`bench.seeding` (seeds, RNG capture for checkpoints), :mod:`bench.stopping` (preemption signals),
+:mod:`bench.launch.ddp` (gradient averaging), :mod:`bench.evaluation` (metrics and the sampler sweep),
+:mod:`bench.run_record` (record fields, identity, writing) and :mod:`bench.progress`. What stays here is the
+loop itself (:class:`Trainer`) and the suite driver, a little over 400 lines, kept together because a
+reader checking that a budget is honoured fairly needs to see the step, its timing and its accounting at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
-import json
 import math
-import os
-import random
-import resource
-import signal
 import sys
 import time
 import traceback
@@ -24,25 +24,24 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from bench import checkpoint, environment, metrics, paths, preflight, real_data, registry, threads
+from bench import checkpoint, environment, evaluation, metrics, paths, preflight, real_data, registry, stopping, threads
 from bench.data import EpochLoader, ImageData, load_split
+from bench.device import peak_memory_mb, reset_peak_memory, resolve_device, world
 from bench.errors import BenchError, did_you_mean
-from bench.records import atomic_write_bytes, disk_full_message, load_records, utc_now, write_record
+from bench.launch import ddp
+from bench.progress import PlainProgress, progress_bar
+from bench.records import disk_full_message, utc_now
 from bench.registry import Batch, GenerativeModel
+from bench.run_record import finished_runs, loss_curve, record_header, run_hash, write
+from bench.seeding import capture_rng, restore_rng, seed_everything, step_generator
+from bench.stopping import Interrupted
 from bench.suite import Suite, model_config
-
-SAMPLE_GRID = 64  # images kept per run for the report's sample grid
 
 
 class Diverged(Exception):
     """Non-finite loss or a family's own divergence/collapse signal (FloatingPointError)."""
-
-
-class Interrupted(Exception):
-    """A stop was requested (SIGTERM/SIGUSR1/SIGUSR2); a checkpoint was written first."""
 
 
 @dataclasses.dataclass
@@ -60,114 +59,6 @@ class RunOptions:
     keep_checkpoints: bool = False
     threads: int | None = None  # torch intra-op threads; None: train.threads, else chosen by bench.threads
     rerun: bool = False  # with resume: run (model, seed) pairs again even when an ok record of the same config exists
-
-
-# ---- process-wide stop requests (preemption signals) ------------------------------------------
-
-_STOP: dict[str, Any] = {"signal": None}
-
-
-def request_stop(signum: int | None = None, frame: Any = None) -> None:
-    """Ask the running loop to checkpoint at the next step boundary (during an evaluation: the next
-    sample batch or metric) and stop."""
-    _STOP["signal"] = signum or signal.SIGTERM
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM (scontrol requeue, time limit) and SIGUSR1/2 (preemption notice) checkpoint and stop."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
-        try:
-            signal.signal(sig, request_stop)
-        except ValueError:  # not the main thread
-            return
-
-
-# ---- distributed helpers (see bench.launch.ddp for process-group setup) ----------------------
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) without torch.distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-DEVICE_HELP = "use cpu, cuda, cuda:N, mps or auto"
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``train.device``/``--device``; a BenchError for a name torch cannot use here."""
-    name = str(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-        if name == "cuda":
-            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise BenchError(f"unknown device {name!r}; {DEVICE_HELP}") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise BenchError(f"device {name!r} is not supported by genbench; {DEVICE_HELP}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise BenchError(f"device {name!r} requested but MPS is not available; use --device cpu")
-    return device
-
-
-def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    """The ``batch.generator`` of process ``rank`` at ``step`` of a multi-process run.
-
-    Seeded from (seed, step, rank), so each process draws its own timesteps / noise / dequantization
-    for its slice of the global batch (one shared stream would give every slice the same draws), and
-    a resumed run needs no generator state: every rank re-derives it from the step. A stochastic
-    model therefore matches a 1-process run statistically, not bit for bit (its draws differ); the
-    deterministic parts (data order, slicing, gradient averaging, optimizer, EMA) match exactly.
-    """
-    key = np.random.SeedSequence([int(seed), int(step), int(rank), 7919]).generate_state(1, np.uint64)[0]
-    return torch.Generator(device).manual_seed(int(key))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a run's peak-memory window, so one suite's runs do not inherit each other's peaks.
-
-    On Linux writing "5" to /proc/self/clear_refs resets VmHWM (the resident high-water mark);
-    elsewhere ``peak_rss_mb`` stays the process-wide peak (``peak_rss_scope`` in the record says which)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _vm_hwm_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return None
-
-
-def peak_memory_mb(device: torch.device) -> dict[str, Any]:
-    hwm = _vm_hwm_mb()
-    if hwm is not None:
-        out: dict[str, Any] = {"peak_rss_mb": hwm, "peak_rss_scope": "run"}
-    else:
-        out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "peak_rss_scope": "process"}
-    if device.type == "cuda":
-        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return out
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -237,15 +128,8 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in opt.param_groups for p in g["params"]]
-        if self.world > 1:  # shard-size-weighted sum == the gradient of the mean over the global batch
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = torch.cat([g.reshape(-1) for g in grads]) * self._shard_weight
-            torch.distributed.all_reduce(flat)
-            offset = 0
-            for p, g in zip(params, grads):
-                n = g.numel()
-                p.grad = flat[offset:offset + n].view_as(p).clone()
-                offset += n
+        if self.world > 1:
+            ddp.average_gradients(params, self._shard_weight)
         clip = float(self.suite.train.get("grad_clip") or 0.0)
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)
@@ -268,9 +152,7 @@ class Trainer:
 
     # -- checkpoints --
     def _rng_state(self) -> dict[str, Any]:
-        return {"step_gen": self.step_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+        return capture_rng(self.step_gen, self.device)
 
     def save_checkpoint(self, rng: dict[str, Any] | None = None) -> None:
         """Checkpoint on rank 0; ``rng``: RNG states to store instead of the current ones (a stop
@@ -291,8 +173,7 @@ class Trainer:
 
     def stop(self, phase: str, rng: dict[str, Any] | None = None) -> None:
         """Honour a stop request: note it, checkpoint, raise :class:`Interrupted`."""
-        sig = _STOP["signal"] or signal.SIGTERM
-        name = signal.Signals(sig).name
+        name = stopping.signal_name()
         self.state.interruptions.append({"signal": name, "step": self.state.step, "phase": phase, "time": utc_now()})
         self.save_checkpoint(rng)
         raise Interrupted(f"stopped by signal {name} at step {self.state.step} ({phase}); checkpoint saved")
@@ -311,12 +192,7 @@ class Trainer:
         for k, o in self.model.optimizers.items():
             o.load_state_dict(payload["optimizers"][k])
         self.loader.load_state_dict(payload["loader"])
-        self.step_gen.set_state(payload["step_gen"].cpu() if self.device.type == "cpu" else payload["step_gen"])
-        torch.set_rng_state(payload["torch_rng"].cpu())
-        if payload.get("cuda_rng") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
-        np.random.set_state(payload["numpy_rng"])
-        random.setstate(payload["python_rng"])
+        restore_rng(payload, self.step_gen, self.device)
         self.state = TrainState(**payload["state"])
         self.state.interruptions.append({"resumed_at_step": self.state.step, "time": utc_now(), "notes": notes})
         return notes
@@ -328,28 +204,18 @@ class Trainer:
             eval_cfg={**self.suite.eval, "eval_batch_size": self.suite.train["eval_batch_size"]},
             device=self.device, precision=self.precision, seed=self.seed, sampler=sampler,
             cache_dir=str(Path(self.opts.cache_dir)), dataset=self.suite.data, final=final,
-            stop_requested=lambda: _STOP["signal"] is not None, data_root=self.opts.data_root)
+            stop_requested=stopping.stop_requested, data_root=self.opts.data_root)
 
     def evaluate(self, final: bool) -> tuple[dict[str, Any], metrics.Samples | None]:
-        """(metrics, sample grid (final evaluation only)). A stop request is honoured between sample
-        batches and between metrics: the checkpoint then holds the state from before this evaluation
-        (training state unchanged by it), and the resumed run redoes the evaluation from the start."""
+        """(metrics, sample grid (final evaluation only)); see :func:`bench.evaluation.evaluate`. A stop request
+        is honoured between sample batches and between metrics: the checkpoint then holds the state from before
+        this evaluation (training state unchanged by it), and the resumed run redoes the evaluation from the start."""
         t0 = time.perf_counter()
         rng = self._rng_state()
-        grid = None
         try:
-            main_sampler = dict(self.cfg.get("sampler") or {})
-            ctx = self._context(main_sampler, final)
-            names = list(self.suite.eval["metrics"])
-            if not final:
-                names = [n for n in names if not metrics.get(n).final_only]
-            result = metrics.compute(names, ctx)
-            if final:  # sampler sweep: the sample metrics again under each extra sampler, as <metric>@<label>
-                sweep = [n for n in names if metrics.get(n).sampler_dependent]
-                for label, options in (self.cfg.get("samplers") or {}).items():
-                    for key, v in metrics.compute(sweep, self._context({**main_sampler, **options}, final)).items():
-                        result[f"{key}@{label}"] = v
-                grid = ctx._samples if ctx._samples is not None else ctx.draw(SAMPLE_GRID, offset=5)
+            result, grid = evaluation.evaluate(self._context, list(self.suite.eval["metrics"]),
+                                               dict(self.cfg.get("sampler") or {}), self.cfg.get("samplers") or {},
+                                               final)
         except metrics.EvaluationStopped:
             self.state.eval_seconds += time.perf_counter() - t0
             self.stop("final evaluation" if final else "evaluation", rng)
@@ -400,7 +266,7 @@ class Trainer:
             metrics.synchronize(self.device)
             dt = time.perf_counter() - t0
             loss = float(out["loss"])
-            stop = _STOP["signal"] is not None
+            stop = stopping.stop_requested()
             if self.world > 1:  # the global batch's loss, and one stop decision for all processes
                 t = torch.tensor([loss * self._shard_weight, float(stop)], dtype=torch.float64)
                 torch.distributed.all_reduce(t)
@@ -431,27 +297,6 @@ class Trainer:
         if st.steady_seconds > 0:
             return st.steady_images / st.steady_seconds
         return st.images / st.train_seconds if st.train_seconds > 0 else None
-
-
-def loss_curve(losses: list[float], points: int = 200) -> list[list[float]]:
-    """[[step, mean loss over the window ending at step], ...] with at most ``points`` entries."""
-    if not losses:
-        return []
-    window = max(1, math.ceil(len(losses) / points))
-    return [[min(i + window, len(losses)), float(np.mean(losses[i:i + window]))] for i in range(0, len(losses), window)]
-
-
-def save_samples(samples: metrics.Samples, path: Path) -> None:
-    """Atomically save up to SAMPLE_GRID samples as uint8 (and labels) for reports."""
-    from bench.conventions import to_uint8
-
-    arrays = {"images": to_uint8(samples.images[:SAMPLE_GRID]).numpy()}
-    labels = samples.info.get("labels")
-    if isinstance(labels, torch.Tensor):
-        arrays["labels"] = labels[:SAMPLE_GRID].numpy()
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data: ImageData,
@@ -509,43 +354,6 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     return record
 
 
-def run_hash(suite: Suite, run_name: str) -> str:
-    """The resolved-config hash of one run of ``suite`` (the real-data row: its data and evaluation settings)."""
-    if run_name != real_data.NAME:
-        return suite.config_hash(run_name)
-    payload = {"eval": suite.eval, "data": suite.data, "what": real_data.NAME}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def finished_runs(suite: Suite, results_dir: Path) -> dict[tuple[str, int], str]:
-    """(run, seed) -> record path of every ``ok`` record of this suite and profile whose resolved config hash
-    equals the run's current one: what ``--resume`` need not run again."""
-    done: dict[tuple[str, int], str] = {}
-    for r in load_records(Path(results_dir), suite.name, suite.profile):
-        name = r.get("model")
-        if r.get("status") != "ok" or (name not in suite.models and name != real_data.NAME):
-            continue
-        if r.get("config_hash") == run_hash(suite, name) and isinstance(r.get("seed"), int):
-            done[(name, r["seed"])] = r["_path"]
-    return done
-
-
-def record_header(suite: Suite, run_name: str, seed: int, train_data: ImageData, eval_data: ImageData,
-                  cls: type[GenerativeModel], config: dict[str, Any], config_hash: str) -> dict[str, Any]:
-    """The fields every record starts with: what ran, on what data, with which settings and code."""
-    return {
-        "suite": suite.name, "profile": suite.profile, "mirrors": suite.mirrors, "model": run_name, "registered": cls.name,
-        "family": cls.family, "seed": seed, "config": config, "sampler": {}, "samplers": {}, "config_hash": config_hash,
-        "overrides": suite.overrides, "budget": {"kind": suite.budget.kind, "value": suite.budget.value},
-        "data": {**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
-                 "eval_size": len(eval_data)},
-        "train_settings": {k: v for k, v in suite.train.items() if k != "seeds"},
-        "eval_settings": suite.eval, "has_likelihood": cls.has_likelihood, "conditional": None,
-        "started": utc_now(), "status": "ok", "error": None,
-        "versions": environment.package_versions(), "git_commit": environment.git_commit(),
-    }
-
-
 def run_real_data(suite: Suite, seed: int, opts: RunOptions, train_data: ImageData, eval_data: ImageData
                   ) -> dict[str, Any]:
     """The suite's real-data row (:mod:`bench.real_data`): training images in place of samples, through
@@ -562,7 +370,7 @@ def run_real_data(suite: Suite, seed: int, opts: RunOptions, train_data: ImageDa
             model=model, real=eval_data, train=train_data,
             eval_cfg={**suite.eval, "eval_batch_size": suite.train["eval_batch_size"]}, device=device,
             precision="fp32", seed=seed, sampler={}, cache_dir=str(Path(opts.cache_dir)), dataset=suite.data,
-            stop_requested=lambda: _STOP["signal"] is not None, data_root=opts.data_root)
+            stop_requested=stopping.stop_requested, data_root=opts.data_root)
 
     try:
         record["metrics"] = real_data.evaluate(context, train_data, metrics.compute)
@@ -572,28 +380,6 @@ def run_real_data(suite: Suite, seed: int, opts: RunOptions, train_data: ImageDa
                   timings={"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0},
                   finished=utc_now())
     return record
-
-
-def write(record: dict[str, Any], results_dir: Path) -> Path:
-    """Write the record (and its sample grid) under ``results_dir``; returns the record's path.
-
-    A finished run's checkpoints are cleared only after its record is written, so a kill in between
-    leaves a resumable checkpoint rather than neither."""
-    samples = record.pop("_samples", None)
-    clear = record.pop("_clear_checkpoints", None)
-    try:
-        if samples is not None:
-            stamp = record["finished"].replace(":", "").replace("-", "").replace(".", "")
-            rel = Path("runs") / record["suite"] / record["profile"] / "samples" / f"{record['model']}__seed{record['seed']}__{stamp}.npz"
-            save_samples(samples, Path(results_dir) / rel)
-            record["artifacts"] = {"samples": str(rel)}
-        path = write_record(record, Path(results_dir))
-    except OSError as e:
-        raise BenchError(disk_full_message(e) or f"cannot write the record of {record['model']} seed {record['seed']} "
-                         f"under {results_dir} ({e.strerror or e}); make it a writable folder and run again with --resume") from None
-    if clear:
-        checkpoint.clear(Path(clear))
-    return path
 
 
 def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print) -> list[Path]:
@@ -611,15 +397,13 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
     train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
     eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
     preflight.check(suite, opts, runs, train_data)
-    _STOP["signal"] = None  # a stop honoured by an earlier run of this process is not this run's
-    install_signal_handlers()
-    from bench.launch.ddp import init_from_env  # torchrun / SLURM tasks: join the process group
-
-    init_from_env(opts.device or suite.train["device"])
+    stopping.clear()  # a stop honoured by an earlier run of this process is not this run's
+    stopping.install_signal_handlers()
+    ddp.init_from_env(opts.device or suite.train["device"])  # torchrun / SLURM tasks: join the process group
     threads.apply(opts.threads or suite.train.get("threads"))
     rank, _ = world()
     written: list[Path] = []
-    progress = _progress(opts.progress and rank == 0 and sys.stdout.isatty())
+    progress = progress_bar(opts.progress and rank == 0 and sys.stdout.isatty())
     plain = PlainProgress(log) if opts.progress and rank == 0 and not sys.stdout.isatty() else None
     done = finished_runs(suite, opts.results_dir) if opts.resume and not opts.rerun else {}
 
@@ -658,43 +442,3 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
                     if record["status"] != "ok":
                         log(f"{run_name} seed {seed}: {record['status']}: {record['error']}")
     return written
-
-
-class PlainProgress:
-    """Progress as plain lines, at most one per ``every`` seconds per run, for output that is not a terminal
-    (a SLURM log, ``| tee``): model, step, share of the budget, loss, img/s and ETA."""
-
-    def __init__(self, log: Callable[[str], None], every: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        self.log, self.every, self.clock = log, every, clock
-        self.started: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-
-    def update(self, name: str, tr: "Trainer", loss: float) -> None:
-        now = self.clock()
-        start = self.started.setdefault(name, now)
-        if now - self.last.get(name, start) < self.every and not tr.finished():
-            return
-        self.last[name] = now
-        p = tr.progress()
-        eta = (now - start) * (1 - p) / p if p > 0 else float("nan")
-        ips = tr.throughput() or 0.0
-        self.log(f"{name}: step {tr.state.step}, {100 * p:.0f}% of {tr.suite.budget}, loss {loss:.4g}, "
-                 f"{ips:.0f} img/s, ETA {_duration(eta)}")
-
-
-def _duration(seconds: float) -> str:
-    if seconds != seconds:
-        return "?"
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                    TextColumn("step {task.fields[step]}"),
-                    TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[ips]:.0f} img/s"),
-                    TimeElapsedColumn(), TimeRemainingColumn())

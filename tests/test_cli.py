@@ -1,6 +1,5 @@
 """The `bench` command as a user meets it: end to end, determinism, and every bad input."""
 
-import json
 import subprocess
 import sys
 

@@ -9,7 +9,6 @@ import torch
 
 from bench.errors import BenchError
 from bench.registry import Batch, DataSpec, get
-from baselines.nn import flow_layers as fl
 from baselines.nn import schedule as S
 
 SPEC = DataSpec(1, 8, 8)

@@ -113,7 +113,7 @@ def _ddpm_one_process_emulation():
     from bench import registry
     from bench.data import EpochLoader, load_split
     from bench.registry import Batch
-    from bench.runner import seed_everything, step_generator
+    from bench.seeding import seed_everything, step_generator
     from bench.suite import model_config
 
     suite = _ddpm_suite()

@@ -99,7 +99,7 @@ def test_dry_run_writes_the_sbatch_script_of_the_cluster_profile(tmp_path, capsy
 def test_plain_progress_prints_at_most_one_line_per_interval_and_the_last_step():
     from types import SimpleNamespace
 
-    from bench.runner import PlainProgress
+    from bench.progress import PlainProgress
 
     now = [0.0]
     lines: list[str] = []
@@ -132,12 +132,12 @@ def test_results_csv_to_a_read_only_place_is_a_one_line_error(tmp_path, capsys, 
 
 
 def test_bench_run_on_a_full_disk_stops_with_one_error_and_keeps_the_records_written(tmp_path, capsys, monkeypatch):
-    from bench import runner
+    from bench import run_record
     from tests.helpers import TINY_DIGITS, write_suite
 
     suite = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]",
                                                                  "[models.reference]\n    [models.second]\n    model = \"reference\""))
-    real_write, calls = runner.write_record, []
+    real_write, calls = run_record.write_record, []
 
     def fill_up(record, folder):
         calls.append(record["model"])
@@ -145,7 +145,7 @@ def test_bench_run_on_a_full_disk_stops_with_one_error_and_keeps_the_records_wri
             raise OSError(errno.ENOSPC, "No space left on device", str(folder / "second.json"))
         return real_write(record, folder)
 
-    monkeypatch.setattr(runner, "write_record", fill_up)
+    monkeypatch.setattr(run_record, "write_record", fill_up)
     results = tmp_path / "results"
     code, out, err = run_cli(["run", "--suite", str(suite), "--results", str(results), "--checkpoints",
                               str(tmp_path / "ck"), "--no-report", "--quiet"], capsys)

@@ -193,13 +193,13 @@ def test_corrupt_and_truncated_checkpoints_fall_back(tmp_path):
 def test_kill_between_training_and_record_leaves_a_resumable_checkpoint(tmp_path, monkeypatch, uninterrupted):
     """Checkpoints are cleared only after the record is on disk: a crash while writing it keeps them,
     and --resume then evaluates from the final step without retraining."""
-    from bench import cli, runner
+    from bench import cli, run_record
 
     def disk_full(record, results_dir):
         raise OSError("No space left on device")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "write_record", disk_full)
+    monkeypatch.setattr(run_record, "write_record", disk_full)
     argv = bench_cmd(tmp_path)[3:]  # drop "python -m bench.cli"
     assert cli.main(argv) != 0
     payload, notes = checkpoint.load(ckpt_folder(tmp_path))
@@ -240,18 +240,20 @@ def _eval_outcome(rec: dict) -> dict:
 def test_stop_during_evaluation_checkpoints_and_resume_equals_uninterrupted(tmp_path, monkeypatch, phase):
     """SIGUSR2 arriving while samples are drawn stops within one sample batch (not at the end of the
     evaluation); the checkpoint holds the finished training, and --resume redoes only the evaluation."""
-    from bench import cli, metrics, registry, runner
+    from bench import cli, metrics, registry, stopping
 
     armed = {"on": False}
 
     def draw_mean(ctx):
         if armed["on"] and ctx.final == (phase == "final evaluation"):
             armed["on"] = False
-            runner.request_stop(signal.SIGUSR2)  # what the signal handler does
+            stopping.request_stop(signal.SIGUSR2)  # what the signal handler does
         return _draw_mean(ctx)
 
-    monkeypatch.setitem(metrics.METRICS, "draw_mean", draw_mean)
-    monkeypatch.setitem(runner._STOP, "signal", None)
+    monkeypatch.setitem(metrics.METRICS, "draw_mean", metrics.Metric(
+        "draw_mean", draw_mean, {"draw_mean": metrics.Output()}, reads_samples=False, sampler_dependent=True,
+        needs_extractor=False, final_only=False))
+    monkeypatch.setitem(stopping.STOP, "signal", None)
     monkeypatch.chdir(tmp_path)
     assert cli.main(_eval_argv(tmp_path / "plain")) == 0
     expected = _eval_outcome(the_record(tmp_path / "plain"))

@@ -84,3 +84,17 @@ def shutdown() -> None:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_gradients(params: list[torch.nn.Parameter], shard_weight: float) -> None:
+    """Make every process's gradients the gradient of the mean loss over the *global* batch: each process weights
+    its shard's gradient by its share of the batch (``shard_weight``) and the weighted gradients are summed.
+    One all-reduce of one flat buffer; a parameter without a gradient counts as zero."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]) * shard_weight
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n

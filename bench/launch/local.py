@@ -57,12 +57,15 @@ def _failed_record(spec: TaskSpec, suite: Any, err: BaseException, started: str)
 def run_task(spec: TaskSpec, resume: bool = True) -> dict[str, Any]:
     """Run one task to completion; returns {status, error, record, model, seed}.
 
-    :class:`bench.runner.Interrupted` (a stop signal; a checkpoint was written) propagates so the
+    :class:`bench.stopping.Interrupted` (a stop signal; a checkpoint was written) propagates so the
     caller can requeue; everything else ends as this task's record.
     """
     from bench.launch.ddp import init_from_env
     from bench.records import utc_now
-    from bench.runner import Interrupted, RunOptions, run_one, world, write
+    from bench.device import world
+    from bench.run_record import write
+    from bench.runner import RunOptions, run_one
+    from bench.stopping import Interrupted
     from bench.data import load_split
     from bench.suite import load_suite
 
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     import json
 
-    from bench.runner import Interrupted, install_signal_handlers
+    from bench.stopping import Interrupted, install_signal_handlers
 
     p = argparse.ArgumentParser(prog="python -m bench.launch.local")
     p.add_argument("submission", help="submission.json written by `bench submit --dry-run` (or any submission)")

@@ -157,15 +157,15 @@ class BenchTask(submitit.helpers.Checkpointable):
         self.spec = spec
 
     def __call__(self) -> dict[str, Any]:
-        from bench import runner
+        from bench import stopping
 
         submitit_usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint-and-requeue handler
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, runner.request_stop)  # stop at the next step boundary, after a checkpoint
+            signal.signal(sig, stopping.request_stop)  # stop at the next step boundary, after a checkpoint
         try:
             return run_task(self.spec, resume=True)
-        except runner.Interrupted as e:
-            sig = runner._STOP["signal"]
+        except stopping.Interrupted as e:
+            sig = stopping.STOP["signal"]
             print(f"genbench: {e}", file=sys.stderr, flush=True)
             if sig == signal.SIGUSR2 and callable(submitit_usr2):
                 _checkpoint_and_requeue(submitit_usr2)  # exits when the requeue went through

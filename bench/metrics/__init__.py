@@ -235,6 +235,11 @@ class EvalContext:
             out.info["labels"] = labels.cpu()
         return out
 
+    @property
+    def drawn(self) -> bool:
+        """Whether :meth:`samples` has drawn this evaluation's shared sample set."""
+        return self._samples is not None
+
     def samples(self) -> Samples:
         """The shared sample set of this evaluation (``eval.num_samples`` images), generated once."""
         if self._samples is None:

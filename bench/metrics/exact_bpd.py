@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 
 from bench.metrics import EvalContext, Output, estimator_sum_variance, make_batch, mean_and_stderr, metric, value
 

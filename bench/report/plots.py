@@ -90,7 +90,7 @@ def speed_quality(groups: dict[str, list[dict]], path: Path) -> tuple[Path | Non
         ax.annotate(row["model"], (row["sampling seconds per image"], row[label]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
-    ax.set_title(f"speed–quality trade-off (lower-left is better)")
+    ax.set_title("speed–quality trade-off (lower-left is better)")
     return _save(fig, path), ""
 
 

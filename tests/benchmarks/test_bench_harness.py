@@ -42,7 +42,8 @@ import torch
 
 from bench.data import EpochLoader, load_split
 from bench.registry import Batch, get
-from bench.runner import RunOptions, Trainer, seed_everything
+from bench.runner import RunOptions, Trainer
+from bench.seeding import seed_everything
 from bench.suite import load_suite, model_config
 from tests.benchmarks.conftest import FULL
 
