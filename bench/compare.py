@@ -450,6 +450,10 @@ def compare_metric(suite: str, model: str, metric: str, base: dict[str, Any], fr
         row.status = "regressed"
     elif row.delta > t:
         row.status = "improved"
+    bt, ft = (r.get("hardware", {}).get("torch_threads") for r in (base_run, fresh_run))
+    if bt and ft and bt != ft:  # judged all the same: the tolerance is the seed spread, which this sits inside
+        row.note = (f"trained with {ft} torch threads, baseline {bt}: the reduction order, hence the last bits of "
+                    "every step, differs (fix it with --threads for bit-identical runs)")
     return row
 
 

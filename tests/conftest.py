@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# Every `bench run` of the tests uses a fixed thread count (the CPUs this process may use, torch's own default
+# here), not the load-aware choice (bench.threads, tested on its own): a transient load on the test machine must
+# not change a run's thread count, and with it the last bits of the numbers that determinism tests compare.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

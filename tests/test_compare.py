@@ -445,3 +445,13 @@ def test_recorded_errors_are_read_from_stderr_and_from_old_records_std():
     old = {"metrics": {"bits_per_dim": {"value": 1.5, "std": 0.02}}}
     assert record_values(new)["bits_per_dim"] == (1.5, 0.02) and record_values(new)["fid"] == (9.0, 0.5)
     assert record_values(old)["bits_per_dim"] == (1.5, 0.02)
+
+
+def test_a_different_thread_count_is_noted_on_quality_rows_not_judged_differently(tmp_path, capsys):
+    two, one = {**HW_A, "torch_threads": 2}, {**HW_A, "torch_threads": 1}
+    base = make_baseline(tmp_path, capsys, [rec(hw=two)])
+    code, rows, _, _, _ = run_compare(tmp_path, capsys, base, rec(hw=one, fid=10.05))
+    assert code == 0 and rows[("ddpm", "fid")]["status"] == "held"
+    assert "1 torch threads, baseline 2" in rows[("ddpm", "fid")]["note"]
+    code, rows, _, _, _ = run_compare(tmp_path / "same", capsys, base, rec(hw=two, fid=10.05))
+    assert "torch threads" not in rows[("ddpm", "fid")]["note"]
