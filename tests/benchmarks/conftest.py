@@ -10,6 +10,7 @@ in the same session) so a slowdown is judged independently of the machine.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -69,3 +70,21 @@ def overhead_config():
     if FULL:
         return {"steps": 100, "batch_size": 64, "image_size": 16, "width": 32, "rounds": 7}
     return {"steps": 8, "batch_size": 32, "image_size": 16, "width": 16, "rounds": 3}
+
+
+@contextmanager
+def one_thread():
+    """One intra-op thread while timing or replaying: steps are timed alone, and the reduction order (hence the
+    last bits of a loss) depends on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, as the benchmark scripts print them for the README."""
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])

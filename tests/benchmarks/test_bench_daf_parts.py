@@ -17,7 +17,7 @@ import time
 import torch
 
 from bench.registry import Batch, DataSpec, get
-from tests.benchmarks.conftest import FULL
+from tests.benchmarks.conftest import FULL, markdown_table, one_thread
 
 SPEC = DataSpec(1, 32, 32) if FULL else DataSpec(1, 16, 16)
 CONFIG = {} if FULL else {"levels": 2, "steps_per_level": 2, "hidden_channels": 16, "num_blocks": 1,
@@ -68,10 +68,8 @@ def step(model, loss: torch.Tensor) -> None:
 
 def measure(steps: int = 30, warmup: int = 3) -> dict[str, float]:
     """Median CPU seconds per step of the joint step and of each part, alternating on one model, one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model, times = build(), {"DAF step (joint)": [], "flow part": [], "diffusion part": []}
-    try:
+    with one_thread():
         for i, x in enumerate(data(steps + warmup)):
             gen = torch.Generator().manual_seed(i)
             t0 = time.process_time()
@@ -88,8 +86,6 @@ def measure(steps: int = 30, warmup: int = 3) -> dict[str, float]:
                 times["DAF step (joint)"].append(t1 - t0)
                 times["flow part"].append(t2 - t1)
                 times["diffusion part"].append(t4 - t3)
-    finally:
-        torch.set_num_threads(threads)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -99,7 +95,5 @@ if __name__ == "__main__":
     parts = res["flow part"] + res["diffusion part"]
     size = "seed 001 MNIST 1x32x32" if FULL else "small, 1x16x16"
     print(f"DAF ({size}), batch {BATCH}, fp32, one thread, median of {steps} alternating steps")
-    print("| step | ms | / (flow + diffusion) |")
-    print("| --- | --- | --- |")
-    for name, s in res.items():
-        print(f"| {name} | {1e3 * s:.1f} | {s / parts:.2f}x |")
+    print(markdown_table(["step", "ms", "/ (flow + diffusion)"],
+                         [[name, f"{1e3 * s:.1f}", f"{s / parts:.2f}x"] for name, s in res.items()]))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from bench import conventions
 from bench.registry import Batch, DataSpec, get
-from tests.benchmarks.conftest import FULL
+from tests.benchmarks.conftest import FULL, markdown_table, one_thread
 
 PEER = Path(__file__).resolve().parents[1] / "peers" / "torchcfm_peer"
 SPEC = DataSpec(1, 32, 32, 0) if FULL else DataSpec(1, 16, 16, 0)
@@ -82,28 +82,23 @@ def peer_step(model, fm, x: torch.Tensor, gen: torch.Generator) -> float:
 
 def measure(steps: int = 20, warmup: int = 3) -> dict[str, float]:
     """Median CPU seconds per training step, genbench and torchcfm alternating on their own models, one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     data = [torch.randint(0, 256, (BATCH, *SPEC.shape), generator=g, dtype=torch.uint8) for _ in range(steps + warmup)]
     out: dict[str, list[float]] = {}
-    try:
-        with torchcfm() as cfm:
-            for name, matcher in (("cfm", cfm.ConditionalFlowMatcher(sigma=0.0)),
-                                  ("ot-cfm", cfm.ExactOptimalTransportConditionalFlowMatcher(sigma=0.0))):
-                ours, peer = build(name), build(name)
-                gen_ours, gen_peer = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-                for i, x in enumerate(data):
-                    t0 = time.process_time()
-                    ours.training_step(Batch(x, None, gen_ours), i)
-                    t1 = time.process_time()
-                    peer_step(peer, matcher, x, gen_peer)
-                    t2 = time.process_time()
-                    if i >= warmup:
-                        out.setdefault(f"{name}: genbench", []).append(t1 - t0)
-                        out.setdefault(f"{name}: torchcfm", []).append(t2 - t1)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), torchcfm() as cfm:
+        for name, matcher in (("cfm", cfm.ConditionalFlowMatcher(sigma=0.0)),
+                              ("ot-cfm", cfm.ExactOptimalTransportConditionalFlowMatcher(sigma=0.0))):
+            ours, peer = build(name), build(name)
+            gen_ours, gen_peer = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+            for i, x in enumerate(data):
+                t0 = time.process_time()
+                ours.training_step(Batch(x, None, gen_ours), i)
+                t1 = time.process_time()
+                peer_step(peer, matcher, x, gen_peer)
+                t2 = time.process_time()
+                if i >= warmup:
+                    out.setdefault(f"{name}: genbench", []).append(t1 - t0)
+                    out.setdefault(f"{name}: torchcfm", []).append(t2 - t1)
     return {k: statistics.median(v) for k, v in out.items()}
 
 
@@ -112,8 +107,6 @@ if __name__ == "__main__":
     res = measure(steps)
     print(f"flow matching, `{UNET}` U-Net at {SPEC.height}x{SPEC.width}, batch {BATCH}, fp32, one thread, "
           f"median of {steps} alternating steps")
-    print("| training step | ms / step | images/s | vs torchcfm |")
-    print("| --- | --- | --- | --- |")
-    for k, s in res.items():
-        peer = res[k.split(":")[0] + ": torchcfm"]
-        print(f"| {k} | {1e3 * s:.1f} | {BATCH / s:.0f} | {s / peer:.2f}x |")
+    print(markdown_table(["training step", "ms / step", "images/s", "vs torchcfm"],
+                         [[k, f"{1e3 * s:.1f}", f"{BATCH / s:.0f}", f"{s / res[k.split(':')[0] + ': torchcfm']:.2f}x"]
+                          for k, s in res.items()]))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from baselines import gan
 from bench import conventions
 from bench.registry import Batch, DataSpec, get
-from tests.benchmarks.conftest import FULL
+from tests.benchmarks.conftest import FULL, markdown_table, one_thread
 
 SPEC = DataSpec(1, 32, 32, 0) if FULL else DataSpec(1, 16, 16, 0)
 SMALL = {"g_channels": 16, "d_channels": 16, "latent_dim": 32}
@@ -82,9 +82,7 @@ def test_the_bare_loop_does_the_wrappers_work():
 
 def measure(steps: int = 60, warmup: int = 5) -> dict[str, float]:
     """Median seconds per step of each loop, the two alternating step by step on their own models (one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         data = batches(steps + warmup)
         wrapper, peer = build(), build()
         gw, gp = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
@@ -99,8 +97,6 @@ def measure(steps: int = 60, warmup: int = 5) -> dict[str, float]:
             if i >= warmup:
                 tw.append(t1 - t0)
                 tp.append(t2 - t1)
-    finally:
-        torch.set_num_threads(threads)
     return {"genbench": statistics.median(tw), "bare loop": statistics.median(tp)}
 
 
@@ -109,7 +105,6 @@ if __name__ == "__main__":
     res = measure(steps)
     size = "defaults, 1x32x32" if FULL else "16 channels, 1x16x16"
     print(f"DCGAN ({size}), batch {BATCH}, fp32, one thread, median of {steps} alternating steps")
-    print("| loop | ms / step | images/s | vs bare |")
-    print("| --- | --- | --- | --- |")
-    for name, s in res.items():
-        print(f"| {name} | {1e3 * s:.2f} | {BATCH / s:.0f} | {s / res['bare loop']:.2f}x |")
+    print(markdown_table(["loop", "ms / step", "images/s", "vs bare"],
+                         [[name, f"{1e3 * s:.2f}", f"{BATCH / s:.0f}", f"{s / res['bare loop']:.2f}x"]
+                          for name, s in res.items()]))

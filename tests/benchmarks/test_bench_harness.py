@@ -34,7 +34,6 @@ from __future__ import annotations
 import statistics
 import textwrap
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,24 +44,12 @@ from bench.registry import Batch, get
 from bench.runner import RunOptions, Trainer
 from bench.seeding import seed_everything
 from bench.suite import load_suite, model_config
-from tests.benchmarks.conftest import FULL
+from tests.benchmarks.conftest import FULL, one_thread
 
 SEED = 0
 MODEL = {"model": "ddpm", "unet": "tiny"}
 LIMIT = 2.0  # percent: issue 2's bound, enforced by scripts/perf_check.py
 HARNESS_GEN_SEED = SEED * 7919 + 1  # the seed of the harness's per-step generator (bench.runner.Trainer.build)
-
-
-@contextmanager
-def one_thread():
-    """One intra-op thread while timing or replaying: steps are timed alone, and the reduction order (hence the
-    last bits of a loss) depends on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def build_setup(steps: int, batch_size: int, tmp: Path) -> dict:
