@@ -47,13 +47,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bench.conventions import bits_per_dim, dequantize, from_signed, to_signed
 from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
 from baselines.nn import schedule as S
-from baselines.nn.ema import ema_copy, update_ema
+from baselines.nn.ema import EMAMixin
+from baselines.nn.labels import class_labels
 from baselines.nn.unet import PRESETS, NoiseAwareClassifier, UNet
 
 UNET_KEYS = ("base_channels", "channel_mults", "num_res_blocks", "attn_resolutions", "num_heads",
@@ -73,20 +73,6 @@ def build_unet(config: dict[str, Any], data, out_channels: int, num_classes: int
         raise BenchError(f"bad U-Net config: {e}") from None
 
 
-class _EMAMixin:
-    """EMA copy of ``self.net`` (:mod:`baselines.nn.ema`, warmed-up decay) kept in the module's
-    state_dict with its update count, and updated after each model step."""
-
-    def _init_ema(self):
-        self.ema = ema_copy(self.net)
-        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
-
-    def after_optimizer_step(self, optimizer: str) -> None:
-        if optimizer == "model":
-            self.ema_steps += 1
-            update_ema(self.ema, self.net, float(self.config["ema_decay"]), int(self.ema_steps))
-
-
 def _check_options(options: dict[str, Any], allowed: set[str], model: str):
     unknown = set(options) - allowed
     if unknown:
@@ -95,7 +81,7 @@ def _check_options(options: dict[str, Any], allowed: set[str], model: str):
 
 
 @register
-class DDPM(_EMAMixin, GenerativeModel):
+class DDPM(EMAMixin, GenerativeModel):
     """DDPM (Ho et al. 2020): U-Net noise prediction, linear betas, ancestral or DDIM sampling, bits/dim by the variational bound."""
 
     name = "ddpm"
@@ -259,9 +245,7 @@ class DDPM(_EMAMixin, GenerativeModel):
                     "it is neither class-conditional nor classifier-guided"
                 raise BenchError(f"{self.name}: labels given but {why}; drop the labels or set "
                                  f"class_conditional / classifier (with classifier_scale > 0)")
-            labels = torch.as_tensor(labels, device=device).long().flatten()
-            if labels.numel() != n or labels.min() < 0 or labels.max() >= self.data.num_classes:
-                raise BenchError(f"{self.name}: labels must be {n} class indices in [0, {self.data.num_classes})")
+            labels = class_labels(labels, n, self.data.num_classes, device, self.name)
         try:
             sched = self.schedule if steps == self.schedule.T and spacing in ("linspace", "uniform") \
                 else self.schedule.respace(S.spacing(spacing, self.schedule.T, steps))
@@ -305,7 +289,7 @@ class ImprovedDDPM(DDPM):
 
 
 @register
-class NCSN(_EMAMixin, GenerativeModel):
+class NCSN(EMAMixin, GenerativeModel):
     """Song & Ermon 2019 on dequantized [0, 1] data; score s(x, i) = net(x, i) / sigma_i (NCSNv2's scaling)."""
 
     name = "ncsn"
@@ -320,7 +304,7 @@ class NCSN(_EMAMixin, GenerativeModel):
         super().__init__(config, data)
         c = self.config
         if not 0 < float(c["sigma_min"]) < float(c["sigma_max"]) or int(c["num_scales"]) < 1:
-            raise BenchError(f"ncsn: need 0 < sigma_min < sigma_max and num_scales >= 1")
+            raise BenchError("ncsn: need 0 < sigma_min < sigma_max and num_scales >= 1")
         sig = torch.exp(torch.linspace(math.log(float(c["sigma_max"])), math.log(float(c["sigma_min"])),
                                        int(c["num_scales"]), dtype=torch.float64)).float()
         self.register_buffer("sigmas", sig, persistent=False)

@@ -54,7 +54,8 @@ from bench import conventions
 from bench.errors import BenchError, did_you_mean
 from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Samples, register
 from baselines.nn import ode
-from baselines.nn.ema import ema_copy, update_ema
+from baselines.nn.ema import EMAMixin
+from baselines.nn.labels import class_labels
 from baselines.nn.unet import PRESETS, UNet
 
 SAMPLER_KEYS = ("name", "solver", "steps", "rtol", "atol", "guidance")
@@ -81,7 +82,7 @@ def ot_pairing(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class ConditionalFlowMatching(GenerativeModel):
+class ConditionalFlowMatching(EMAMixin, GenerativeModel):
     """Conditional flow matching (Lipman et al. 2023; torchcfm's independent coupling): U-Net velocity field, ODE sampling and likelihood."""
 
     name = "cfm"
@@ -142,8 +143,7 @@ class ConditionalFlowMatching(GenerativeModel):
         if data.height % 2 ** (levels - 1):
             raise BenchError(f"U-Net preset {c['unet']!r} has {levels} levels and needs an image size divisible by "
                              f"{2 ** (levels - 1)}, got {data.height}")
-        self.ema = ema_copy(self.net) if float(c["ema_decay"]) > 0 else None
-        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        self._init_ema(enabled=float(c["ema_decay"]) > 0)
 
     # ---- training -------------------------------------------------------------------------
     def _rand(self, shape, generator, device, kind="randn"):
@@ -174,12 +174,6 @@ class ConditionalFlowMatching(GenerativeModel):
                 y = torch.where(drop, torch.full_like(y, self.net.null_class), y)
         v = self.net(xt, t, y)
         return F.mse_loss(v.float(), target)
-
-    def after_optimizer_step(self, optimizer: str) -> None:
-        if self.ema is None:
-            return
-        self.ema_steps += 1
-        update_ema(self.ema, self.net, float(self.config["ema_decay"]), int(self.ema_steps))
 
     # ---- velocity -------------------------------------------------------------------------
     def eval_net(self) -> UNet:
@@ -240,9 +234,7 @@ class ConditionalFlowMatching(GenerativeModel):
                 y = torch.randint(0, self.num_classes, (n,), generator=generator, device=gen_device).to(device)
                 label_source = "uniform"
             else:
-                y = torch.as_tensor(labels, device=device).long().flatten()
-                if y.numel() != n or y.min() < 0 or y.max() >= self.num_classes:
-                    raise BenchError(f"labels must be {n} class indices in [0, {self.num_classes})")
+                y = class_labels(labels, n, self.num_classes, device, self.name)
                 label_source = "given"
         elif labels is not None:
             raise BenchError(f"{self.name} was trained without labels; it cannot sample given labels")

@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from bench import conventions
 from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
 from baselines.nn import flow_layers as fl

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.nn.labels import class_labels
 from bench import conventions
 from bench.errors import BenchError
 from bench.registry import Batch, DataSpec, GenerativeModel, Samples, register
@@ -162,11 +163,7 @@ class DCGAN(GenerativeModel):
         if labels is None:  # uniform over the classes
             gen_device = generator.device if generator is not None else device
             return torch.randint(0, self.num_classes, (n,), generator=generator, device=gen_device).to(device)
-        labels = torch.as_tensor(labels, device=device).long().flatten()
-        if labels.numel() != n or labels.min() < 0 or labels.max() >= self.num_classes:
-            raise BenchError(f"labels must be {n} class indices in [0, {self.num_classes}), got shape "
-                             f"{tuple(labels.shape)}")
-        return labels
+        return class_labels(labels, n, self.num_classes, device, self.name)
 
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: Batch, step: int) -> dict[str, float]:

@@ -35,3 +35,18 @@ def update_ema(ema: nn.Module, net: nn.Module, decay: float, updates: int) -> No
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in net.parameters()], 1.0 - d)
     for b_ema, b in zip(ema.buffers(), net.buffers()):
         b_ema.copy_(b)
+
+
+class EMAMixin:
+    """The EMA of ``self.net`` that a family samples from: a frozen copy and its update count, both in the module's
+    state_dict (so a resumed run continues the average), updated after each step of the ``"model"`` optimizer."""
+
+    def _init_ema(self, enabled: bool = True) -> None:
+        """``enabled=False`` (an ``ema_decay`` of 0 where a family allows it) keeps no copy: ``self.ema`` is None."""
+        self.ema = ema_copy(self.net) if enabled else None
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+
+    def after_optimizer_step(self, optimizer: str) -> None:
+        if optimizer == "model" and self.ema is not None:
+            self.ema_steps += 1
+            update_ema(self.ema, self.net, float(self.config["ema_decay"]), int(self.ema_steps))

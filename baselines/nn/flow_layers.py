@@ -36,11 +36,9 @@ original 8-bit image.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 from torchdiffeq import odeint
 
+from baselines.nn.flow_layers import standard_normal_logprob
 from bench.errors import BenchError, did_you_mean
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -157,16 +158,10 @@ def hutchinson_divergence(v: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -
     return torch.stack(out, dim=1)
 
 
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """Per-sample log N(z; 0, I) in nats."""
-    zf = z.flatten(1).float()
-    return -0.5 * (zf.pow(2).sum(1) + zf.shape[1] * math.log(2 * math.pi))
-
-
 def log_likelihood(velocity: Velocity, x: torch.Tensor, *, divergence: str = "exact", probes: int = 4,
                    generator: torch.Generator | None = None, solver: str = "dopri5", steps: int | None = 50,
                    rtol: float = 1e-5, atol: float = 1e-5, t_data: float = 1.0, t_noise: float = 0.0,
-                   noise_log_prob: Callable[[torch.Tensor], torch.Tensor] = standard_normal_log_prob,
+                   noise_log_prob: Callable[[torch.Tensor], torch.Tensor] = standard_normal_logprob,
                    exact_chunk: int = 64) -> LikelihoodResult:
     """log p(x) of the flow dx/dt = velocity(t, x) whose density at ``t_noise`` is ``noise_log_prob``.
 
