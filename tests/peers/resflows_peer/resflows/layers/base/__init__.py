@@ -1,0 +1,3 @@
+from .activations import *
+from .lipschitz import *
+from .mixed_lipschitz import *
