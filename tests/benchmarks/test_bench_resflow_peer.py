@@ -9,7 +9,9 @@ Each measurement is a fresh process (its peak RSS is its own) that takes one war
 ``STEPS`` steps on random uint8 batches; the implementations alternate. One step of batch 8 takes minutes on this
 2-core CPU, so nothing here runs in the test suite; print the README's table with
 
-    python -m tests.benchmarks.test_bench_resflow_peer [BATCH ...] [--steps N]
+    python -m tests.benchmarks.test_bench_resflow_peer [BATCH ...] [--steps N] [--blocks 16,16,16]
+
+(``--blocks`` shrinks both models alike, for profiling).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ PEER = ROOT / "tests" / "peers" / "resflows_peer"
 SHAPE = (1, 32, 32)
 
 
-def official_step(batch: int):
+def official_step(batch: int, blocks: list[int]):
     """The official model and its train_img.py training step (density task, MNIST, defaults)."""
     sys.path.insert(0, str(PEER))
     import numpy as np
@@ -37,7 +39,7 @@ def official_step(batch: int):
     from resflows.resflow import ResidualFlow
 
     model = ResidualFlow(
-        (batch, *SHAPE), n_blocks=[16, 16, 16], intermediate_dim=512, factor_out=False, quadratic=False,
+        (batch, *SHAPE), n_blocks=blocks, intermediate_dim=512, factor_out=False, quadratic=False,
         init_layer=layers.LogitTransform(1e-6), actnorm=True, fc_actnorm=False, batchnorm=False, dropout=0, fc=False,
         coeff=0.98, vnorms="2222", n_lipschitz_iters=None, sn_atol=1e-3, sn_rtol=1e-3, n_power_series=None,
         n_dist="poisson", n_samples=1, kernels="3-1-3", activation_fn="swish", fc_end=False, fc_idim=128,
@@ -70,10 +72,10 @@ def official_step(batch: int):
     return step, sum(p.numel() for p in model.parameters())
 
 
-def genbench_step(batch: int):
+def genbench_step(batch: int, blocks: list[int]):
     from bench.registry import Batch, DataSpec, get
 
-    model = get("resflow")({}, DataSpec(*SHAPE, 10))
+    model = get("resflow")({"blocks_per_scale": blocks}, DataSpec(*SHAPE, 10))
     model.optimizers = model.configure_optimizers()
     gen = torch.Generator().manual_seed(1)
     counter = {"i": 0}
@@ -86,9 +88,9 @@ def genbench_step(batch: int):
     return step, sum(p.numel() for p in model.parameters())
 
 
-def child(impl: str, batch: int, steps: int) -> dict:
+def child(impl: str, batch: int, steps: int, blocks: list[int]) -> dict:
     torch.manual_seed(0)
-    step, params = (official_step if impl == "official" else genbench_step)(batch)
+    step, params = (official_step if impl == "official" else genbench_step)(batch, blocks)
     g = torch.Generator().manual_seed(0)
     data = [torch.randint(0, 256, (batch, *SHAPE), generator=g, dtype=torch.uint8) for _ in range(steps + 1)]
     step(data[0])  # warm-up
@@ -100,12 +102,12 @@ def child(impl: str, batch: int, steps: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def measure(batches: list[int], steps: int) -> list[dict]:
+def measure(batches: list[int], steps: int, blocks: list[int]) -> list[dict]:
     out = []
     for batch in batches:
         for impl in ("genbench", "official"):
             res = subprocess.run([sys.executable, "-m", "tests.benchmarks.test_bench_resflow_peer", "--child", impl,
-                                  str(batch), str(steps)], cwd=ROOT, capture_output=True, text=True, check=True)
+                                  str(batch), str(steps), ",".join(map(str, blocks))], cwd=ROOT, capture_output=True, text=True, check=True)
             out.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(json.dumps(out[-1]), file=sys.stderr, flush=True)
     return out
@@ -113,7 +115,8 @@ def measure(batches: list[int], steps: int) -> list[dict]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                               [int(b) for b in sys.argv[5].split(",")])))
         sys.exit(0)
     args = sys.argv[1:]
     steps = 2
@@ -121,7 +124,12 @@ if __name__ == "__main__":
         i = args.index("--steps")
         steps = int(args[i + 1])
         del args[i:i + 2]
-    rows = measure([int(b) for b in args] or [8], steps)
+    blocks = [16, 16, 16]
+    if "--blocks" in args:
+        i = args.index("--blocks")
+        blocks = [int(b) for b in args[i + 1].split(",")]
+        del args[i:i + 2]
+    rows = measure([int(b) for b in args] or [8], steps, blocks)
     print(f"residual flow, seed 000 MNIST configuration, fp32, {rows[0]['threads']} threads, {steps} timed steps "
           "after one warm-up, one process each")
     print("| batch | implementation | parameters | images/s | peak RSS (GB) |")
