@@ -54,7 +54,7 @@ Sampling: reverse diffusion in latent space (ancestral with the learned variance
 ``steps`` respaces the schedule), then s = f^-1(z0) and images = postprocess(s) in [0, 1].
 ``nfe`` = diffusion steps + 1 (the flow inverse pass).
 
-``defaults`` are Table 5.1's MNIST configuration (3 levels x 8 steps, 64 hidden channels, 2 resnet
+The options' defaults are Table 5.1's MNIST configuration (3 levels x 8 steps, 64 hidden channels, 2 resnet
 blocks in flow and U-Net, T = 500). What the thesis does not state is a config value with a
 documented choice: U-Net channel multipliers and attention, beta schedule (Ho et al.'s linear
 schedule rescaled by 1000/T as in Nichol & Dhariwal's code), learning rate.
@@ -68,7 +68,7 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
-from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
+from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 from baselines.nn import flow_layers as fl
 from baselines.nn import schedule as S
 from baselines.nn.unet import UNet
@@ -87,39 +87,41 @@ class DiffusionAugmentedFlow(GenerativeModel):
     family = "hybrid"
     has_likelihood = True
     conditional = False
-    defaults = {
-        "lr": 2e-4,
+    # The U-Net keys carry a unet_ prefix (not the shared UNET_OPTIONS): the flow has its own hidden_channels
+    # and num_blocks, and Table 5.1's U-Net is no preset, so every field is set here.
+    options = {
+        "lr": Option(2e-4, "Adam learning rate of the flow and the diffusion prior together", gt=0),
         # flow f (Table 5.1, MNIST): levels x steps_per_level spline-coupling steps
-        "levels": 3, "steps_per_level": 8, "hidden_channels": 64, "num_blocks": 2,
-        "num_bins": 8, "tail_bound": 3.0, "preprocessing": "center", "alpha": 0.05,
+        **fl.MULTISCALE_OPTIONS, "steps_per_level": fl.MULTISCALE_OPTIONS["steps_per_level"].with_default(8),
+        "hidden_channels": fl.MULTISCALE_OPTIONS["hidden_channels"].with_default(64),
+        "num_blocks": fl.MULTISCALE_OPTIONS["num_blocks"].with_default(2),
+        **fl.SPLINE_OPTIONS, **fl.PREPROCESSING_OPTIONS,
         # diffusion on z0: the shared U-Net (base channels = Table 5.1's hidden channels)
-        "unet_channels": 64, "unet_channel_mults": [1, 2, 2, 2], "unet_res_blocks": 2,
-        "unet_attn_resolutions": [16], "unet_heads": 1, "unet_time_embedding": "adagn", "unet_dropout": 0.0,
-        "timesteps": 500, "beta_schedule": "linear", "variance": "learned",
+        "unet_channels": Option(64, "U-Net channels at the first resolution", ge=1),
+        "unet_channel_mults": Option([1, 2, 2, 2], "U-Net channel multiplier per resolution", items=int, ge=1),
+        "unet_res_blocks": Option(2, "U-Net residual blocks per resolution", ge=1),
+        "unet_attn_resolutions": Option([16], "resolutions (side) with self-attention", items=int, ge=1),
+        "unet_heads": Option(1, "self-attention heads", ge=1),
+        "unet_time_embedding": Option("adagn", "how the time embedding enters each residual block",
+                                      choices=("adagn", "add")),
+        "unet_dropout": Option(0.0, "dropout in the U-Net's residual blocks", ge=0, lt=1),
+        "timesteps": Option(500, "diffusion steps T of the prior on z0", ge=2),
+        "beta_schedule": Option("linear", "noise schedule of the prior", choices=("linear", "cosine")),
+        "variance": Option("learned", "reverse-process variance of the prior", choices=S.VARIANCES),
         # objective
-        "vlb_weight": 0.001, "training": "joint", "flow_first_steps": 1000, "prior": "diffusion",
-        "flow_objective": "thesis",
+        "vlb_weight": Option(0.001, "weight of the VLB term in the prior's hybrid loss", ge=0),
+        "training": Option("joint", "'joint': flow and prior from step 0; 'flow-first': the flow alone for "
+                           "flow_first_steps, then both", choices=("joint", "flow-first")),
+        "flow_first_steps": Option(1000, "steps of flow-only training with training = 'flow-first'", ge=0),
+        "prior": Option("diffusion", "prior on z0: the diffusion model, or a standard normal (the NSF ablation)",
+                        choices=("diffusion", "gaussian")),
+        "flow_objective": Option("thesis", "the flow's loss: the thesis's objective, or the bound that bits/dim "
+                                 "reports", choices=("thesis", "bound")),
     }
 
     def __init__(self, config: dict[str, Any], data):
         super().__init__(config, data)
         cfg = self.config
-        if cfg["preprocessing"] not in ("logit", "center"):
-            raise BenchError(f"daf: preprocessing={cfg['preprocessing']!r} is not 'logit' or 'center'")
-        if not 0.0 <= float(cfg["alpha"]) < 0.5:
-            raise BenchError(f"daf: alpha={cfg['alpha']} must lie in [0, 0.5)")
-        if cfg["training"] not in ("joint", "flow-first"):
-            raise BenchError(f"daf: training={cfg['training']!r} must be 'joint' or 'flow-first'")
-        if cfg["prior"] not in ("diffusion", "gaussian"):
-            raise BenchError(f"daf: prior={cfg['prior']!r} must be 'diffusion' or 'gaussian' (standard normal)")
-        if cfg["flow_objective"] not in ("bound", "thesis"):
-            raise BenchError(f"daf: flow_objective={cfg['flow_objective']!r} must be 'bound' or 'thesis'")
-        if cfg["variance"] not in S.VARIANCES:
-            raise BenchError(f"daf: variance={cfg['variance']!r} must be one of {', '.join(S.VARIANCES)}")
-        if int(cfg["timesteps"]) < 2:
-            raise BenchError(f"daf: timesteps={cfg['timesteps']} must be >= 2")
-        if float(cfg["vlb_weight"]) < 0 or int(cfg["flow_first_steps"]) < 0:
-            raise BenchError("daf: vlb_weight and flow_first_steps must be >= 0")
         levels = int(cfg["levels"])
         mults = [int(m) for m in cfg["unet_channel_mults"]]
         for factor, what in ((2 ** levels, f"levels={levels}"), (2 ** (len(mults) - 1), f"unet_channel_mults={mults}")):

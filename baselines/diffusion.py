@@ -50,27 +50,11 @@ import torch.nn.functional as F
 
 from bench.conventions import bits_per_dim, dequantize, from_signed, to_signed
 from bench.errors import BenchError
-from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
+from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 from baselines.nn import schedule as S
 from baselines.nn.ema import EMAMixin
 from baselines.nn.labels import class_labels
-from baselines.nn.unet import PRESETS, NoiseAwareClassifier, UNet
-
-UNET_KEYS = ("base_channels", "channel_mults", "num_res_blocks", "attn_resolutions", "num_heads",
-             "time_embedding", "dropout")
-UNET_DEFAULTS = {"unet": "ddpm-thesis", **{k: None for k in UNET_KEYS}}
-
-
-def build_unet(config: dict[str, Any], data, out_channels: int, num_classes: int = 0) -> UNet:
-    """The shared U-Net from ``config['unet']`` (a preset name) with non-None field overrides."""
-    if config["unet"] not in PRESETS:
-        raise BenchError(f"unknown unet preset {config['unet']!r}; use one of {', '.join(PRESETS)}")
-    over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in UNET_KEYS and v is not None}
-    try:
-        return UNet.from_preset(config["unet"], data.channels, out_channels=out_channels, num_classes=num_classes,
-                                image_size=data.height, **over)
-    except ValueError as e:
-        raise BenchError(f"bad U-Net config: {e}") from None
+from baselines.nn.unet import UNET_OPTIONS, NoiseAwareClassifier, build_unet
 
 
 def _check_options(options: dict[str, Any], allowed: set[str], model: str):
@@ -90,30 +74,36 @@ class DDPM(EMAMixin, GenerativeModel):
     family = "diffusion"
     has_likelihood = True
     conditional = False  # per instance: True when class_conditional or classifier guidance is configured
-    defaults = {
-        "lr": 2e-4, **UNET_DEFAULTS,
-        "timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-        "variance": "fixedlarge", "loss": "simple", "vlb_weight": 0.001,
-        "ema_decay": 0.9999,
-        "class_conditional": False, "label_dropout": 0.1,
-        "classifier": False, "classifier_lr": 1e-3, "classifier_channels": 32,
-        "classifier_scale": 1.0,  # default guidance scale s when a classifier is trained (sampler option overrides)
+    options = {
+        "lr": Option(2e-4, "Adam learning rate of the denoiser", gt=0), **UNET_OPTIONS,
+        "timesteps": Option(1000, "diffusion steps T", ge=2),
+        "beta_schedule": Option("linear", "noise schedule: Ho et al.'s linear betas or Nichol & Dhariwal's cosine",
+                                choices=("linear", "cosine")),
+        "beta_start": Option(1e-4, "linear schedule: beta_1", gt=0, lt=1),
+        "beta_end": Option(0.02, "linear schedule: beta_T", gt=0, lt=1),
+        "variance": Option("fixedlarge", "reverse-process variance: beta_t, the posterior's, or learned (iDDPM)",
+                           choices=S.VARIANCES),
+        "loss": Option("simple", "'simple' eps-MSE, or 'hybrid' (+ vlb_weight x VLB; needs learned variances)",
+                       choices=("simple", "hybrid")),
+        "vlb_weight": Option(0.001, "weight of the VLB term in the hybrid loss", ge=0),
+        "ema_decay": Option(0.9999, "EMA decay of the weights used for sampling and bits/dim", ge=0, lt=1),
+        "class_conditional": Option(False, "condition the denoiser on labels (classifier-free guidance)"),
+        "label_dropout": Option(0.1, "probability a training label is replaced by the null class", ge=0, lt=1),
+        "classifier": Option(False, "also train a noise-aware classifier for classifier guidance"),
+        "classifier_lr": Option(1e-3, "Adam learning rate of the classifier", gt=0),
+        "classifier_channels": Option(32, "base channels of the classifier", ge=1),
+        "classifier_scale": Option(1.0, "default guidance scale s with a classifier (a sampler option overrides)",
+                                   ge=0),
     }
     learned_variance = False
 
     def __init__(self, config, data):
         super().__init__(config, data)
         c = self.config
-        if c["variance"] not in S.VARIANCES:
-            raise BenchError(f"{self.name}: variance must be one of {', '.join(S.VARIANCES)}, got {c['variance']!r}")
-        if c["loss"] not in ("simple", "hybrid"):
-            raise BenchError(f"{self.name}: loss must be 'simple' or 'hybrid', got {c['loss']!r}")
         if c["loss"] == "hybrid" and c["variance"] != "learned":
             raise BenchError(f"{self.name}: the hybrid loss trains learned variances; set variance = \"learned\"")
         if (c["class_conditional"] or c["classifier"]) and data.num_classes < 2:
             raise BenchError(f"{self.name}: class conditioning / classifier guidance need a labelled dataset")
-        if not 0.0 <= float(c["ema_decay"]) < 1.0:
-            raise BenchError(f"{self.name}: ema_decay must be in [0, 1), got {c['ema_decay']!r}")
         try:
             self.schedule = S.Schedule(S.make_betas(c["beta_schedule"], int(c["timesteps"]), float(c["beta_start"]),
                                                     float(c["beta_end"])))
@@ -122,7 +112,8 @@ class DDPM(EMAMixin, GenerativeModel):
         self.learned = c["variance"] == "learned"
         self.num_classes = data.num_classes if c["class_conditional"] else 0
         self.conditional = bool(c["class_conditional"] or c["classifier"])
-        self.net = build_unet(c, data, data.channels * (2 if self.learned else 1), self.num_classes)
+        self.net = build_unet(c, data.channels, data.height, data.channels * (2 if self.learned else 1),
+                              self.num_classes)
         self._init_ema()
         self.classifier = None
         if c["classifier"]:
@@ -285,7 +276,10 @@ class ImprovedDDPM(DDPM):
     """Improved DDPM (Nichol & Dhariwal 2021): cosine schedule, learned variances, hybrid loss."""
 
     name = "iddpm"
-    defaults = {**DDPM.defaults, "lr": 1e-4, "beta_schedule": "cosine", "variance": "learned", "loss": "hybrid"}
+    options = {**DDPM.options, "lr": DDPM.options["lr"].with_default(1e-4),
+               "beta_schedule": DDPM.options["beta_schedule"].with_default("cosine"),
+               "variance": DDPM.options["variance"].with_default("learned"),
+               "loss": DDPM.options["loss"].with_default("hybrid")}
 
 
 @register
@@ -296,19 +290,23 @@ class NCSN(EMAMixin, GenerativeModel):
     tiny = {"unet": "tiny", "num_scales": 4, "ema_decay": 0.5}
     family = "diffusion"
     has_likelihood = False
-    defaults = {"lr": 1e-3, **UNET_DEFAULTS, "unet": "tiny", "sigma_max": 1.0, "sigma_min": 0.01,
-                "num_scales": 10, "ema_decay": 0.999}
+    options = {"lr": Option(1e-3, "Adam learning rate", gt=0),
+               **UNET_OPTIONS, "unet": UNET_OPTIONS["unet"].with_default("tiny"),
+               "sigma_max": Option(1.0, "largest noise level sigma_1", gt=0),
+               "sigma_min": Option(0.01, "smallest noise level sigma_L (geometric in between)", gt=0),
+               "num_scales": Option(10, "noise levels L", ge=1),
+               "ema_decay": Option(0.999, "EMA decay of the weights used for sampling", ge=0, lt=1)}
     SAMPLER_OPTIONS = {"name", "steps_each", "step_lr", "denoise"}
 
     def __init__(self, config, data):
         super().__init__(config, data)
         c = self.config
-        if not 0 < float(c["sigma_min"]) < float(c["sigma_max"]) or int(c["num_scales"]) < 1:
-            raise BenchError("ncsn: need 0 < sigma_min < sigma_max and num_scales >= 1")
+        if not float(c["sigma_min"]) < float(c["sigma_max"]):
+            raise BenchError(f"ncsn: sigma_min={c['sigma_min']} must be below sigma_max={c['sigma_max']}")
         sig = torch.exp(torch.linspace(math.log(float(c["sigma_max"])), math.log(float(c["sigma_min"])),
                                        int(c["num_scales"]), dtype=torch.float64)).float()
         self.register_buffer("sigmas", sig, persistent=False)
-        self.net = build_unet(c, data, data.channels)
+        self.net = build_unet(c, data.channels, data.height)
         self._init_ema()
 
     def configure_optimizers(self):

@@ -48,15 +48,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from bench import conventions
 from bench.errors import BenchError, did_you_mean
-from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Samples, register
+from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Option, Samples, register
 from baselines.nn import ode
 from baselines.nn.ema import EMAMixin
 from baselines.nn.labels import class_labels
-from baselines.nn.unet import PRESETS, UNet
+from baselines.nn.unet import UNET_OPTIONS, UNet, build_unet
 
 SAMPLER_KEYS = ("name", "solver", "steps", "rtol", "atol", "guidance")
 
@@ -75,6 +74,8 @@ def ot_target(x0: torch.Tensor, x1: torch.Tensor, sigma_min: float) -> torch.Ten
 def ot_pairing(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     """Permutation ``p`` such that (x0[p[i]], x1[i]) is the exact minibatch OT (squared Euclidean) pairing."""
     cost = torch.cdist(x0.flatten(1).float(), x1.flatten(1).float()).pow(2)
+    from scipy.optimize import linear_sum_assignment  # here, not at import: scipy costs every model ~0.35 s, ~40 MB
+
     rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
     perm = np.empty(len(cols), dtype=np.int64)
     perm[cols] = rows
@@ -89,28 +90,32 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
     tiny = {"unet": "tiny", "ema_decay": 0.5, "steps": 4}
     family = "flow-matching"
     coupling = "independent"
-    defaults: dict[str, Any] = {
-        "lr": 2e-4,
-        "unet": "ddpm-thesis",  # a preset of baselines/nn/unet.py: ddpm-thesis, ddpm-ho, tiny
-        "base_channels": 0,  # 0: the preset's
-        "sigma_min": 1e-4,
-        "class_conditional": True,  # use the labels when the data has them (false: unconditional on any data)
-        "label_dropout": 0.1,  # classifier-free guidance; 0 with labels: conditional only
-        "ema_decay": 0.9999,  # 0 disables the EMA copy used for sampling and bits/dim
+    options = {
+        "lr": Option(2e-4, "Adam learning rate", gt=0),
+        **UNET_OPTIONS,
+        "sigma_min": Option(1e-4, "width of the Gaussian probability path around the straight line", ge=0, lt=1),
+        "class_conditional": Option(True, "use the labels when the data has them (false: unconditional on any data)"),
+        "label_dropout": Option(0.1, "classifier-free guidance: probability a label is dropped (0: conditional only)",
+                                ge=0, lt=1),
+        "ema_decay": Option(0.9999, "EMA decay of the weights used for sampling and bits/dim (0: no EMA copy)",
+                            ge=0, lt=1),
         # sampling (overridable per evaluation by the suite's sampler table)
-        "solver": "euler",
-        "steps": 50,
-        "rtol": 1e-5,
-        "atol": 1e-5,
-        "guidance": 1.0,
+        "solver": Option("euler", "sampling ODE solver", choices=ode.SOLVERS),
+        "steps": Option(50, "sampling: steps of a fixed-step solver", ge=1),
+        "rtol": Option(1e-5, "sampling: relative tolerance of an adaptive solver", gt=0),
+        "atol": Option(1e-5, "sampling: absolute tolerance of an adaptive solver", gt=0),
+        "guidance": Option(1.0, "classifier-free guidance weight w (1: the conditional field alone)", ge=0),
         # likelihood (probability-flow ODE)
-        "nll_solver": "dopri5",
-        "nll_steps": 50,
-        "nll_rtol": 1e-5,
-        "nll_atol": 1e-5,
-        "divergence": "auto",  # auto: exact for <= exact_max_dims dimensions, else hutchinson
-        "exact_max_dims": 64,  # exact costs D backward passes per solver evaluation
-        "hutchinson_probes": 4,
+        "nll_solver": Option("dopri5", "likelihood ODE solver (fixed-step ones report an estimate with its solver "
+                             "error)", choices=ode.SOLVERS),
+        "nll_steps": Option(50, "likelihood: steps of a fixed-step solver (also solved at twice that)", ge=1),
+        "nll_rtol": Option(1e-5, "likelihood: relative tolerance of dopri5", gt=0),
+        "nll_atol": Option(1e-5, "likelihood: absolute tolerance of dopri5", gt=0),
+        "divergence": Option("auto", "divergence of the velocity: 'auto' is exact up to exact_max_dims dimensions, "
+                             "else Hutchinson", choices=("auto",) + ode.DIVERGENCES),
+        "exact_max_dims": Option(64, "largest image (in dimensions) whose divergence 'auto' computes exactly "
+                                 "(D backward passes per evaluation)", ge=1),
+        "hutchinson_probes": Option(4, "Hutchinson probe vectors per divergence estimate", ge=1),
     }
     has_likelihood = True
     conditional = True  # can be; the instance's attribute says whether it is (class_conditional and labelled data)
@@ -118,27 +123,12 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
     def __init__(self, config: dict[str, Any], data: DataSpec):
         super().__init__(config, data)
         c = self.config
-        if c["unet"] not in PRESETS:
-            raise BenchError(f"unknown U-Net preset {c['unet']!r}{did_you_mean(str(c['unet']), PRESETS)}; "
-                             f"use one of {', '.join(PRESETS)}")
         if data.height != data.width:
             raise BenchError(f"{self.name} needs square images, got {data.height}x{data.width}")
-        if c["divergence"] not in ("auto",) + ode.DIVERGENCES:
-            raise BenchError(f"divergence must be one of auto, exact, hutchinson; got {c['divergence']!r}")
-        if not 0.0 <= float(c["sigma_min"]) < 1.0:
-            raise BenchError(f"sigma_min must be in [0, 1), got {c['sigma_min']!r}")
-        if not 0.0 <= float(c["label_dropout"]) < 1.0:
-            raise BenchError(f"label_dropout must be in [0, 1), got {c['label_dropout']!r}")
-        ode.check_solver(c["solver"], c["steps"])
-        ode.check_solver(c["nll_solver"], c["nll_steps"])
         # Per instance: conditional only when configured so and the data has classes (unlabelled data: unconditional).
         self.conditional = bool(c["class_conditional"]) and data.num_classes > 0
         self.num_classes = data.num_classes if self.conditional else 0
-        overrides: dict[str, Any] = {}
-        if int(c["base_channels"]):
-            overrides["base_channels"] = int(c["base_channels"])
-        self.net = UNet.from_preset(c["unet"], data.channels, num_classes=self.num_classes, image_size=data.height,
-                                    time_scale=1000.0, **overrides)
+        self.net = build_unet(c, data.channels, data.height, num_classes=self.num_classes, time_scale=1000.0)
         levels = len(self.net.encoder.down)
         if data.height % 2 ** (levels - 1):
             raise BenchError(f"U-Net preset {c['unet']!r} has {levels} levels and needs an image size divisible by "

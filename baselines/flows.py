@@ -7,7 +7,7 @@ log-Jacobian is added, so ``nll_bits_per_dim`` is the bits/dim of the original 8
 standard error for the residual flow's stochastic log-det). Pieces live in
 ``baselines/nn/flow_layers.py``.
 
-``defaults`` are the seed configurations (MNIST 1x32x32):
+The options' defaults are the seed configurations (MNIST 1x32x32):
 
 - ``resflow``: seed 000 §4.3.1 = Chen et al. 2019's MNIST model: logit (alpha 1e-5) -> 16 blocks ->
   [squeeze -> 16 blocks] x 2, ActNorm before and after each block, LipSwish -> 3x3 -> LipSwish -> 1x1
@@ -31,22 +31,19 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
-from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
+from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 from baselines.nn import flow_layers as fl
+
+
+# the sampling temperature every flow here takes (the latent's standard deviation)
+TEMPERATURE = Option(1.0, "default sampling temperature: the latent's standard deviation (a sampler option "
+                     "overrides it)", gt=0.0)
 
 
 class _Flow(GenerativeModel):
     family = "flow"
     has_likelihood = True
     conditional = False
-
-    def __init__(self, config, data):
-        super().__init__(config, data)
-        cfg = self.config
-        if cfg["preprocessing"] not in ("logit", "center"):
-            raise BenchError(f"{self.name}: preprocessing={cfg['preprocessing']!r} is not 'logit' or 'center'")
-        if not 0.0 <= float(cfg["alpha"]) < 0.5:
-            raise BenchError(f"{self.name}: alpha={cfg['alpha']} must lie in [0, 0.5)")
 
     def _check_divisible(self, factor: int, what: str):
         if self.data.height % factor or self.data.width % factor:
@@ -127,8 +124,8 @@ class Glow(_MultiScale):
     name = "glow"
     tiny = {"levels": 2, "steps_per_level": 2, "hidden_channels": 8}
     coupling = "affine"
-    defaults = {"lr": 1e-3, "levels": 3, "steps_per_level": 32, "hidden_channels": 512, "num_blocks": 0,
-                "preprocessing": "center", "alpha": 0.05, "temperature": 1.0}
+    options = {"lr": Option(1e-3, "Adam learning rate", gt=0), **fl.MULTISCALE_OPTIONS, **fl.PREPROCESSING_OPTIONS,
+               "temperature": TEMPERATURE}
 
 
 @register
@@ -140,8 +137,11 @@ class NeuralSplineFlow(_MultiScale):
     name = "nsf"
     tiny = {"levels": 2, "steps_per_level": 2, "hidden_channels": 8, "num_blocks": 1, "num_bins": 4}
     coupling = "spline"
-    defaults = {"lr": 5e-4, "levels": 3, "steps_per_level": 16, "hidden_channels": 64, "num_blocks": 2,
-                "num_bins": 8, "tail_bound": 3.0, "preprocessing": "center", "alpha": 0.05, "temperature": 1.0}
+    options = {"lr": Option(5e-4, "Adam learning rate", gt=0),
+               **fl.MULTISCALE_OPTIONS, "steps_per_level": fl.MULTISCALE_OPTIONS["steps_per_level"].with_default(16),
+               "hidden_channels": fl.MULTISCALE_OPTIONS["hidden_channels"].with_default(64),
+               "num_blocks": fl.MULTISCALE_OPTIONS["num_blocks"].with_default(2),
+               **fl.SPLINE_OPTIONS, **fl.PREPROCESSING_OPTIONS, "temperature": TEMPERATURE}
 
 
 @register
@@ -166,20 +166,37 @@ class ResFlow(_Flow):
     # nll_bits_per_dim(batch, exact=True) is offered up to this many dimensions per image (bench.metrics.exact_bpd):
     # one Jacobian of D vector-Jacobian products per block and image; 1024 = MNIST at 32x32 (on a GPU)
     exact_bpd_max_dims = 1024
-    defaults = {"lr": 1e-3, "blocks_per_scale": [16, 16, 16], "hidden_channels": 512, "lipschitz_coeff": 0.98,
-                "actnorm": True, "preprocessing": "logit", "alpha": 1e-5, "sn_iterations": 5,
-                "n_exact_terms": 2, "n_exact_terms_eval": 20, "geom_p": 0.5, "neumann_grad": True,
-                "memory_efficient": True, "eval_draws": 4, "exact_logdet": False, "fixed_point_atol": 1e-5, "fixed_point_rtol": 1e-5,
-                "fixed_point_max_iters": 500, "temperature": 1.0}
+    options = {
+        "lr": Option(1e-3, "Adam learning rate", gt=0),
+        "blocks_per_scale": Option([16, 16, 16], "residual blocks per scale (a squeeze between scales)", items=int, ge=0),
+        "hidden_channels": Option(512, "hidden channels of each block's 3-1-3 convolution stack", ge=1),
+        "lipschitz_coeff": Option(0.98, "spectral-norm bound c of every convolution, Lip(g) <= c < 1 (invertibility)",
+                                  gt=0.0, lt=1.0),
+        "actnorm": Option(True, "an ActNorm layer before every residual block"),
+        "preprocessing": fl.PREPROCESSING_OPTIONS["preprocessing"].with_default("logit"),
+        "alpha": fl.PREPROCESSING_OPTIONS["alpha"].with_default(1e-5),
+        "sn_iterations": Option(5, "power iterations per training forward for each spectral norm", ge=1),
+        "n_exact_terms": Option(2, "log-det power-series terms always computed in training", ge=1),
+        "n_exact_terms_eval": Option(20, "exact power-series terms at evaluation (Chen et al. evaluate with 20)", ge=1),
+        "geom_p": Option(0.5, "success probability of the Russian-roulette Geometric number of extra terms", gt=0.0, lt=1.0),
+        "neumann_grad": Option(True, "train with the Neumann-series log-det gradient (false: backprop every term)"),
+        "memory_efficient": Option(True, "take the log-det gradient inside the forward pass (Chen et al.'s --mem-eff)"),
+        "eval_draws": Option(4, "independent log-det estimates averaged per image for bits/dim (>= 2 for a stderr)",
+                             ge=1),
+        "exact_logdet": Option(False, "bits/dim from the full Jacobian of every block (small images only)"),
+        "fixed_point_atol": Option(1e-5, "inverse: stop when |x_k - x_(k-1)| <= atol + rtol |y|", gt=0),
+        "fixed_point_rtol": Option(1e-5, "inverse: relative part of the stopping tolerance", ge=0),
+        "fixed_point_max_iters": Option(500, "inverse: fixed-point iterations at most (then flagged not converged)",
+                                        ge=1),
+        "temperature": TEMPERATURE,
+    }
 
     def __init__(self, config, data):
         super().__init__(config, data)
         cfg = self.config
         blocks = [int(b) for b in cfg["blocks_per_scale"]]
-        if not blocks or min(blocks) < 0:
-            raise BenchError(f"resflow: blocks_per_scale={cfg['blocks_per_scale']!r} must be a non-empty list of block counts")
-        if not 0.0 < float(cfg["lipschitz_coeff"]) < 1.0:
-            raise BenchError(f"resflow: lipschitz_coeff={cfg['lipschitz_coeff']} must lie in (0, 1) for invertibility")
+        if not blocks:
+            raise BenchError("resflow: blocks_per_scale must list at least one scale's block count, e.g. [16, 16, 16]")
         if int(cfg["eval_draws"]) < 2 and not cfg["exact_logdet"]:
             raise BenchError("resflow: eval_draws must be >= 2 to report a standard error")
         self._check_divisible(2 ** (len(blocks) - 1), f"{len(blocks) - 1} squeezes")

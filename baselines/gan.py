@@ -40,7 +40,7 @@ from torch import nn
 from baselines.nn.labels import class_labels
 from bench import conventions
 from bench.errors import BenchError
-from bench.registry import Batch, DataSpec, GenerativeModel, Samples, register
+from bench.registry import Batch, DataSpec, GenerativeModel, Option, Samples, register
 
 
 def _check_size(data: DataSpec) -> int:
@@ -110,18 +110,20 @@ class DCGAN(GenerativeModel):
     name = "dcgan"
     tiny = {"g_channels": 8, "d_channels": 8, "latent_dim": 16, "embed_dim": 8}
     family = "gan"
-    defaults: dict[str, Any] = {
-        "lr": 2e-4,  # both networks (DCGAN)
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "latent_dim": 100,
-        "g_channels": 64,  # width of the generator's last hidden layer (doubles towards 4x4)
-        "d_channels": 64,  # width of the discriminator's first layer (doubles towards 4x4)
-        "embed_dim": 50,  # cdcgan: class embedding concatenated to z
-        "diverge_d_loss": 1e-3,
-        "diverge_g_loss": 10.0,
-        "collapse_ratio": 0.05,
-        "diverge_patience": 500,  # consecutive steps; 0 disables the D-won and collapse checks
+    options = {
+        "lr": Option(2e-4, "Adam learning rate of both networks (DCGAN)", gt=0),
+        "beta1": Option(0.5, "Adam beta1 (DCGAN's 0.5)", ge=0, lt=1),
+        "beta2": Option(0.999, "Adam beta2", ge=0, lt=1),
+        "latent_dim": Option(100, "dimension of the generator's input noise z", ge=1),
+        "g_channels": Option(64, "width of the generator's last hidden layer (doubles towards 4x4)", ge=1),
+        "d_channels": Option(64, "width of the discriminator's first layer (doubles towards 4x4)", ge=1),
+        "embed_dim": Option(50, "cdcgan: size of the class embedding concatenated to z", ge=1),
+        "diverge_d_loss": Option(1e-3, "D has won when its loss stays below this ...", ge=0),
+        "diverge_g_loss": Option(10.0, "... while G's loss stays above this", ge=0),
+        "collapse_ratio": Option(0.05, "mode collapse: sample diversity below this fraction of the real batch's",
+                                 ge=0),
+        "diverge_patience": Option(500, "consecutive steps either condition must hold to stop the run (0: never)",
+                                   ge=0),
     }
     has_likelihood = False
     conditional = False

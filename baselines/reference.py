@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from bench.registry import Batch, GenerativeModel, Likelihood, Samples, register
+from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 
 
 @register
@@ -24,7 +24,7 @@ class IndependentPixels(GenerativeModel):
 
     name = "reference"
     family = "reference"
-    defaults = {"lr": 0.05}
+    options = {"lr": Option(0.05, "Adam learning rate of the per-pixel logits", gt=0)}
     has_likelihood = True
 
     def __init__(self, config, data):

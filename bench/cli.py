@@ -95,20 +95,41 @@ def list_entries() -> dict[str, list[dict]]:
     return {"models": models, "suites": suites}
 
 
+def model_options(name: str) -> list[dict]:
+    """A wrapper's config schema as plain data (what `bench list --model NAME` shows)."""
+    from bench import registry
+
+    cls = registry.get(name)
+    return [{"key": key, "type": opt.kind.__name__ + (f"[{opt.items.__name__}]" if opt.items else ""),
+             "default": opt.default, "allowed": opt.describe(), "meaning": opt.help} for key, opt in cls.options.items()]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    """A table on a terminal; full, tab-separated lines when piped (names never cut); JSON with --json."""
+    """A table on a terminal; full, tab-separated lines when piped (names never cut); JSON with --json.
+    With --model NAME: that wrapper's config keys, types, defaults, allowed values and meanings."""
     import json
 
-    entries = list_entries()
-    if args.json:
-        print(json.dumps(entries, indent=1))
-        return 0
-    model_rows = [(m["name"], m["family"], "yes" if m["likelihood"] else "not defined", "yes" if m["conditional"] else "",
-                   m["summary"]) for m in entries["models"]]
-    suite_rows = [(s["name"], ", ".join(s["profiles"]), ", ".join(s["models"]), s["description"]) for s in entries["suites"]]
-    model_cols, suite_cols = ("name", "family", "likelihood", "conditional", "summary"), ("suite", "profiles", "models", "description")
+    if args.model:
+        options = model_options(args.model)
+        if args.json:
+            print(json.dumps(options, indent=1))
+            return 0
+        cols = ("key", "type", "default", "allowed", "meaning")
+        tables = [(f"{args.model}: config keys (models.<run>.<key> in a suite, or --set models.<run>.<key>=...)", cols,
+                   [tuple(json.dumps(o[c]) if c == "default" else str(o[c]) for c in cols) for o in options])]
+    else:
+        entries = list_entries()
+        if args.json:
+            print(json.dumps(entries, indent=1))
+            return 0
+        model_rows = [(m["name"], m["family"], "yes" if m["likelihood"] else "not defined",
+                       "yes" if m["conditional"] else "", m["summary"]) for m in entries["models"]]
+        suite_rows = [(s["name"], ", ".join(s["profiles"]), ", ".join(s["models"]), s["description"])
+                      for s in entries["suites"]]
+        tables = [("models", ("name", "family", "likelihood", "conditional", "summary"), model_rows),
+                  ("suites", ("suite", "profiles", "models", "description"), suite_rows)]
     if not sys.stdout.isatty():
-        for title, cols, rows in (("models", model_cols, model_rows), ("suites", suite_cols, suite_rows)):
+        for title, cols, rows in tables:
             print(f"# {title}: " + "\t".join(cols))
             for row in rows:
                 print("\t".join(row))
@@ -117,7 +138,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    for title, cols, rows in (("models", model_cols, model_rows), ("suites", suite_cols, suite_rows)):
+    for title, cols, rows in tables:
         table = Table(title=title)
         for i, col in enumerate(cols):
             table.add_column(col, no_wrap=i == 0)  # a name is never folded or cut
@@ -253,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("list", help="registered models and shipped suites")
+    p = sub.add_parser("list", help="registered models and shipped suites; --model NAME: its config keys")
+    p.add_argument("--model", default=None, help="print this model's config keys, types, defaults and meanings")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 

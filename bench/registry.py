@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 import pkgutil
 from typing import Any, Callable, ClassVar
@@ -29,6 +30,106 @@ from torch import nn
 from bench.errors import BenchError, did_you_mean
 
 FAMILIES = ("flow", "diffusion", "flow-matching", "gan", "hybrid", "reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One config key of a wrapper: default, type, allowed values and a one-line meaning.
+
+    A wrapper's ``options`` table is its config schema (what torch-fidelity's one defaults table and
+    diffusers' typed ``__init__`` give): the suite loader checks every value against it before anything
+    trains, the wrapper's ``__init__`` checks it again for direct use, and ``bench list --model NAME``
+    prints it, so the documented keys cannot drift from the code. ``type`` is inferred from the default
+    (give it where the default is None, which means "the preset's value"); ``items`` types a list's
+    elements; ``choices`` is the Literal set; ``ge``/``gt``/``le``/``lt`` bound numbers (and list items).
+    """
+
+    default: Any
+    help: str
+    type: type | None = None
+    items: type | None = None
+    choices: tuple | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    @property
+    def kind(self) -> type:
+        if self.type is not None:
+            return self.type
+        if self.default is None:
+            raise TypeError(f"Option {self.help!r}: a None default needs an explicit type")
+        return type(self.default)
+
+    def with_default(self, default: Any) -> "Option":
+        """The same key with another default (a subclass's preset)."""
+        return dataclasses.replace(self, default=default)
+
+    def describe(self) -> str:
+        """What a valid value is, in words: 'a number > 0', 'one of 'linear', 'cosine''."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        kind, bounds = self.kind, self._bounds()
+        if kind is bool:
+            return "true or false"
+        if kind is str:
+            return "a non-empty string"
+        if kind is dict:
+            return "a table"
+        if kind is list:
+            item = {int: "whole numbers", float: "numbers", str: "strings"}.get(self.items, "values")
+            return f"a list of {item}{bounds}"
+        return ("a whole number" if kind is int else "a finite number") + bounds
+
+    def _bounds(self) -> str:
+        parts = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                 if v is not None]
+        return (" " + " and ".join(parts)) if parts else ""
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` fits; else what it should be (see :meth:`describe`)."""
+        if value is None and self.default is None:
+            return None
+        if self.choices is not None:
+            return None if value in self.choices and type(value) is type(self.choices[0]) else self.describe()
+        kind = self.kind
+        if kind is list:
+            ok = isinstance(value, list) and all(self._scalar_ok(self.items, v) for v in value) if self.items else \
+                isinstance(value, list)
+        else:
+            ok = self._scalar_ok(kind, value)
+        return None if ok else self.describe()
+
+    def _scalar_ok(self, kind: type, value: Any) -> bool:
+        if kind is bool:
+            return isinstance(value, bool)
+        if kind is str:
+            return isinstance(value, str) and bool(value.strip())
+        if kind is dict:
+            return isinstance(value, dict)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if kind is int and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+
+def check_config(cls: type["GenerativeModel"], config: dict[str, Any], path: str, where: str = "") -> None:
+    """Every key of ``config`` is one of ``cls.options`` and every value fits it; a one-line BenchError otherwise,
+    naming ``where`` (a suite file) and the key as ``path.key`` (e.g. ``models.ddpm.lr``)."""
+    prefix = f"{where}: " if where else ""
+    for key, value in config.items():
+        if key not in cls.options:
+            raise BenchError(f"{prefix}unknown key {path}.{key} for model {cls.name!r}{did_you_mean(key, cls.options)};"
+                             f" `bench list --model {cls.name}` shows its keys")
+        problem = cls.options[key].problem(value)
+        if problem:
+            raise BenchError(f"{prefix}{path}.{key} must be {problem} for model {cls.name!r} "
+                             f"(default {cls.options[key].default!r}), got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,23 +193,30 @@ class Likelihood:
 
 
 class GenerativeModel(nn.Module):
-    """Base class of every wrapper. Subclasses set ``name``, ``family`` and ``defaults``.
+    """Base class of every wrapper. Subclasses set ``name``, ``family`` and ``options``.
 
-    ``defaults`` lists every config key the wrapper understands with its default value; the
-    suite loader rejects unknown keys, so a typo is an error naming the key, not a silent default.
+    ``options`` is the wrapper's config schema: every key it understands as an :class:`Option` (default,
+    type, allowed values, meaning). Unknown keys and bad values are one-line errors naming the key, at
+    suite load and again here; ``defaults`` (key -> default) is derived from it.
     """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}
+    options: ClassVar[dict[str, Option]] = {"lr": Option(1e-3, "Adam learning rate", gt=0)}
+    defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}  # derived from ``options`` for every subclass
     # The wrapper's smallest working config (overrides of ``defaults``): what the contract test every wrapper
     # passes (tests/test_contract.py) builds, trains two steps and samples from, in seconds on a CPU.
     tiny: ClassVar[dict[str, Any]] = {}
     has_likelihood: ClassVar[bool] = False  # False: bits/dim is "not defined" (GANs)
     conditional: ClassVar[bool] = False  # True: samples can be conditioned on class labels
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {key: opt.default for key, opt in cls.options.items()}
+
     def __init__(self, config: dict[str, Any], data: DataSpec):
         super().__init__()
+        check_config(type(self), config, self.name or type(self).__name__)
         self.config = {**self.defaults, **config}
         self.data = data
         self._optimize_hook: Callable[[torch.Tensor, str], None] | None = None
@@ -150,6 +258,7 @@ class GenerativeModel(nn.Module):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)  # free them now, not after the next forward: a parameter-sized set
         self.after_optimizer_step(optimizer)
 
     def after_optimizer_step(self, optimizer: str) -> None:

@@ -134,6 +134,7 @@ class Trainer:
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
+        opt.zero_grad(set_to_none=True)  # free them now, not after the next forward: a parameter-sized set
         self.model.after_optimizer_step(name)
 
     # -- budget --

@@ -247,55 +247,16 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
 
 
 def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
-    """Every model is registered, every config key is one its wrapper declares, and every value has
-    the type of the wrapper's default (see :func:`check_model_value`), so a typo in a value is a
-    one-line error before training rather than a ``failed`` record after it."""
+    """Every model is registered and its config fits the wrapper's schema (``options``: known keys, types,
+    choices, bounds; see :class:`bench.registry.Option`), so a typo is a one-line error before training
+    rather than a ``failed`` record after it."""
     from bench import registry
 
     for run_name, cfg in models.items():
         if cfg["model"] not in registry.available():
             raise BenchError(f"{where}: models.{run_name}: unknown model {cfg['model']!r}"
                              f"{did_you_mean(cfg['model'], registry.available())}; `bench list` shows the registered models")
-        cls = registry.get(cfg["model"])
-        known = set(cls.defaults) | set(HARNESS_MODEL_KEYS)
-        for key in cfg:
-            if key not in known:
-                raise BenchError(f"{where}: unknown key models.{run_name}.{key} for model {cls.name!r}"
-                                 f"{did_you_mean(key, known)}; known keys: {', '.join(sorted(known))}")
-            if key in cls.defaults:
-                problem = check_model_value(cls.defaults[key], cfg[key])
-                if not problem and (key == "lr" or key.endswith("_lr")) and not cfg[key] > 0:
-                    problem = "a learning rate > 0"
-                if problem:
-                    raise BenchError(f"{where}: models.{run_name}.{key} must be {problem} for model {cls.name!r} "
-                                     f"(default {cls.defaults[key]!r}), got {cfg[key]!r}")
-
-
-def check_model_value(default: Any, value: Any) -> str | None:
-    """What ``value`` should be, judged by the type of the wrapper's ``default``; None when it fits.
-
-    Wrappers declare no schema beyond their defaults, so the default's type is the contract: a
-    bool takes only a bool; an int is a count and takes a whole number >= 0 (0 means "none" or
-    "auto" for several keys, e.g. glow's num_blocks); a float takes any finite number (ints
-    included); a str a non-empty string; a list or a table the same container. A None default
-    ("use the preset's value") accepts anything.
-    """
-    if default is None:
-        return None
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "true or false"
-    if isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        return None if ok else "a whole number >= 0"
-    if isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else "a finite number"
-    if isinstance(default, str):
-        return None if isinstance(value, str) and value.strip() else "a non-empty string"
-    for container, what in ((list, "a list"), (dict, "a table")):
-        if isinstance(default, container):
-            return None if isinstance(value, container) else what
-    return None
+        registry.check_config(registry.get(cfg["model"]), model_config(cfg), f"models.{run_name}", where)
 
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def test_sample_options_nfe_and_errors():
         model.sample(2, eta=0.0)
     with pytest.raises(BenchError, match="unknown ODE solver"):
         model.sample(2, name="ddim")
-    with pytest.raises(BenchError, match="unknown U-Net preset"):
+    with pytest.raises(BenchError, match="unet must be one of 'ddpm-thesis', 'ddpm-ho', 'tiny'"):
         make(unet="huge")
 
 

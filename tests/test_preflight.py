@@ -69,7 +69,9 @@ def test_output_location_that_is_a_file(tmp_path, workdirs, capsys, flag):
 
 
 @pytest.mark.parametrize("setting, needles", [
-    ("models.reference.lr=-1", ("models.reference.lr", "learning rate > 0")),
+    ("models.reference.lr=-1", ("models.reference.lr", "a finite number > 0")),
+    ("models.glow.hidden_channels=0", ("models.glow.hidden_channels", "a whole number >= 1")),
+    ("models.ddpm.beta_schedule=\"cosin\"", ("models.ddpm.beta_schedule", "one of 'linear', 'cosine'")),
     ("train.checkpoint_every_s=nan", ("train.checkpoint_every_s", ">= 0")),
 ])
 def test_out_of_range_values(tmp_path, workdirs, capsys, setting, needles):
@@ -78,15 +80,15 @@ def test_out_of_range_values(tmp_path, workdirs, capsys, setting, needles):
 
 
 def test_a_model_that_cannot_be_built_from_its_config(tmp_path, workdirs, capsys):
-    """hidden_channels = 0 passes the type check (a whole number) and builds, but no step can be taken with it."""
+    """Five U-Net levels fit the schema (a list of whole numbers >= 1) and build, but an 8x8 image cannot go
+    down four times: no step can be taken, and preflight says so before anything trains."""
     body = TINY_DIGITS + """
-    [models.glow]
-    levels = 2
-    steps_per_level = 2
-    hidden_channels = 0
+    [models.ddpm]
+    unet = "tiny"
+    channel_mults = [1, 2, 2, 2, 2]
 """
     assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, body), workdirs,
-                                   "models.glow", "cannot take a training step")
+                                   "models.ddpm", "cannot take a training step")
 
 
 def test_a_good_suite_still_runs(tmp_path, workdirs, capsys):

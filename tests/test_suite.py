@@ -108,10 +108,14 @@ def test_unknown_suite_and_profile_suggest_names():
     ("models.reference.lr=", r"models.reference.lr must be a finite number .*got ''"),
     ("models.reference.lr=true", r"models.reference.lr must be a finite number .*got True"),
     ("models.reference.lr=nan", r"models.reference.lr must be a finite number .*got nan"),
-    ("models.glow.levels=-2", r"models.glow.levels must be a whole number >= 0 .*got -2"),
-    ("models.glow.levels=2.5", r"models.glow.levels must be a whole number >= 0 .*got 2.5"),
+    ("models.glow.levels=-2", r"models.glow.levels must be a whole number >= 1 .*got -2"),
+    ("models.glow.levels=2.5", r"models.glow.levels must be a whole number >= 1 .*got 2.5"),
+    ("models.glow.hidden_channels=0", r"models.glow.hidden_channels must be a whole number >= 1 .*got 0"),
+    ("models.ddpm.beta_schedule=\"cosin\"", r"models.ddpm.beta_schedule must be one of 'linear', 'cosine' .*got 'cosin'"),
+    ("models.ddpm.ema_decay=1.0", r"models.ddpm.ema_decay must be a finite number >= 0 and < 1 .*got 1.0"),
+    ("models.resflow.blocks_per_scale=[4, -1]", r"models.resflow.blocks_per_scale must be a list of whole numbers >= 0"),
     ("models.ddpm.class_conditional=1", r"models.ddpm.class_conditional must be true or false .*got 1"),
-    ('models.ddpm.unet=""', r"models.ddpm.unet must be a non-empty string .*got ''"),
+    ('models.ddpm.unet=""', r"models.ddpm.unet must be one of 'ddpm-thesis', 'ddpm-ho', 'tiny' .*got ''"),
     ("models.daf.unet_channel_mults=2", r"models.daf.unet_channel_mults must be a list .*got 2"),
 ])
 def test_model_values_of_the_wrong_type_are_named_with_file_key_and_value(tmp_path, override, message):
@@ -124,6 +128,6 @@ def test_model_values_of_the_wrong_type_are_named_with_file_key_and_value(tmp_pa
 
 def test_model_values_of_the_default_type_or_a_none_default_pass(tmp_path):
     path = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]", "[models.reference]\n[models.ddpm]"))
-    s = load_suite(str(path), "smoke", ["models.reference.lr=1", "models.ddpm.timesteps=0",  # int for a float; a count of 0
+    s = load_suite(str(path), "smoke", ["models.reference.lr=1", "models.ddpm.vlb_weight=0",  # ints for floats
                                         "models.ddpm.channel_mults=[1, 2]", "models.ddpm.dropout=0.1"])  # None defaults
     assert s.models["reference"]["lr"] == 1 and s.models["ddpm"]["channel_mults"] == [1, 2]

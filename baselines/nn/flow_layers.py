@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench import conventions
+from bench.registry import Option
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -65,6 +66,24 @@ def standard_normal_logprob(z: torch.Tensor) -> torch.Tensor:
 
 
 # ---- preprocessing / bits per dim ------------------------------------------------------------------
+
+# Config keys shared by the wrappers built from these layers (glow, nsf, resflow, daf): one meaning each.
+PREPROCESSING_OPTIONS = {
+    "preprocessing": Option("center", "how dequantized pixels y in [0,1) enter the flow: 'center' (y - 0.5) or "
+                            "'logit' (logit(alpha + (1 - 2 alpha) y))", choices=("center", "logit")),
+    "alpha": Option(0.05, "the logit preprocessing's margin (unused by 'center')", ge=0.0, lt=0.5),
+}
+MULTISCALE_OPTIONS = {
+    "levels": Option(3, "levels L of squeeze -> K steps -> split", ge=1),
+    "steps_per_level": Option(32, "flow steps K per level", ge=1),
+    "hidden_channels": Option(512, "width of each coupling network", ge=1),
+    "num_blocks": Option(0, "residual blocks in each coupling network (0: Glow's plain 3-conv network)", ge=0),
+}
+SPLINE_OPTIONS = {
+    "num_bins": Option(8, "rational-quadratic spline bins per dimension", ge=1),
+    "tail_bound": Option(3.0, "splines act on [-tail_bound, tail_bound]; identity (linear tails) outside", gt=0),
+}
+
 
 def preprocess(x: torch.Tensor, kind: str, alpha: float = 1e-5, generator: torch.Generator | None = None,
                noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -387,7 +406,9 @@ class LipSwish(nn.Module):
 
     def forward(self, x):
         # in place where autograd allows (sigmoid keeps its output, mul its inputs): two fewer activation-sized
-        # allocations per call, which is most of the allocator churn of a residual flow's training step
+        # allocations per call, which is most of the allocator churn of a residual flow's training step. (A custom
+        # Function that keeps only x and recomputes the sigmoid in backward was measured: its double-backward
+        # graph is larger, so the peak rose and the step slowed.)
         return (x * torch.sigmoid_(x * F.softplus(self.b))).div_(1.1)
 
 

@@ -61,6 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.errors import BenchError
+from bench.registry import Option
+
 PRESETS: dict[str, dict[str, Any]] = {
     "ddpm-thesis": dict(base_channels=64, channel_mults=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
                         num_heads=2, time_embedding="adagn", dropout=0.0),
@@ -69,6 +72,34 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
                  num_heads=1, time_embedding="adagn", dropout=0.0),
 }
+
+
+# The one way a wrapper configures its U-Net: a preset name plus optional per-field overrides (None: the preset's).
+UNET_OPTIONS: dict[str, Option] = {
+    "unet": Option("ddpm-thesis", "U-Net preset (see baselines/nn/unet.py)", choices=tuple(PRESETS)),
+    "base_channels": Option(None, "channels at the first resolution (None: the preset's)", type=int, ge=1),
+    "channel_mults": Option(None, "channel multiplier per resolution, one level each", type=list, items=int, ge=1),
+    "num_res_blocks": Option(None, "residual blocks per resolution", type=int, ge=1),
+    "attn_resolutions": Option(None, "resolutions (image side) with self-attention", type=list, items=int, ge=1),
+    "num_heads": Option(None, "self-attention heads", type=int, ge=1),
+    "time_embedding": Option(None, "how the time embedding enters each residual block", type=str,
+                             choices=("adagn", "add")),
+    "dropout": Option(None, "dropout in the residual blocks", type=float, ge=0.0, lt=1.0),
+}
+
+
+def build_unet(config: dict[str, Any], in_channels: int, image_size: int, out_channels: int | None = None,
+               num_classes: int = 0, time_scale: float | None = None) -> "UNet":
+    """The U-Net of ``config``'s :data:`UNET_OPTIONS` keys: its preset with every non-None override applied."""
+    over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()
+            if k in UNET_OPTIONS and k != "unet" and v is not None}
+    if time_scale is not None:
+        over["time_scale"] = time_scale
+    try:
+        return UNet.from_preset(config["unet"], in_channels, out_channels=out_channels, num_classes=num_classes,
+                                image_size=image_size, **over)
+    except ValueError as e:
+        raise BenchError(f"bad U-Net config: {e}") from None
 
 
 def num_groups(channels: int, max_groups: int = 32) -> int:

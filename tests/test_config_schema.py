@@ -1,0 +1,87 @@
+"""Every wrapper's config schema (``options``): what it accepts, what it refuses, and that docs and CLI show it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import registry
+from bench.errors import BenchError
+from bench.registry import DataSpec, Option
+from tests.helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted(registry.available())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_key_has_a_type_a_meaning_and_a_default_that_fits(name):
+    cls = registry.get(name)
+    assert cls.defaults == {k: o.default for k, o in cls.options.items()}
+    for key, opt in cls.options.items():
+        assert opt.help.strip() and "\n" not in opt.help, key
+        assert opt.kind in (bool, int, float, str, list, dict), key
+        assert opt.problem(opt.default) is None, (key, opt.default)
+    for key, value in cls.tiny.items():
+        assert cls.options[key].problem(value) is None, (key, value)
+
+
+@pytest.mark.parametrize("opt, good, bad", [
+    (Option(1e-3, "rate", gt=0), [1, 2.5, 1e-9], [0, -1, math.nan, math.inf, True, "fast", None]),
+    (Option(3, "count", ge=1), [1, 7], [0, -2, 2.5, True, "3"]),
+    (Option(0.9, "decay", ge=0, lt=1), [0, 0.5, 0.9999], [1, 1.0, -0.1]),
+    (Option(True, "flag"), [True, False], [1, 0, "true"]),
+    (Option("linear", "schedule", choices=("linear", "cosine")), ["linear", "cosine"], ["cosin", "", 1]),
+    (Option([1, 2], "mults", items=int, ge=1), [[], [1], [4, 8]], [[0], [1.5], 2, "1,2"]),
+    (Option(None, "preset's", type=int, ge=1), [None, 4], [0, 2.5]),
+])
+def test_option_accepts_and_refuses(opt, good, bad):
+    for value in good:
+        assert opt.problem(value) is None, value
+    for value in bad:
+        assert opt.problem(value) is not None, value
+
+
+def test_a_wrapper_built_directly_checks_its_config_too():
+    ddpm = registry.get("ddpm")
+    with pytest.raises(BenchError, match=r"ddpm.lr must be a finite number > 0 .*got -1"):
+        ddpm({"lr": -1}, DataSpec(1, 8, 8))
+    with pytest.raises(BenchError, match=r"unknown key ddpm.timestep .*did you mean 'timesteps'"):
+        ddpm({"timestep": 10}, DataSpec(1, 8, 8))
+
+
+def test_bench_list_model_prints_the_schema(capsys):
+    code, out, _ = run_cli(["list", "--model", "resflow", "--json"], capsys)
+    rows = json.loads(out)
+    opts = registry.get("resflow").options
+    assert code == 0 and [r["key"] for r in rows] == list(opts)
+    for r in rows:
+        assert r["meaning"] == opts[r["key"]].help and r["default"] == opts[r["key"]].default
+    assert next(r for r in rows if r["key"] == "lipschitz_coeff")["allowed"] == "a finite number > 0 and < 1"
+    code, out, _ = run_cli(["list", "--model", "ddpm"], capsys)  # piped: one tab-separated line per key
+    lines = [ln for ln in out.splitlines() if not ln.startswith("#")]
+    assert code == 0 and [ln.split("\t")[0] for ln in lines] == list(registry.get("ddpm").options)
+    code, _, err = run_cli(["list", "--model", "ddmp"], capsys)
+    assert code == 2 and "did you mean 'ddpm'" in err
+
+
+# docs/<family>.md that document their wrappers' keys in "| key | default | meaning |" tables: they name real keys
+# (`bench list --model NAME` prints the full, current schema)
+DOCS = {"daf.md": ["daf"], "diffusion.md": ["ddpm", "iddpm", "ncsn"]}
+
+
+@pytest.mark.parametrize("doc", sorted(DOCS))
+def test_docs_key_tables_name_only_keys_the_schema_has(doc):
+    text = (ROOT / "docs" / doc).read_text()
+    known = set().union(*(registry.get(m).options for m in DOCS[doc]))
+    documented = set()
+    for table in re.findall(r"^\| key \|.*?\n((?:\|.*\n)+)", text, flags=re.M):
+        for row in table.splitlines()[1:]:
+            cell = re.sub(r"\([^)]*\)", "", row.split("|")[1])  # "(`adagn`/`add`)" names values, not keys
+            documented |= set(re.findall(r"`([a-z_0-9]+)`", cell))
+    assert documented, f"docs/{doc} has no key table"
+    assert documented <= known, sorted(documented - known)
