@@ -71,6 +71,7 @@ from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 from baselines.nn import flow_layers as fl
 from baselines.nn import schedule as S
+from baselines.nn.samplers import DiffusionChain
 from baselines.nn.unet import UNet
 
 LN2 = math.log(2.0)
@@ -87,6 +88,7 @@ class DiffusionAugmentedFlow(GenerativeModel):
     family = "hybrid"
     has_likelihood = True
     conditional = False
+    sampler_options = DiffusionChain.schema(clip=False)
     # The U-Net keys carry a unet_ prefix (not the shared UNET_OPTIONS): the flow has its own hidden_channels
     # and num_blocks, and Table 5.1's U-Net is no preset, so every field is set here.
     options = {
@@ -258,45 +260,24 @@ class DiffusionAugmentedFlow(GenerativeModel):
         return Likelihood(bpd.float(), kind="upper-bound", info=info)
 
     # ---- sampling --------------------------------------------------------------------------------
-    def _sampler(self, sampler: dict[str, Any]) -> dict[str, Any]:
-        opts = dict(sampler)
-        name = opts.pop("name", "ancestral")
-        if name in ("default", "ddpm"):
-            name = "ancestral"
-        if name not in ("ancestral", "ddim"):
-            raise BenchError(f"daf: unknown sampler {name!r}; use 'ancestral' (DDPM, learned variances) or 'ddim'")
-        T = self.schedule.T
-        steps = int(opts.pop("steps", T))
-        spacing = str(opts.pop("spacing", "linspace"))
-        eta = float(opts.pop("eta", 0.0))
-        if opts:
-            raise BenchError(f"daf: unknown sampler option(s) {sorted(opts)}; options are name, steps, spacing, eta")
-        if not 1 <= steps <= T:
-            raise BenchError(f"daf: sampler steps={steps} must lie in 1..{T}")
-        if spacing not in S.SPACINGS:
-            raise BenchError(f"daf: sampler spacing={spacing!r} must be one of {', '.join(S.SPACINGS)}")
-        return {"name": name, "steps": steps, "spacing": spacing, "eta": eta}
+    def _sampler(self, sampler: dict[str, Any]) -> DiffusionChain:
+        """The latent chain (shared with ddpm: ancestral/DDIM, respacing); it does not clip, z0 is unbounded."""
+        return DiffusionChain.parse(sampler, self.schedule.T, self.name, clip=False)[0]
 
     def check_sampler(self, options: dict[str, Any]) -> None:
         self._sampler(options)
 
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
-        opts = self._sampler(sampler)
+        chain = self._sampler(sampler)
         dev = next(self.parameters()).device
         shape = (n, *self.data.shape)
         if self.config["prior"] == "gaussian":
-            z0, steps = S.randn(shape, generator, dev), 0
+            z0, steps, info = S.randn(shape, generator, dev), 0, {"sampler": "gaussian-prior"}
         else:
-            sched = self.schedule
-            if opts["steps"] < sched.T:
-                sched = sched.respace(S.spacing(opts["spacing"], sched.T, opts["steps"]))
-            if opts["name"] == "ancestral":
-                z0, steps = S.ancestral_sample(self._eps_model, sched, shape, variance=self.config["variance"],
-                                               clip=False, generator=generator, device=dev)
-            else:
-                z0, steps = S.ddim_sample(self._eps_model, sched, shape, eta=opts["eta"], clip=False,
-                                          generator=generator, device=dev)
+            z0, steps, ran = chain.run(self._eps_model, self.schedule, shape, variance=self.config["variance"],
+                                       generator=generator, device=dev)
+            info = chain.resolved(ran)
         s = self.flow.inverse(z0.float())
         images = fl.postprocess(s, self.config["preprocessing"], float(self.config["alpha"]))
-        return Samples(images, nfe=steps + 1, info={"diffusion_steps": steps, "flow_inverse_passes": 1})
+        return Samples(images, nfe=steps + 1, info={**info, "diffusion_steps": steps, "flow_inverse_passes": 1})

@@ -24,8 +24,9 @@ Registered models (family "diffusion"):
 - ``ncsn``: noise-conditional score network (the U-Net conditioned on the noise-level index) with geometric
   sigmas, denoising score matching, annealed Langevin dynamics. No likelihood.
 
-Sampler options (``sample(n, **options)``, from a suite's ``[models.X.sampler]`` or eval ``samplers``):
-``name`` ("ddpm" ancestral | "ddim"), ``steps`` (S <= T; "ddpm" with S < T samples the respaced process),
+Sampler options (``sample(n, **options)``, from a suite's ``[models.X.sampler]`` or eval ``samplers``; the chain's
+are :class:`baselines.nn.samplers.DiffusionChain`'s, shared with ``daf``):
+``name`` ("ancestral", also "ddpm" | "ddim"), ``steps`` (S <= T; ancestral with S < T samples the respaced process),
 ``eta`` (DDIM), ``spacing`` (uniform | linspace | leading | trailing | quadratic), ``clip`` (clip x0 to
 [-1, 1]), ``guidance`` (classifier-free weight w: eps_u + w (eps_c - eps_u); 1 = plain conditional),
 ``classifier_scale`` (classifier guidance s: eps - sqrt(1 - abar_t) s grad log p(y | x_t); default the
@@ -50,18 +51,21 @@ import torch.nn.functional as F
 
 from bench.conventions import bits_per_dim, dequantize, from_signed, to_signed
 from bench.errors import BenchError
-from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
+from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, parse_options, register
 from baselines.nn import schedule as S
 from baselines.nn.ema import EMAMixin
 from baselines.nn.labels import class_labels
+from baselines.nn.samplers import DiffusionChain
 from baselines.nn.unet import UNET_OPTIONS, NoiseAwareClassifier, build_unet
 
 
-def _check_options(options: dict[str, Any], allowed: set[str], model: str):
-    unknown = set(options) - allowed
-    if unknown:
-        raise BenchError(f"{model}: unknown sampler option(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(sorted(allowed))}")
+# ddpm/iddpm's options beyond the shared chain's (name, steps, spacing, eta, clip)
+GUIDANCE_OPTIONS = {
+    "guidance": Option(1.0, "classifier-free guidance weight w: eps_u + w (eps_c - eps_u); 1 = the conditional eps",
+                       ge=0.0),
+    "classifier_scale": Option(None, "classifier-guidance scale s (None: the config's; 0 turns it off)", type=float,
+                               ge=0.0),
+}
 
 
 @register
@@ -178,7 +182,7 @@ class DDPM(EMAMixin, GenerativeModel):
         return out
 
     # ---- sampling -----------------------------------------------------------------------------------
-    SAMPLER_OPTIONS = {"name", "steps", "eta", "spacing", "clip", "guidance", "classifier_scale"}
+    sampler_options = {**DiffusionChain.schema(), **GUIDANCE_OPTIONS}
 
     def _eps_model(self, labels, guidance: float, classifier_scale: float):
         net, c = self.ema, self.data.channels
@@ -203,30 +207,21 @@ class DDPM(EMAMixin, GenerativeModel):
             return out
         return model_fn, (2 if use_cfg else 1)
 
+    def _sampler(self, options: dict[str, Any]) -> tuple[DiffusionChain, float, float]:
+        """(the chain, guidance w, classifier scale s) from a suite's sampler table."""
+        chain, extra = DiffusionChain.parse(options, self.schedule.T, self.name, extra=GUIDANCE_OPTIONS)
+        if extra["classifier_scale"] and self.classifier is None:
+            raise BenchError(f"{self.name}: classifier_scale needs a model trained with classifier = true")
+        cscale = extra["classifier_scale"]
+        cscale = float(self.config["classifier_scale"] if cscale is None else cscale) if self.classifier else 0.0
+        return chain, float(extra["guidance"]), cscale
+
     def check_sampler(self, options: dict[str, Any]) -> None:
-        _check_options(options, self.SAMPLER_OPTIONS, self.name)
-        name = options.get("name", "ddpm")
-        if name not in ("ddpm", "ddim"):
-            raise BenchError(f"{self.name}: sampler name must be 'ddpm' or 'ddim', got {name!r}")
-        spacing = options.get("spacing", "linspace")
-        if spacing not in S.SPACINGS:
-            raise BenchError(f"{self.name}: sampler spacing={spacing!r} must be one of {', '.join(S.SPACINGS)}")
-        steps = options.get("steps")
-        if steps is not None and not (isinstance(steps, int) and 1 <= steps <= self.schedule.T):
-            raise BenchError(f"{self.name}: sampler steps={steps!r} must be a whole number in 1..{self.schedule.T}")
+        self._sampler(options)
 
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **options) -> Samples:
-        self.check_sampler(options)
-        name = options.get("name", "ddpm")
-        steps = int(options.get("steps") or self.schedule.T)
-        spacing = options.get("spacing", "linspace")
-        eta = float(options.get("eta", 0.0))
-        clip = bool(options.get("clip", True))
-        guidance = float(options.get("guidance", 1.0))
-        if "classifier_scale" in options and self.classifier is None and float(options["classifier_scale"]):
-            raise BenchError(f"{self.name}: classifier_scale needs a model trained with classifier = true")
-        cscale = float(options.get("classifier_scale", self.config["classifier_scale"])) if self.classifier else 0.0
+        chain, guidance, cscale = self._sampler(options)
         device = self.net.conv_out.weight.device
         if (self.num_classes or cscale) and labels is None:
             labels = torch.arange(n, device=device) % self.data.num_classes  # per-class grid order
@@ -237,21 +232,11 @@ class DDPM(EMAMixin, GenerativeModel):
                 raise BenchError(f"{self.name}: labels given but {why}; drop the labels or set "
                                  f"class_conditional / classifier (with classifier_scale > 0)")
             labels = class_labels(labels, n, self.data.num_classes, device, self.name)
-        try:
-            sched = self.schedule if steps == self.schedule.T and spacing in ("linspace", "uniform") \
-                else self.schedule.respace(S.spacing(spacing, self.schedule.T, steps))
-        except ValueError as e:
-            raise BenchError(f"{self.name}: {e}") from None
         model_fn, per_step = self._eps_model(labels, guidance, cscale)
-        shape = (n, *self.data.shape)
-        variance = self.config["variance"]  # on a respaced process, its own beta_t = 1 - abar_t / abar_prev
-        if name == "ddpm":
-            x, nfe = S.ancestral_sample(model_fn, sched, shape, variance=variance, clip=clip, generator=generator,
-                                        device=device)
-        else:
-            x, nfe = S.ddim_sample(model_fn, sched, shape, eta=eta, clip=clip, generator=generator, device=device)
-        info = {"sampler": name, "steps": sched.T, "spacing": spacing, "eta": eta if name == "ddim" else None,
-                "guidance": guidance, "classifier_scale": cscale,
+        # on a respaced process the ancestral step uses its own beta_t = 1 - abar_t / abar_prev
+        x, nfe, ran = chain.run(model_fn, self.schedule, (n, *self.data.shape), variance=self.config["variance"],
+                                generator=generator, device=device)
+        info = {**chain.resolved(ran), "guidance": guidance, "classifier_scale": cscale,
                 # classifier forward + backward per image, one per step; not in nfe (U-Net evaluations only)
                 "classifier_evals": nfe if cscale else 0}
         if labels is not None:
@@ -296,7 +281,12 @@ class NCSN(EMAMixin, GenerativeModel):
                "sigma_min": Option(0.01, "smallest noise level sigma_L (geometric in between)", gt=0),
                "num_scales": Option(10, "noise levels L", ge=1),
                "ema_decay": Option(0.999, "EMA decay of the weights used for sampling", ge=0, lt=1)}
-    SAMPLER_OPTIONS = {"name", "steps_each", "step_lr", "denoise"}
+    sampler_options = {
+        "name": Option("langevin", "annealed Langevin dynamics (Song & Ermon 2019)", choices=("langevin",)),
+        "steps_each": Option(100, "Langevin steps per noise level", ge=1),
+        "step_lr": Option(2e-5, "step size epsilon at the smallest sigma (scaled by sigma_i^2 / sigma_L^2)", gt=0),
+        "denoise": Option(True, "a final Tweedie denoising step at the smallest sigma"),
+    }
 
     def __init__(self, config, data):
         super().__init__(config, data)
@@ -326,18 +316,12 @@ class NCSN(EMAMixin, GenerativeModel):
         # lambda(sigma) = sigma^2 weighting: 1/2 || sigma s(x~) + z ||^2 = 1/2 || net(x~) + z ||^2
         return 0.5 * ((self.net(x + sigma * z, idx).float() + z) ** 2).flatten(1).sum(1).mean() / x[0].numel()
 
-    def check_sampler(self, options: dict[str, Any]) -> None:
-        _check_options(options, self.SAMPLER_OPTIONS, self.name)
-        if options.get("name", "langevin") != "langevin":
-            raise BenchError(f"ncsn: the only sampler is 'langevin', got {options['name']!r}")
-
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **options) -> Samples:
-        self.check_sampler(options)
+        opts = parse_options(options, self.sampler_options, self.name)
         if labels is not None:
             raise BenchError("ncsn: the model is unconditional; labels are not accepted")
-        steps, lr = int(options.get("steps_each", 100)), float(options.get("step_lr", 2e-5))
-        denoise = bool(options.get("denoise", True))
+        steps, lr, denoise = int(opts["steps_each"]), float(opts["step_lr"]), bool(opts["denoise"])
         device = self.sigmas.device
         x = torch.rand((n, *self.data.shape), generator=generator,
                        device=generator.device if generator is not None else device).to(device)

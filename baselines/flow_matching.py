@@ -50,14 +50,22 @@ import torch
 import torch.nn.functional as F
 
 from bench import conventions
-from bench.errors import BenchError, did_you_mean
-from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Option, Samples, register
+from bench.errors import BenchError
+from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Option, Samples, parse_options, register
 from baselines.nn import ode
 from baselines.nn.ema import EMAMixin
 from baselines.nn.labels import class_labels
 from baselines.nn.unet import UNET_OPTIONS, UNet, build_unet
 
-SAMPLER_KEYS = ("name", "solver", "steps", "rtol", "atol", "guidance")
+# sample()'s options; each None default is the config key of the same name
+SAMPLER_OPTIONS = {
+    "name": Option(None, "the ODE solver (another name for solver)", type=str, choices=ode.SOLVERS),
+    "solver": Option(None, "the ODE solver", type=str, choices=ode.SOLVERS),
+    "steps": Option(None, "steps of a fixed-step solver", type=int, ge=1),
+    "rtol": Option(None, "relative tolerance of an adaptive solver", type=float, gt=0),
+    "atol": Option(None, "absolute tolerance of an adaptive solver", type=float, gt=0),
+    "guidance": Option(None, "classifier-free guidance weight w (1: the conditional field alone)", type=float, ge=0),
+}
 
 
 def ot_path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, sigma_min: float) -> torch.Tensor:
@@ -117,6 +125,7 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
                                  "(D backward passes per evaluation)", ge=1),
         "hutchinson_probes": Option(4, "Hutchinson probe vectors per divergence estimate", ge=1),
     }
+    sampler_options = SAMPLER_OPTIONS
     has_likelihood = True
     conditional = True  # can be; the instance's attribute says whether it is (class_conditional and labelled data)
 
@@ -195,18 +204,13 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
 
     # ---- evaluation -----------------------------------------------------------------------
     def _sampler_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = [k for k in options if k not in SAMPLER_KEYS]
-        if unknown:
-            raise BenchError(f"{self.name}: unknown sampler option {unknown[0]!r}"
-                             f"{did_you_mean(unknown[0], SAMPLER_KEYS)}; known: {', '.join(SAMPLER_KEYS)}")
+        given = parse_options(options, self.sampler_options, self.name)
+        if given["name"] is not None and given["solver"] is not None and given["name"] != given["solver"]:
+            raise BenchError(f"{self.name}: sampler name {given['name']!r} and solver {given['solver']!r} disagree")
+        given["solver"] = given["solver"] or given["name"]
         c = self.config
-        if "name" in options and "solver" in options and options["name"] != options["solver"]:
-            raise BenchError(f"{self.name}: sampler name {options['name']!r} and solver {options['solver']!r} disagree")
-        solver = options.get("solver", options.get("name", c["solver"]))
-        steps = options.get("steps", c["steps"])
-        ode.check_solver(solver, steps if solver in ode.FIXED_STEP_SOLVERS else None)
-        return {"solver": solver, "steps": steps, "rtol": float(options.get("rtol", c["rtol"])),
-                "atol": float(options.get("atol", c["atol"])), "guidance": float(options.get("guidance", c["guidance"]))}
+        out = {k: c[k] if given[k] is None else given[k] for k in ("solver", "steps", "rtol", "atol", "guidance")}
+        return {**out, "rtol": float(out["rtol"]), "atol": float(out["atol"]), "guidance": float(out["guidance"])}
 
     def check_sampler(self, options: dict[str, Any]) -> None:
         self._sampler_options(options)

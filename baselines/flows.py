@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
-from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
+from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, parse_options, register
 from baselines.nn import flow_layers as fl
 
 
@@ -65,17 +65,19 @@ class _Flow(GenerativeModel):
     def _latent_shape(self):
         return self.data.shape
 
+    sampler_options = {
+        "name": Option("default", "flows sample in one inverse pass ('default', or the model's own name)",
+                       choices=("default",)),
+        "temperature": Option(None, "the latent's standard deviation (None: the config's temperature)", type=float,
+                              gt=0.0),
+    }
+
     def _sampler_options(self, sampler: dict[str, Any]) -> float:
         opts = dict(sampler)
-        name = opts.pop("name", "default")
-        if name not in ("default", self.name):
-            raise BenchError(f"{self.name}: unknown sampler {name!r}; flows sample in one inverse pass (name='default')")
-        temperature = float(opts.pop("temperature", self.config.get("temperature", 1.0)))
-        if opts:
-            raise BenchError(f"{self.name}: unknown sampler option(s) {sorted(opts)}; the only option is 'temperature'")
-        if temperature <= 0:
-            raise BenchError(f"{self.name}: temperature must be > 0, got {temperature}")
-        return temperature
+        if opts.get("name") == self.name:
+            opts["name"] = "default"
+        temperature = parse_options(opts, self.sampler_options, self.name)["temperature"]
+        return float(self.config["temperature"] if temperature is None else temperature)
 
     def check_sampler(self, options: dict[str, Any]) -> None:
         self._sampler_options(options)

@@ -225,10 +225,6 @@ class DCGAN(GenerativeModel):
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
-    def check_sampler(self, options: dict[str, Any]) -> None:
-        if options:
-            raise BenchError(f"{self.name} takes no sampler options, got {', '.join(sorted(options))}")
-
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                **sampler: Any) -> Samples:
         self.check_sampler(sampler)

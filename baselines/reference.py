@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 
 
@@ -46,10 +45,6 @@ class IndependentPixels(GenerativeModel):
         return Likelihood(bpd.detach(), kind="exact")
 
     @torch.no_grad()
-    def check_sampler(self, options) -> None:
-        if options:
-            raise BenchError(f"{self.name} takes no sampler options, got {', '.join(sorted(options))}")
-
     def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
         self.check_sampler(sampler)
         probs = F.softmax(self.logits.float(), dim=-1)

@@ -100,8 +100,10 @@ def model_options(name: str) -> list[dict]:
     from bench import registry
 
     cls = registry.get(name)
-    return [{"key": key, "type": opt.kind.__name__ + (f"[{opt.items.__name__}]" if opt.items else ""),
-             "default": opt.default, "allowed": opt.describe(), "meaning": opt.help} for key, opt in cls.options.items()]
+    tables = (("", cls.options), ("sampler.", cls.sampler_options))
+    return [{"key": prefix + key, "type": opt.kind.__name__ + (f"[{opt.items.__name__}]" if opt.items else ""),
+             "default": opt.default, "allowed": opt.describe(), "meaning": opt.help}
+            for prefix, table in tables for key, opt in table.items()]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -115,7 +117,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(json.dumps(options, indent=1))
             return 0
         cols = ("key", "type", "default", "allowed", "meaning")
-        tables = [(f"{args.model}: config keys (models.<run>.<key> in a suite, or --set models.<run>.<key>=...)", cols,
+        tables = [(f"{args.model}: config keys (models.<run>.<key> in a suite) and sampler options (sampler = {{...}})", cols,
                    [tuple(json.dumps(o[c]) if c == "default" else str(o[c]) for c in cols) for o in options])]
     else:
         entries = list_entries()

@@ -1,4 +1,5 @@
-"""Regression checks: committed baselines and ``bench compare``.
+"""Regression checks: ``bench compare`` (baselines are written by :mod:`bench.baseline`, tolerances read by
+:mod:`bench.tolerances`).
 
 ``bench baseline --suite S [--profile smoke]`` condenses the newest result record of every
 (model, seed) of a suite into ``results/baseline/<suite>.json``: per model and metric the mean
@@ -32,314 +33,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import fnmatch
 import json
 import math
-import statistics
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from bench.paths import RESULTS
+from bench.baseline import (
+    baseline_sources,
+    cmd_baseline,
+    condense,
+    fresh_records,
+    load_baseline,
+)
 from bench.errors import BenchError
-from bench.records import metric_error
+from bench.paths import RESULTS
+from bench.tolerances import Tolerances
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-BASELINE_KIND = "genbench-baseline"
-BASELINE_SCHEMA = 1
-DEFAULT_TOLERANCES = Path(__file__).with_name("tolerances.toml")
-# Where a record may carry a reference measurement of the device (FLOP/s of a fixed matmul),
-# searched in metrics then timings; the first found is used to normalise timings across machines.
-REFERENCE_KEYS = ("matmul_peak_flops", "matmul_peak_tflops", "matmul_peak_gflops", "device_peak_flops",
-                  "peak_flops", "matmul_flops")
 # Throughput measured over the training loop: from a run that trained for less than
 # MIN_TRAIN_SECONDS_FOR_THROUGHPUT it is a handful of steps timed on a shared machine (the digits
 # `reference` model trains ~0.05 s and read 22x slower on a busy CI machine), so it is shown, not gated.
 TRAIN_THROUGHPUT_KEYS = ("train_images_per_second", "train_images_per_second_per_device")
 MIN_TRAIN_SECONDS_FOR_THROUGHPUT = 2.0
-# Metrics that are descriptions of the run, not results (never compared).
-IGNORED = {"parameters", *REFERENCE_KEYS}
 STATUSES = ("regressed", "missing", "improved", "held", "skipped", "new")
-FALLBACK_DEFAULTS = {"direction": "none", "kind": "quality", "abs": 0.0, "rel": 0.05, "sigmas": 3.0,
-                     "cross_hardware_rel": 3.0}
-FIELDS = set(FALLBACK_DEFAULTS)
-
-
-# ---- tolerances -----------------------------------------------------------------------------
-
-def _exact_and_globs(section: dict[str, Any], metric: str) -> list[dict[str, Any]]:
-    out = [section[metric]] if metric in section else []
-    out += [v for k, v in section.items() if k != metric and any(c in k for c in "*?[") and fnmatch.fnmatchcase(metric, k)]
-    return out
-
-
-class Tolerances:
-    """Direction, kind and tolerance of each metric, per suite; see ``bench/tolerances.toml``."""
-
-    def __init__(self, tables: list[dict[str, Any]], sources: list[str]):
-        self.tables = tables  # later tables override earlier ones
-        self.sources = sources
-
-    @classmethod
-    def load(cls, extra: str | Path | None = None, baseline_dir: Path | None = None) -> "Tolerances":
-        paths: list[Path] = []
-        if DEFAULT_TOLERANCES.is_file():
-            paths.append(DEFAULT_TOLERANCES)
-        if baseline_dir is not None and (Path(baseline_dir) / "tolerances.toml").is_file():
-            paths.append(Path(baseline_dir) / "tolerances.toml")
-        if extra is not None:
-            if not Path(extra).is_file():
-                raise BenchError(f"tolerance file {extra} not found; pass an existing TOML file (see bench/tolerances.toml)")
-            paths.append(Path(extra))
-        tables = []
-        for p in dict.fromkeys(paths):
-            try:
-                with open(p, "rb") as f:
-                    t = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise BenchError(f"malformed tolerance file {p}: {e}") from None
-            except UnicodeDecodeError:
-                raise BenchError(f"malformed tolerance file {p}: not UTF-8 text (a binary file?)") from None
-            _validate(t, p)
-            tables.append(t)
-        return cls(tables, [str(p) for p in dict.fromkeys(paths)])
-
-    @staticmethod
-    def _match(section: dict[str, Any], metric: str) -> list[dict[str, Any]]:
-        """Entries of a [metrics] table that apply to ``metric``: exact name first, then globs in order.
-        A per-sampler metric (``fid@ddim-10``) also takes its base metric's entries (``fid``), after its own."""
-        out = _exact_and_globs(section, metric)
-        if "@" in metric:
-            out += _exact_and_globs(section, metric.split("@", 1)[0])
-        return out
-
-    def rule(self, suite: str, metric: str) -> dict[str, Any]:
-        """The resolved fields for (suite, metric): most specific wins, field by field: defaults, then the
-        metric's declared direction and kind, then the tolerance tables' entries for it."""
-        layers: list[dict[str, Any]] = [FALLBACK_DEFAULTS]
-        for t in self.tables:
-            layers.append(t.get("defaults", {}))
-        layers.append(declared(metric))
-        for t in self.tables:  # generic metric entries (least specific glob first)
-            layers += list(reversed(self._match(t.get("metrics", {}), metric)))
-        for t in self.tables:
-            layers += list(reversed(self._match(t.get("suites", {}).get(suite, {}).get("metrics", {}), metric)))
-        rule: dict[str, Any] = {}
-        for layer in layers:
-            rule.update(layer)
-        return rule
-
-
-def declared(metric: str) -> dict[str, str]:
-    """Direction and kind from the metric's ``@metric`` declaration (empty when nothing declares the key).
-
-    Imported here, not at the top: reading the declarations imports the metric modules (torch), which
-    `bench compare` needs only once it compares."""
-    from bench import metrics
-
-    out = metrics.describe(metric)
-    return {"direction": out.direction, "kind": out.kind} if out is not None else {}
-
-
-def _validate(t: dict[str, Any], path: Path) -> None:
-    def check(entry: Any, where: str) -> None:
-        if not isinstance(entry, dict):
-            raise BenchError(f"{path}: {where} must be a table")
-        for k, v in entry.items():
-            if k not in FIELDS:
-                from bench.errors import did_you_mean
-                raise BenchError(f"{path}: unknown key {where}.{k}{did_you_mean(k, FIELDS)}")
-            if k == "direction" and v not in ("lower", "higher", "none"):
-                raise BenchError(f"{path}: {where}.direction must be \"lower\", \"higher\" or \"none\", got {v!r}")
-            if k == "kind" and v not in ("quality", "timing", "memory"):
-                raise BenchError(f"{path}: {where}.kind must be \"quality\", \"timing\" or \"memory\", got {v!r}")
-            if k not in ("direction", "kind") and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-                raise BenchError(f"{path}: {where}.{k} must be a non-negative number, got {v!r}")
-
-    for k in t:
-        if k not in ("defaults", "metrics", "suites"):
-            raise BenchError(f"{path}: unknown top-level key {k!r} (use [defaults], [metrics.NAME], [suites.SUITE.metrics.NAME])")
-    check(t.get("defaults", {}), "defaults")
-    for name, entry in t.get("metrics", {}).items():
-        check(entry, f"metrics.{name}")
-    for suite, body in t.get("suites", {}).items():
-        for name, entry in (body.get("metrics", {}) if isinstance(body, dict) else {}).items():
-            check(entry, f"suites.{suite}.metrics.{name}")
-
-
-# ---- condensing records ---------------------------------------------------------------------
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
-    """{metric: (value, recorded standard error)} of one record, timings included."""
-    out: dict[str, tuple[float | None, float | None]] = {}
-    for name, m in (record.get("metrics") or {}).items():
-        if name in IGNORED or not isinstance(m, dict):
-            continue
-        out[name] = (_num(m.get("value")), _num(metric_error(m)))
-    from bench.metrics import TIMINGS  # the harness's own timings that are compared (see declared())
-
-    timings = record.get("timings") or {}
-    for name in TIMINGS:
-        if name in timings:
-            out[name] = (_num(timings[name]), None)
-    return out
-
-
-def feature_space(record: dict[str, Any], metric: str) -> str | None:
-    """The feature extractor's weights (sha256 prefix) a metric was measured with, if it says."""
-    m = (record.get("metrics") or {}).get(metric)
-    return ((m.get("protocol") or {}).get("extractor_weights_sha256") if isinstance(m, dict) else None) or None
-
-
-def reference_flops(record: dict[str, Any]) -> float | None:
-    """The reference measurement (matmul FLOP/s) a record carries, if any."""
-    for section in ("metrics", "timings"):
-        for key in REFERENCE_KEYS:
-            v = (record.get(section) or {}).get(key)
-            if isinstance(v, dict):
-                v = v.get("value")
-            v = _num(v)
-            if v:
-                return v
-    return None
-
-
-def condense(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per run name: seeds, status, hardware and per-metric mean / seed spread / stderr."""
-    by_model: dict[str, list[dict]] = {}
-    for r in records:
-        by_model.setdefault(r["model"], []).append(r)
-    runs = {}
-    for model, recs in by_model.items():
-        recs = sorted(recs, key=lambda r: r["seed"])
-        ok = [r for r in recs if r.get("status") == "ok"]
-        metrics: dict[str, Any] = {}
-        names = dict.fromkeys(n for r in ok for n in record_values(r))
-        for name in names:
-            vals, ses = [], []
-            for r in ok:
-                v, se = record_values(r).get(name, (None, None))
-                if v is not None:
-                    vals.append(v)
-                    if se is not None:
-                        ses.append(se)
-            if not vals:
-                metrics[name] = {"mean": None, "values": [], "n_seeds": 0}
-                continue
-            metrics[name] = {
-                "mean": statistics.fmean(vals), "values": vals, "n_seeds": len(vals),
-                "feature_space": next((f for f in (feature_space(r, name) for r in ok) if f), None),
-                "seed_std": statistics.stdev(vals) if len(vals) > 1 else None,
-                # standard error of the mean over seeds from each run's own recorded stderr
-                "stderr": (math.sqrt(sum(s * s for s in ses)) / len(ses)) if ses else None,
-            }
-        hw = [r.get("hardware") or {} for r in recs]
-        refs = [x for x in (reference_flops(r) for r in ok) if x]
-        train_s = [x for x in (_num((r.get("timings") or {}).get("train_seconds")) for r in ok) if x is not None]
-        runs[model] = {
-            "family": recs[0].get("family"), "registered": recs[0].get("registered"),
-            "config_hash": recs[0].get("config_hash"), "seeds": [r["seed"] for r in recs],
-            "status": {str(r["seed"]): r.get("status") for r in recs},
-            "errors": {str(r["seed"]): r.get("error") for r in recs if r.get("status") != "ok"},
-            "hardware": hw[0], "hardware_key": hw[0].get("key"),
-            "reference_flops": statistics.fmean(refs) if refs else None,
-            "train_seconds": min(train_s) if train_s else None,  # the shortest seed decides (see TRAIN_THROUGHPUT_KEYS)
-            "budget": recs[0].get("budget"), "overrides": recs[0].get("overrides") or [],
-            "metrics": metrics,
-        }
-    return runs
-
-
-def fresh_records(results_dir: Path, suite: str, profile: str) -> list[dict[str, Any]]:
-    from bench.records import latest_per_run, load_records
-
-    return latest_per_run(load_records(Path(results_dir), suite, profile))
-
-
-# ---- baseline files -------------------------------------------------------------------------
-
-def make_baseline(suite: str, profile: str, results_dir: Path, models: list[str] | None = None,
-                  previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A baseline dict from the newest records of ``suite``/``profile``; ``previous`` runs are kept
-    unless re-measured."""
-    from bench import __version__
-    from bench.environment import git_commit
-
-    recs = fresh_records(results_dir, suite, profile)
-    if models:
-        recs = [r for r in recs if r["model"] in models]
-    if not recs:
-        raise BenchError(f"no records of suite {suite!r} profile {profile!r} under {Path(results_dir)}; "
-                         f"run `bench run --suite {suite} --profile {profile} --results {results_dir}` first")
-    runs = dict((previous or {}).get("runs", {}))
-    runs.update(condense(recs))
-    hardware = sorted({r.get("hardware_key") or "?" for r in runs.values()})
-    return {
-        "kind": BASELINE_KIND, "schema": BASELINE_SCHEMA, "suite": suite, "profile": profile,
-        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "genbench": __version__, "git_commit": git_commit(),
-        "source_git_commits": sorted({str(r.get("git_commit")) for r in recs}),
-        "hardware_keys": hardware, "versions": recs[-1].get("versions"),
-        "note": "produced by `bench baseline` from `bench run` records; do not edit by hand",
-        "runs": dict(sorted(runs.items())),
-    }
-
-
-def load_baseline(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"baseline {path} not found; create it with `bench baseline --suite SUITE --out {path}`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise BenchError(f"baseline {path} is not valid JSON ({e}); regenerate it with `bench baseline`") from None
-    except UnicodeDecodeError:
-        raise BenchError(f"baseline {path} is not JSON text (a binary file?); pass a baseline written by "
-                         "`bench baseline`, e.g. results/baseline/<suite>.json") from None
-    except OSError as e:
-        raise BenchError(f"baseline {path} cannot be read ({e.strerror or e})") from None
-    if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND:
-        raise BenchError(f"{path} is not a genbench baseline (no \"kind\": \"{BASELINE_KIND}\"); "
-                         "create one with `bench baseline`")
-    if data.get("schema") != BASELINE_SCHEMA:
-        raise BenchError(f"baseline {path} has schema {data.get('schema')}, this genbench reads {BASELINE_SCHEMA}; "
-                         "regenerate it with `bench baseline`")
-    return data
-
-
-def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, and every baseline JSON in a named folder."""
-    return [p for p, _ in baseline_sources(paths)]
-
-
-def baseline_sources(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
-    """(baseline file, whether it was found in a named folder rather than named itself)."""
-    out: list[tuple[Path, bool]] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = []
-            for f in sorted(p.glob("*.json")):
-                try:
-                    if json.loads(f.read_text(encoding="utf-8")).get("kind") == BASELINE_KIND:
-                        found.append(f)
-                except (OSError, ValueError, AttributeError):  # ValueError: bad JSON or not UTF-8
-                    continue
-            if not found:
-                raise BenchError(f"no baseline files in {p}; create them with `bench baseline --suite SUITE`")
-            out += [(f, True) for f in found]
-        else:
-            out.append((p, False))
-    return out
 
 
 # ---- comparison -----------------------------------------------------------------------------
@@ -589,26 +304,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(markdown(all_rows, "bench compare"))
         print(f"markdown summary: {args.markdown}")
     return 1 if verdict else 0
-
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from bench.records import atomic_write_text
-    from bench.suite import load_suite
-
-    suite = load_suite(args.suite, args.profile)  # validates the name and profile
-    out = Path(args.out or Path(RESULTS) / "baseline" / f"{suite.name}.json")
-    previous = load_baseline(out) if (out.exists() and not args.replace) else None
-    if previous is not None and (previous["suite"], previous["profile"]) != (suite.name, suite.profile):
-        raise BenchError(f"{out} is the baseline of {previous['suite']} [{previous['profile']}], not "
-                         f"{suite.name} [{suite.profile}]; pass another --out or --replace")
-    base = make_baseline(suite.name, suite.profile, Path(args.results), args.models, previous)
-    atomic_write_text(out, json.dumps(base, indent=1) + "\n")
-    bad = [f"{m} seed {s}: {st}" for m, run in base["runs"].items() for s, st in run["status"].items() if st != "ok"]
-    print(f"baseline of {suite.name} [{suite.profile}] ({len(base['runs'])} model(s), hardware "
-          f"{', '.join(base['hardware_keys'])}) written to {out}")
-    if bad:
-        print("warning: baseline includes runs that did not finish: " + "; ".join(bad))
-    return 0
 
 
 def register_cli(sub) -> None:

@@ -132,6 +132,19 @@ def check_config(cls: type["GenerativeModel"], config: dict[str, Any], path: str
                              f"(default {cls.options[key].default!r}), got {value!r}")
 
 
+def parse_options(options: dict[str, Any], schema: dict[str, Option], what: str) -> dict[str, Any]:
+    """``options`` checked against ``schema`` and completed with its defaults: the one parser of sampler options
+    (unknown names with "did you mean", values by type, choices and bounds), a one-line BenchError naming ``what``."""
+    for key, value in options.items():
+        if key not in schema:
+            raise BenchError(f"{what}: unknown sampler option {key!r}{did_you_mean(key, schema)}; "
+                             f"known: {', '.join(schema) or 'none'}")
+        problem = schema[key].problem(value)
+        if problem:
+            raise BenchError(f"{what}: sampler option {key} must be {problem}, got {value!r}")
+    return {key: options.get(key, opt.default) for key, opt in schema.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     """What a model needs to know about the data to build itself."""
@@ -204,6 +217,9 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {"lr": Option(1e-3, "Adam learning rate", gt=0)}
     defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}  # derived from ``options`` for every subclass
+    # The typed options of ``sample()`` (a suite's ``sampler`` table and ``samplers`` sweep entries); a None
+    # default means "from the model's config". ``bench list --model NAME`` prints them beside the config keys.
+    sampler_options: ClassVar[dict[str, Option]] = {}
     # The wrapper's smallest working config (overrides of ``defaults``): what the contract test every wrapper
     # passes (tests/test_contract.py) builds, trains two steps and samples from, in seconds on a CPU.
     tiny: ClassVar[dict[str, Any]] = {}
@@ -275,7 +291,9 @@ class GenerativeModel(nn.Module):
         """Raise a BenchError for sampler options :meth:`sample` would refuse (unknown names or values).
 
         The harness calls it for the suite's ``sampler`` and every ``samplers`` entry before anything trains, so a
-        typo costs a second, not a training run. The default accepts everything (``sample`` still checks)."""
+        typo costs a second, not a training run. The default checks ``options`` against ``sampler_options``; a
+        wrapper adds checks that depend on the instance (e.g. steps <= T)."""
+        parse_options(options, self.sampler_options, self.name)
 
     def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
         """Bits/dim of the 8-bit images in ``batch`` (only when ``has_likelihood``)."""

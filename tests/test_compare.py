@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench import compare
+from bench import baseline, compare, tolerances
 from bench.errors import BenchError
 from bench.records import write_record
 from tests.helpers import TINY_DIGITS, run_cli, write_suite
@@ -180,7 +180,7 @@ def test_per_suite_tolerance_file(tmp_path, capsys):
     tol.write_text('[suites.digits.metrics.fid]\nabs = 5.0\n')
     code, rows, *_ = run_compare(tmp_path, capsys, base, rec(fid=12.0), extra=["--tolerance", str(tol)])
     assert code == 0 and rows[("ddpm", "fid")]["tolerance"].startswith("±5")
-    t = compare.Tolerances.load(tol)
+    t = tolerances.Tolerances.load(tol)
     assert t.rule("digits", "fid")["abs"] == 5.0 and t.rule("other", "fid")["abs"] == 0.5
     assert t.rule("digits", "fid")["direction"] == "lower"  # inherited from the defaults file
 
@@ -195,7 +195,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     tol = tmp_path / "t.toml"
     tol.write_text('[metrics.fid]\ndirecton = "lower"\n')
     with pytest.raises(BenchError, match="direction"):
-        compare.Tolerances.load(tol)
+        tolerances.Tolerances.load(tol)
     code, _, err = run_cli(["baseline", "--suite", "digits", "--results", str(tmp_path / "empty")], capsys)
     assert code == 2 and "no records" in err
 
@@ -296,7 +296,7 @@ def test_a_binary_or_non_json_baseline_is_a_one_line_error(tmp_path, capsys):
     folder.mkdir()
     (folder / "junk.json").write_bytes(npz.read_bytes())
     base = make_baseline(tmp_path, capsys, [rec()], name="dir/digits.json")
-    assert compare.baseline_files([folder]) == [base]
+    assert baseline.baseline_files([folder]) == [base]
     tol = tmp_path / "tol.toml"
     tol.write_bytes(npz.read_bytes())
     code, out, err = run_cli(["compare", "--baseline", str(base), "--tolerance", str(tol)], capsys)
@@ -439,7 +439,7 @@ def test_a_metric_from_another_feature_space_is_skipped_not_judged(tmp_path, cap
 
 
 def test_recorded_errors_are_read_from_stderr_and_from_old_records_std():
-    from bench.compare import record_values
+    from bench.baseline import record_values
 
     new = {"metrics": {"bits_per_dim": {"value": 1.5, "stderr": 0.02}, "fid": {"value": 9.0, "std": 0.5}}}
     old = {"metrics": {"bits_per_dim": {"value": 1.5, "std": 0.02}}}

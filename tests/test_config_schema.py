@@ -57,14 +57,17 @@ def test_a_wrapper_built_directly_checks_its_config_too():
 def test_bench_list_model_prints_the_schema(capsys):
     code, out, _ = run_cli(["list", "--model", "resflow", "--json"], capsys)
     rows = json.loads(out)
-    opts = registry.get("resflow").options
-    assert code == 0 and [r["key"] for r in rows] == list(opts)
+    cls = registry.get("resflow")
+    opts = {**cls.options, **{f"sampler.{k}": o for k, o in cls.sampler_options.items()}}
+    assert code == 0 and [r["key"] for r in rows] == list(opts) and "sampler.temperature" in opts
     for r in rows:
         assert r["meaning"] == opts[r["key"]].help and r["default"] == opts[r["key"]].default
     assert next(r for r in rows if r["key"] == "lipschitz_coeff")["allowed"] == "a finite number > 0 and < 1"
     code, out, _ = run_cli(["list", "--model", "ddpm"], capsys)  # piped: one tab-separated line per key
     lines = [ln for ln in out.splitlines() if not ln.startswith("#")]
-    assert code == 0 and [ln.split("\t")[0] for ln in lines] == list(registry.get("ddpm").options)
+    ddpm = registry.get("ddpm")
+    assert code == 0 and [ln.split("\t")[0] for ln in lines] == [*ddpm.options,
+                                                                  *(f"sampler.{k}" for k in ddpm.sampler_options)]
     code, _, err = run_cli(["list", "--model", "ddmp"], capsys)
     assert code == 2 and "did you mean 'ddpm'" in err
 
@@ -85,3 +88,42 @@ def test_docs_key_tables_name_only_keys_the_schema_has(doc):
             documented |= set(re.findall(r"`([a-z_0-9]+)`", cell))
     assert documented, f"docs/{doc} has no key table"
     assert documented <= known, sorted(documented - known)
+
+
+# ---- sampler options ------------------------------------------------------------------------------------------------
+
+def test_ddpm_iddpm_and_daf_share_one_diffusion_chain():
+    from baselines.nn.samplers import CHAIN_OPTIONS, DiffusionChain
+
+    for name in ("ddpm", "iddpm", "daf"):
+        assert set(CHAIN_OPTIONS) <= set(registry.get(name).sampler_options), name
+    assert registry.get("daf").sampler_options["clip"].default is False  # a latent is not clipped to [-1, 1]
+    chain, _ = DiffusionChain.parse({"name": "ddpm", "steps": 10, "spacing": "quadratic"}, 1000, "ddpm")
+    assert chain.name == "ancestral" and chain.steps == 10  # one set of names: "ddpm" is the ancestral sampler
+    for bad, needle in (({"name": "ddmi"}, "one of 'ancestral', 'ddim'"), ({"steps": 1001}, "1..1000"),
+                        ({"stpes": 5}, "did you mean 'steps'"), ({"eta": -1.0}, ">= 0")):
+        with pytest.raises(BenchError, match=re.escape(needle)):
+            DiffusionChain.parse(bad, 1000, "ddpm")
+
+
+def test_the_ddpm_alias_samples_exactly_the_ancestral_chain():
+    import torch
+
+    model = registry.get("ddpm")({**registry.get("ddpm").tiny}, DataSpec(1, 8, 8))
+    draws = [model.sample(3, generator=torch.Generator().manual_seed(0), name=name, steps=5)
+             for name in ("ddpm", "ancestral")]
+    assert torch.equal(draws[0].images, draws[1].images) and draws[0].info["sampler"] == "ancestral"
+    assert draws[0].info["steps"] == 5 and draws[0].nfe == 5
+
+
+@pytest.mark.parametrize("name, options, needle", [
+    ("glow", {"name": "ddim"}, "one of 'default'"),
+    ("ncsn", {"steps_each": 0}, "steps_each must be a whole number >= 1"),
+    ("cfm", {"solver": "rk5"}, "one of 'euler'"),
+    ("dcgan", {"steps": 5}, "unknown sampler option 'steps'"),
+])
+def test_a_sampler_or_option_a_model_does_not_support_is_refused(name, options, needle):
+    cls = registry.get(name)
+    model = cls(dict(cls.tiny), DataSpec(1, 16, 16, 10))
+    with pytest.raises(BenchError, match=re.escape(needle)):
+        model.check_sampler(options)

@@ -120,7 +120,7 @@ def test_sampling_in_unit_interval_and_options(name):
     assert not torch.equal(cold.images, s.images)
     with pytest.raises(BenchError, match="unknown sampler option"):
         m.sample(2, steps=10)
-    with pytest.raises(BenchError, match="unknown sampler"):
+    with pytest.raises(BenchError, match="sampler option name must be one of 'default'"):
         m.sample(2, name="ddim")
 
 

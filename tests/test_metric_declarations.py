@@ -8,7 +8,7 @@ import types
 import pytest
 
 from bench import metrics
-from bench.compare import Tolerances
+from bench.tolerances import Tolerances
 from bench.errors import BenchError
 from bench.metrics import Output, extractors
 from bench.report import tables

@@ -42,7 +42,7 @@ def test_unknown_metric(tmp_path, workdirs, capsys):
     ('sampler = { name = "ddimm" }', ("models.ddpm.sampler", "'ddimm'")),
     ('sampler = { name = "ddim", etaa = 0.0 }', ("models.ddpm.sampler", "etaa")),
     ('sampler = { name = "ddim", spacing = "trailng" }', ("trailng", "trailing")),
-    ('samplers = { ddim-5 = { name = "ddim", steps = 500 } }', ("models.ddpm.samplers.ddim-5", "steps=500")),
+    ('samplers = { ddim-5 = { name = "ddim", steps = 500 } }', ("models.ddpm.samplers.ddim-5", "steps", "got 500")),
 ])
 def test_bad_sampler_or_sweep_option(tmp_path, workdirs, capsys, sampler, needles):
     body = TINY_DIGITS + DDPM + f"    {sampler}\n"

@@ -19,6 +19,9 @@ during an evaluation, the next sample batch), the runner writes a checkpoint, an
 requeues the task; the requeued task resumes from that checkpoint. ``scontrol requeue`` sends
 SIGTERM and restarts the job itself: the runner checkpoints the same way and the task exits
 without a result, so the restarted job resumes too.
+
+A little over 400 lines, kept together: submit, status and collect all read and write the one submission folder
+format above, and the cluster-profile parsing serves only them.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ asked to download anything:
 
 ``eval.feature_extractor = "auto"`` picks ``digits-classifier`` for ``digits``/``mnist`` and
 ``inception`` otherwise (:func:`resolve_name`).
+
+About 500 lines, kept in one module on purpose: the digits classifier is both a network genbench trains (its
+recipe, cache key and shipped weights) and a torch-fidelity extractor, and the weights lookup, preflight and
+selection here must name the same files as that training, so the pieces change together.
 """
 
 from __future__ import annotations
