@@ -67,6 +67,7 @@ from typing import Any
 
 import torch
 
+from bench.conventions import draw
 from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 from baselines.nn import flow_layers as fl
@@ -178,8 +179,7 @@ class DiffusionAugmentedFlow(GenerativeModel):
         The latent bound is a one-sample unbiased estimate of the diffusion's VLB on -log p(z0):
         T * L_t (t uniform; the t = 0 term is the continuous decoder) + the prior KL L_T."""
         n, T = z0.shape[0], self.schedule.T
-        t = torch.randint(0, T, (n,), generator=generator,
-                          device=z0.device if generator is None else generator.device).to(z0.device)
+        t = draw(torch.randint, 0, T, (n,), generator=generator, device=z0.device)
         eps = S.randn(z0.shape, generator, z0.device)
         zt = self.schedule.q_sample(z0, t, eps)
         out = self._eps_model(zt, self.schedule.model_t(t))

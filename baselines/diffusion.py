@@ -49,7 +49,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.conventions import bits_per_dim, dequantize, from_signed, to_signed
+from bench.conventions import bits_per_dim, dequantize, draw, from_signed, to_signed
 from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, parse_options, register
 from baselines.nn import schedule as S
@@ -136,8 +136,8 @@ class DDPM(EMAMixin, GenerativeModel):
     def _draw(self, batch: Batch, x0: torch.Tensor):
         g = batch.generator
         n = x0.shape[0]
-        t = torch.randint(0, self.schedule.T, (n,), generator=g, device=g.device if g is not None else x0.device)
-        return t.to(x0.device), S.randn(x0.shape, g, x0.device)
+        t = draw(torch.randint, 0, self.schedule.T, (n,), generator=g, device=x0.device)
+        return t, S.randn(x0.shape, g, x0.device)
 
     def _labels_for_training(self, batch: Batch, device) -> torch.Tensor | None:
         if not self.num_classes:
@@ -146,7 +146,7 @@ class DDPM(EMAMixin, GenerativeModel):
             raise BenchError(f"{self.name}: class_conditional needs labels, but the batch has none")
         y = batch.y.to(device).long()
         g = batch.generator
-        drop = torch.rand(y.shape, generator=g, device=g.device if g is not None else device).to(device)
+        drop = draw(torch.rand, y.shape, generator=g, device=device)
         return torch.where(drop < float(self.config["label_dropout"]), torch.full_like(y, self.num_classes), y)
 
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -309,8 +309,7 @@ class NCSN(EMAMixin, GenerativeModel):
         g = batch.generator
         x = dequantize(batch.x, g)
         n = x.shape[0]
-        idx = torch.randint(0, len(self.sigmas), (n,), generator=g,
-                            device=g.device if g is not None else x.device).to(x.device)
+        idx = draw(torch.randint, 0, len(self.sigmas), (n,), generator=g, device=x.device)
         z = S.randn(x.shape, g, x.device)
         sigma = self.sigmas[idx].view(-1, 1, 1, 1)
         # lambda(sigma) = sigma^2 weighting: 1/2 || sigma s(x~) + z ||^2 = 1/2 || net(x~) + z ||^2
@@ -323,8 +322,7 @@ class NCSN(EMAMixin, GenerativeModel):
             raise BenchError("ncsn: the model is unconditional; labels are not accepted")
         steps, lr, denoise = int(opts["steps_each"]), float(opts["step_lr"]), bool(opts["denoise"])
         device = self.sigmas.device
-        x = torch.rand((n, *self.data.shape), generator=generator,
-                       device=generator.device if generator is not None else device).to(device)
+        x = draw(torch.rand, (n, *self.data.shape), generator=generator, device=device)
         nfe = 0
         for i, sigma in enumerate(self.sigmas.tolist()):
             idx = torch.full((n,), i, device=device, dtype=torch.long)

@@ -146,9 +146,8 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
 
     # ---- training -------------------------------------------------------------------------
     def _rand(self, shape, generator, device, kind="randn"):
-        gen_device = generator.device if generator is not None else device
-        fn = torch.randn if kind == "randn" else torch.rand
-        return fn(shape, generator=generator, device=gen_device).to(device)
+        sampler = torch.randn if kind == "randn" else torch.rand
+        return conventions.draw(sampler, shape, generator=generator, device=device)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         gen = batch.generator
@@ -224,8 +223,7 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
         label_source = "none"
         if self.conditional:
             if labels is None:
-                gen_device = generator.device if generator is not None else device
-                y = torch.randint(0, self.num_classes, (n,), generator=generator, device=gen_device).to(device)
+                y = conventions.draw(torch.randint, 0, self.num_classes, (n,), generator=generator, device=device)
                 label_source = "uniform"
             else:
                 y = class_labels(labels, n, self.num_classes, device, self.name)

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from bench.conventions import draw
 from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, parse_options, register
 from baselines.nn import flow_layers as fl
@@ -84,9 +85,7 @@ class _Flow(GenerativeModel):
 
     def _draw_latent(self, n, generator, temperature):
         dev = next(self.parameters()).device
-        z = torch.randn((n, *self._latent_shape()), generator=generator,
-                        device=dev if generator is None else generator.device)
-        return z.to(dev) * temperature
+        return draw(torch.randn, (n, *self._latent_shape()), generator=generator, device=dev) * temperature
 
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:

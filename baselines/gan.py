@@ -153,8 +153,7 @@ class DCGAN(GenerativeModel):
 
     # ---- helpers --------------------------------------------------------------------------
     def _latent(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        gen_device = generator.device if generator is not None else device
-        return torch.randn(n, int(self.config["latent_dim"]), generator=generator, device=gen_device).to(device)
+        return conventions.draw(torch.randn, n, int(self.config["latent_dim"]), generator=generator, device=device)
 
     def _labels(self, n: int, labels: torch.Tensor | None, generator: torch.Generator | None,
                 device: torch.device) -> torch.Tensor | None:
@@ -163,8 +162,7 @@ class DCGAN(GenerativeModel):
                 raise BenchError(f"{self.name} is unconditional; it cannot sample given labels (use cdcgan)")
             return None
         if labels is None:  # uniform over the classes
-            gen_device = generator.device if generator is not None else device
-            return torch.randint(0, self.num_classes, (n,), generator=generator, device=gen_device).to(device)
+            return conventions.draw(torch.randint, 0, self.num_classes, (n,), generator=generator, device=device)
         return class_labels(labels, n, self.num_classes, device, self.name)
 
     # ---- training -------------------------------------------------------------------------

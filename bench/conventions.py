@@ -31,10 +31,18 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return (x.float() + 0.5) / 256.0
 
 
+def draw(sampler, *args, generator: torch.Generator | None, device, **kwargs) -> torch.Tensor:
+    """``sampler(*args, **kwargs)`` (torch.randn, rand, randint, ...) drawn from ``generator`` on the generator's own
+    device, then moved to ``device``. The harness's generators may live elsewhere than the model (a CPU generator,
+    a GPU model): drawing where the generator lives keeps a seeded run reproducible and resumable. The one RNG
+    helper of every wrapper."""
+    return sampler(*args, generator=generator, device=device if generator is None else generator.device,
+                   **kwargs).to(device)
+
+
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 {0..255} -> y = (x + u) / 256 in [0, 1), u ~ U[0,1) (uniform dequantization)."""
-    u = torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device)
-    return (x.float() + u.to(x.device)) / 256.0
+    return (x.float() + draw(torch.rand, x.shape, generator=generator, device=x.device)) / 256.0
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:

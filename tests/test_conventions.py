@@ -29,3 +29,16 @@ def test_signed_scaling_round_trips_through_uint8():
     x = torch.arange(256, dtype=torch.uint8)
     assert torch.equal(C.to_uint8(C.from_signed(C.to_signed(x))), x)
     assert C.bits_per_dim(torch.tensor([math.log(2.0) * 10]), 10).item() == 1.0
+
+
+def test_draw_takes_the_generators_stream_and_lands_on_the_requested_device():
+    """conventions.draw is every wrapper's one RNG helper: the values are the generator's own next draws (so seeded runs
+    reproduce and resume), whatever the sampler's positional arguments, and the tensor lands on ``device``."""
+    for sampler, args in ((torch.randn, ((3, 4),)), (torch.rand, ((5,),)), (torch.randint, (0, 7, (6,)))):
+        got = C.draw(sampler, *args, generator=torch.Generator().manual_seed(3), device=torch.device("cpu"))
+        want = sampler(*args, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(got, want) and got.device.type == "cpu"
+    torch.manual_seed(5)
+    unseeded = C.draw(torch.randn, (4,), generator=None, device="cpu")
+    torch.manual_seed(5)
+    assert torch.equal(unseeded, torch.randn(4))  # no generator: torch's global stream

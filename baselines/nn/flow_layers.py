@@ -572,7 +572,7 @@ class ResidualBlock(FlowLayer):
     # -- log-det -------------------------------------------------------------------------------
     def _num_terms(self, generator, device):
         n_exact = self.n_exact_terms if self.training else self.n_exact_terms_eval
-        u = torch.rand((), generator=generator, device=device if generator is None else generator.device)
+        u = conventions.draw(torch.rand, (), generator=generator, device=device)
         geom = 1 + int(math.floor(math.log(max(float(u), 1e-300)) / math.log(1.0 - self.geom_p)))  # >= 1
         return n_exact, n_exact + geom
 
@@ -595,8 +595,7 @@ class ResidualBlock(FlowLayer):
     def _series(self, g, xg, generator, train):
         """The Russian-roulette log-det estimate of one Hutchinson draw, and (training with ``neumann_grad``) the
         Neumann surrogate whose gradient is the estimator's gradient (its value is 0 in the forward sense)."""
-        v = torch.randn(xg.shape, generator=generator,
-                        device=xg.device if generator is None else generator.device).to(xg.device, g.dtype)
+        v = conventions.draw(torch.randn, xg.shape, generator=generator, device=xg.device).to(g.dtype)
         n_exact, n_terms = self._num_terms(generator, xg.device)
         w, value, neumann = v, torch.zeros(xg.shape[0], device=xg.device, dtype=_hi(g).dtype), v
         for k in range(1, n_terms + 1):
@@ -626,8 +625,7 @@ class ResidualBlock(FlowLayer):
             if train:
                 y = xg + g
             if train and not self.neumann_grad:  # plain power series, differentiated through every term
-                v = torch.randn(x.shape, generator=generator,
-                                device=x.device if generator is None else generator.device).to(x.device, g.dtype)
+                v = conventions.draw(torch.randn, x.shape, generator=generator, device=x.device).to(g.dtype)
                 n_exact, n_terms = self._num_terms(generator, x.device)
                 w, value = v, torch.zeros(x.shape[0], device=x.device, dtype=_hi(g).dtype)
                 for k in range(1, n_terms + 1):

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 
 from baselines.nn.flow_layers import standard_normal_logprob
+from bench.conventions import draw
 from bench.errors import BenchError, did_you_mean
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -183,9 +184,8 @@ def log_likelihood(velocity: Velocity, x: torch.Tensor, *, divergence: str = "ex
         x0 = x.detach().float().clone()
         eps = None
         if divergence == "hutchinson":
-            gen_device = generator.device if generator is not None else x0.device
-            bits = torch.randint(0, 2, (k, *x0.shape), generator=generator, device=gen_device)
-            eps = (bits.to(x0.device, torch.float32) * 2.0 - 1.0)
+            bits = draw(torch.randint, 0, 2, (k, *x0.shape), generator=generator, device=x0.device)
+            eps = bits.float() * 2.0 - 1.0
 
         def func(t, state):
             y, _ = state

@@ -41,6 +41,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from bench.conventions import draw
+
 VARIANCES = ("fixedlarge", "fixedsmall", "learned")
 SPACINGS = ("uniform", "linspace", "leading", "trailing", "quadratic")
 
@@ -81,9 +83,7 @@ def spacing(kind: str, T: int, S: int) -> list[int]:
 
 def randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     """Standard normal draws from ``generator`` (which may live on another device than ``device``)."""
-    if generator is None:
-        return torch.randn(shape, device=device)
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+    return draw(torch.randn, shape, generator=generator, device=device)
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
