@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; results already written are kept. Resume with `bench run --resume ...`", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`bench list | head`): stop quietly, as a writer killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 128 + 13
     except Exception as e:  # Interrupted (preemption) and anything unexpected: one line, no traceback
         from bench.stopping import Interrupted
 

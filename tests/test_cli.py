@@ -318,3 +318,13 @@ def test_every_family_is_deterministic_on_cpu(workdirs, capsys, tmp_path, single
         bpd_a, bpd_b = (r["metrics"]["bits_per_dim"].get("value") for r in (a[model], b[model]))
         assert (bpd_a is None) == (model == "dcgan") and bpd_a == bpd_b, model
         assert a[model]["_grid"].size > 0 and np.array_equal(a[model]["_grid"], b[model]["_grid"]), model
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`bench list --model daf | head`: the reader closes the pipe before bench writes; bench stops quietly with
+    the status of a writer killed by SIGPIPE, not an 'unexpected BrokenPipeError' line."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "list", "--model", "daf"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the child has imported torch and printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "unexpected" not in err and "Traceback" not in err, err
