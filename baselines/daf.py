@@ -262,7 +262,7 @@ class DiffusionAugmentedFlow(GenerativeModel):
     # ---- sampling --------------------------------------------------------------------------------
     def _sampler(self, sampler: dict[str, Any]) -> DiffusionChain:
         """The latent chain (shared with ddpm: ancestral/DDIM, respacing); it does not clip, z0 is unbounded."""
-        return DiffusionChain.parse(sampler, self.schedule.T, self.name, clip=False)[0]
+        return DiffusionChain.parse(sampler, self.schedule.T, self.name, self.sampler_options)[0]
 
     def check_sampler(self, options: dict[str, Any]) -> None:
         self._sampler(options)

@@ -209,7 +209,7 @@ class DDPM(EMAMixin, GenerativeModel):
 
     def _sampler(self, options: dict[str, Any]) -> tuple[DiffusionChain, float, float]:
         """(the chain, guidance w, classifier scale s) from a suite's sampler table."""
-        chain, extra = DiffusionChain.parse(options, self.schedule.T, self.name, extra=GUIDANCE_OPTIONS)
+        chain, extra = DiffusionChain.parse(options, self.schedule.T, self.name, self.sampler_options)
         if extra["classifier_scale"] and self.classifier is None:
             raise BenchError(f"{self.name}: classifier_scale needs a model trained with classifier = true")
         cscale = extra["classifier_scale"]

@@ -93,12 +93,10 @@ class Option:
             return None
         if self.choices is not None:
             return None if value in self.choices and type(value) is type(self.choices[0]) else self.describe()
-        kind = self.kind
-        if kind is list:
-            ok = isinstance(value, list) and all(self._scalar_ok(self.items, v) for v in value) if self.items else \
-                isinstance(value, list)
+        if self.kind is list:
+            ok = isinstance(value, list) and (self.items is None or all(self._scalar_ok(self.items, v) for v in value))
         else:
-            ok = self._scalar_ok(kind, value)
+            ok = self._scalar_ok(self.kind, value)
         return None if ok else self.describe()
 
     def _scalar_ok(self, kind: type, value: Any) -> bool:
@@ -118,30 +116,42 @@ class Option:
                 and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
 
 
+def _misfit(values: dict[str, Any], schema: dict[str, Option]) -> tuple[str, str | None] | None:
+    """The first key of ``values`` that ``schema`` lacks (problem None) or whose value does not fit it, with what
+    the value should be; None when all fit."""
+    for key, value in values.items():
+        if key not in schema:
+            return key, None
+        problem = schema[key].problem(value)
+        if problem:
+            return key, problem
+    return None
+
+
 def check_config(cls: type["GenerativeModel"], config: dict[str, Any], path: str, where: str = "") -> None:
     """Every key of ``config`` is one of ``cls.options`` and every value fits it; a one-line BenchError otherwise,
     naming ``where`` (a suite file) and the key as ``path.key`` (e.g. ``models.ddpm.lr``)."""
-    prefix = f"{where}: " if where else ""
-    for key, value in config.items():
-        if key not in cls.options:
-            raise BenchError(f"{prefix}unknown key {path}.{key} for model {cls.name!r}{did_you_mean(key, cls.options)};"
-                             f" `bench list --model {cls.name}` shows its keys")
-        problem = cls.options[key].problem(value)
-        if problem:
-            raise BenchError(f"{prefix}{path}.{key} must be {problem} for model {cls.name!r} "
-                             f"(default {cls.options[key].default!r}), got {value!r}")
+    misfit = _misfit(config, cls.options)
+    if misfit is None:
+        return
+    prefix, (key, problem) = (f"{where}: " if where else ""), misfit
+    if problem is None:
+        raise BenchError(f"{prefix}unknown key {path}.{key} for model {cls.name!r}{did_you_mean(key, cls.options)};"
+                         f" `bench list --model {cls.name}` shows its keys")
+    raise BenchError(f"{prefix}{path}.{key} must be {problem} for model {cls.name!r} "
+                     f"(default {cls.options[key].default!r}), got {config[key]!r}")
 
 
 def parse_options(options: dict[str, Any], schema: dict[str, Option], what: str) -> dict[str, Any]:
     """``options`` checked against ``schema`` and completed with its defaults: the one parser of sampler options
     (unknown names with "did you mean", values by type, choices and bounds), a one-line BenchError naming ``what``."""
-    for key, value in options.items():
-        if key not in schema:
+    misfit = _misfit(options, schema)
+    if misfit is not None:
+        key, problem = misfit
+        if problem is None:
             raise BenchError(f"{what}: unknown sampler option {key!r}{did_you_mean(key, schema)}; "
                              f"known: {', '.join(schema) or 'none'}")
-        problem = schema[key].problem(value)
-        if problem:
-            raise BenchError(f"{what}: sampler option {key} must be {problem}, got {value!r}")
+        raise BenchError(f"{what}: sampler option {key} must be {problem}, got {options[key]!r}")
     return {key: options.get(key, opt.default) for key, opt in schema.items()}
 
 
@@ -216,7 +226,7 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {"lr": Option(1e-3, "Adam learning rate", gt=0)}
-    defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}  # derived from ``options`` for every subclass
+    defaults: ClassVar[dict[str, Any]] = {k: o.default for k, o in options.items()}  # so in every subclass
     # The typed options of ``sample()`` (a suite's ``sampler`` table and ``samplers`` sweep entries); a None
     # default means "from the model's config". ``bench list --model NAME`` prints them beside the config keys.
     sampler_options: ClassVar[dict[str, Option]] = {}

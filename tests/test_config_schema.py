@@ -98,12 +98,13 @@ def test_ddpm_iddpm_and_daf_share_one_diffusion_chain():
     for name in ("ddpm", "iddpm", "daf"):
         assert set(CHAIN_OPTIONS) <= set(registry.get(name).sampler_options), name
     assert registry.get("daf").sampler_options["clip"].default is False  # a latent is not clipped to [-1, 1]
-    chain, _ = DiffusionChain.parse({"name": "ddpm", "steps": 10, "spacing": "quadratic"}, 1000, "ddpm")
+    chain, _ = DiffusionChain.parse({"name": "ddpm", "steps": 10, "spacing": "quadratic"}, 1000, "ddpm",
+                                    DiffusionChain.schema())
     assert chain.name == "ancestral" and chain.steps == 10  # one set of names: "ddpm" is the ancestral sampler
     for bad, needle in (({"name": "ddmi"}, "one of 'ancestral', 'ddim'"), ({"steps": 1001}, "1..1000"),
                         ({"stpes": 5}, "did you mean 'steps'"), ({"eta": -1.0}, ">= 0")):
         with pytest.raises(BenchError, match=re.escape(needle)):
-            DiffusionChain.parse(bad, 1000, "ddpm")
+            DiffusionChain.parse(bad, 1000, "ddpm", DiffusionChain.schema())
 
 
 def test_the_ddpm_alias_samples_exactly_the_ancestral_chain():

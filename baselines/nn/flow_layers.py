@@ -572,7 +572,9 @@ class ResidualBlock(FlowLayer):
     # -- log-det -------------------------------------------------------------------------------
     def _num_terms(self, generator, device):
         n_exact = self.n_exact_terms if self.training else self.n_exact_terms_eval
-        u = conventions.draw(torch.rand, (), generator=generator, device=device)
+        # drawn where the generator lives and read as a float there: moving the scalar to a GPU first would cost a
+        # device sync per block per step
+        u = torch.rand((), generator=generator, device=device if generator is None else generator.device)
         geom = 1 + int(math.floor(math.log(max(float(u), 1e-300)) / math.log(1.0 - self.geom_p)))  # >= 1
         return n_exact, n_exact + geom
 

@@ -43,23 +43,23 @@ class DiffusionChain:
     clip: bool
 
     @classmethod
-    def parse(cls, options: dict[str, Any], T: int, model: str, *, clip: bool = True,
-              extra: dict[str, Option] | None = None) -> tuple["DiffusionChain", dict[str, Any]]:
-        """(the chain, the values of the wrapper's ``extra`` options) from a suite's sampler table. ``clip`` is the
-        wrapper's default (a latent-space chain does not clip)."""
+    def parse(cls, options: dict[str, Any], T: int, model: str,
+              schema: dict[str, Option]) -> tuple["DiffusionChain", dict[str, Any]]:
+        """(the chain, the values of the wrapper's other options) from a suite's sampler table, checked against the
+        wrapper's ``sampler_options`` (:meth:`schema` plus its own keys)."""
         opts = dict(options)
         if opts.get("name") in NAME_ALIASES:
             opts["name"] = NAME_ALIASES[opts["name"]]
-        schema = {**cls.schema(clip), **(extra or {})}
         values = parse_options(opts, schema, model)
         steps = T if values["steps"] is None else values["steps"]
         if steps > T:
             raise BenchError(f"{model}: sampler option steps must be a whole number in 1..{T}, got {steps}")
         chain = cls(values["name"], steps, values["spacing"], float(values["eta"]), bool(values["clip"]))
-        return chain, {k: values[k] for k in (extra or {})}
+        return chain, {k: v for k, v in values.items() if k not in CHAIN_OPTIONS}
 
     @staticmethod
     def schema(clip: bool = True) -> dict[str, Option]:
+        """The chain's options with the wrapper's default for ``clip`` (a latent-space chain does not clip)."""
         return {**CHAIN_OPTIONS, "clip": CHAIN_OPTIONS["clip"].with_default(clip)}
 
     def respaced(self, schedule: S.Schedule) -> S.Schedule:
