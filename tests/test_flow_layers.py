@@ -158,6 +158,27 @@ def test_spectral_norm_bounds_operator_norm(k):
     assert sigma > 0.69  # the bound is attained (weights were scaled up), not just met by shrinking
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_spectral_norm_sigma_and_its_gradient_match_the_direct_formula(k):
+    """sigma is computed as <W, G> (G its gradient in W, taken without a graph) to keep less for backward; value and
+    gradient must equal those of the direct sigma = <u, conv(v, W)> that autograd differentiates itself."""
+    torch.manual_seed(0)
+    conv = fl.SNConv2d(3, 5, k, coeff=0.5, n_iterations=3).double()
+    with torch.no_grad():
+        conv.weight.mul_(10)  # sigma above coeff: the weight is divided by sigma / coeff, so sigma carries gradient
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    conv(x)  # set u, v
+    conv.n_iterations = 0  # the same u, v for both computations below
+    up = torch.randn(2, 5, 6, 6, dtype=torch.float64)
+    ours = torch.autograd.grad((conv(x) * up).sum(), conv.weight)[0]
+    w = conv.weight.detach().clone().requires_grad_(True)
+    sigma = (conv.u * torch.nn.functional.conv2d(conv.v, w, padding=conv.padding)).sum()
+    assert torch.allclose(conv.sigma, sigma.detach(), rtol=1e-12)
+    direct = torch.autograd.grad((torch.nn.functional.conv2d(x, w / (sigma / 0.5), conv.bias.detach(),
+                                                              padding=conv.padding) * up).sum(), w)[0]
+    torch.testing.assert_close(ours, direct, rtol=1e-10, atol=1e-12)
+
+
 def residual_block(c=2, hidden=4, coeff=0.9, noise=0.1, last_sign=1.0, **kw):
     """A block whose g is far from zero: identity-like kernels + noise, ReLU-like LipSwish, positive inputs.
 
