@@ -51,11 +51,11 @@ import torch.nn.functional as F
 
 from bench.conventions import bits_per_dim, dequantize, draw, from_signed, to_signed
 from bench.errors import BenchError
-from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, parse_options, register
+from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, register
 from baselines.nn import schedule as S
 from baselines.nn.ema import EMAMixin
 from baselines.nn.labels import class_labels
-from baselines.nn.samplers import DiffusionChain
+from baselines.nn.samplers import LANGEVIN_OPTIONS, AnnealedLangevin, DiffusionChain
 from baselines.nn.unet import UNET_OPTIONS, NoiseAwareClassifier, build_unet
 
 
@@ -281,12 +281,7 @@ class NCSN(EMAMixin, GenerativeModel):
                "sigma_min": Option(0.01, "smallest noise level sigma_L (geometric in between)", gt=0),
                "num_scales": Option(10, "noise levels L", ge=1),
                "ema_decay": Option(0.999, "EMA decay of the weights used for sampling", ge=0, lt=1)}
-    sampler_options = {
-        "name": Option("langevin", "annealed Langevin dynamics (Song & Ermon 2019)", choices=("langevin",)),
-        "steps_each": Option(100, "Langevin steps per noise level", ge=1),
-        "step_lr": Option(2e-5, "step size epsilon at the smallest sigma (scaled by sigma_i^2 / sigma_L^2)", gt=0),
-        "denoise": Option(True, "a final Tweedie denoising step at the smallest sigma"),
-    }
+    sampler_options = LANGEVIN_OPTIONS
 
     def __init__(self, config, data):
         super().__init__(config, data)
@@ -317,23 +312,9 @@ class NCSN(EMAMixin, GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None, **options) -> Samples:
-        opts = parse_options(options, self.sampler_options, self.name)
+        langevin = AnnealedLangevin.parse(options, self.name)
         if labels is not None:
             raise BenchError("ncsn: the model is unconditional; labels are not accepted")
-        steps, lr, denoise = int(opts["steps_each"]), float(opts["step_lr"]), bool(opts["denoise"])
-        device = self.sigmas.device
-        x = draw(torch.rand, (n, *self.data.shape), generator=generator, device=device)
-        nfe = 0
-        for i, sigma in enumerate(self.sigmas.tolist()):
-            idx = torch.full((n,), i, device=device, dtype=torch.long)
-            alpha = lr * (sigma / float(self.sigmas[-1])) ** 2
-            for _ in range(steps):
-                x = x + 0.5 * alpha * self.score(self.ema, x, idx).float() \
-                    + math.sqrt(alpha) * S.randn(x.shape, generator, device)
-                nfe += 1
-        if denoise:  # Tweedie's formula at the smallest sigma (Song & Ermon 2020)
-            idx = torch.full((n,), len(self.sigmas) - 1, device=device, dtype=torch.long)
-            x = x + float(self.sigmas[-1]) ** 2 * self.score(self.ema, x, idx).float()
-            nfe += 1
-        return Samples(x.clamp(0.0, 1.0), nfe=nfe, info={"sampler": "annealed-langevin", "steps_each": steps,
-                                                          "step_lr": lr, "num_scales": len(self.sigmas)})
+        x = draw(torch.rand, (n, *self.data.shape), generator=generator, device=self.sigmas.device)
+        x, nfe = langevin.run(lambda x, idx: self.score(self.ema, x, idx), self.sigmas, x, generator)
+        return Samples(x.clamp(0.0, 1.0), nfe=nfe, info=langevin.resolved(len(self.sigmas)))

@@ -55,15 +55,13 @@ from bench.registry import Batch, DataSpec, GenerativeModel, Likelihood, Option,
 from baselines.nn import ode
 from baselines.nn.ema import EMAMixin
 from baselines.nn.labels import class_labels
+from baselines.nn.samplers import ODE_OPTIONS, ODESolve
 from baselines.nn.unet import UNET_OPTIONS, UNet, build_unet
 
 # sample()'s options; each None default is the config key of the same name
 SAMPLER_OPTIONS = {
     "name": Option(None, "the ODE solver (another name for solver)", type=str, choices=ode.SOLVERS),
-    "solver": Option(None, "the ODE solver", type=str, choices=ode.SOLVERS),
-    "steps": Option(None, "steps of a fixed-step solver", type=int, ge=1),
-    "rtol": Option(None, "relative tolerance of an adaptive solver", type=float, gt=0),
-    "atol": Option(None, "absolute tolerance of an adaptive solver", type=float, gt=0),
+    **ODE_OPTIONS,
     "guidance": Option(None, "classifier-free guidance weight w (1: the conditional field alone)", type=float, ge=0),
 }
 
@@ -198,26 +196,25 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
                   steps: int | None = 50, rtol: float = 1e-5, atol: float = 1e-5,
                   guidance: float = 1.0) -> ode.ODEResult:
         """Integrate the learned flow from noise x0 at t = 0 to t = 1 (unclamped, in [-1, 1] scale)."""
-        return ode.integrate(lambda t, x: self.velocity(t, x, y, guidance), x0, t0=0.0, t1=1.0,
-                             solver=solver, steps=steps, rtol=rtol, atol=atol)
+        return ODESolve(solver, steps, rtol, atol).run(lambda t, x: self.velocity(t, x, y, guidance), x0)
 
     # ---- evaluation -----------------------------------------------------------------------
-    def _sampler_options(self, options: dict[str, Any]) -> dict[str, Any]:
+    def _sampler(self, options: dict[str, Any]) -> tuple[ODESolve, float]:
+        """(the ODE solve, the guidance weight) from a suite's sampler table over this model's config."""
         given = parse_options(options, self.sampler_options, self.name)
         if given["name"] is not None and given["solver"] is not None and given["name"] != given["solver"]:
             raise BenchError(f"{self.name}: sampler name {given['name']!r} and solver {given['solver']!r} disagree")
         given["solver"] = given["solver"] or given["name"]
-        c = self.config
-        out = {k: c[k] if given[k] is None else given[k] for k in ("solver", "steps", "rtol", "atol", "guidance")}
-        return {**out, "rtol": float(out["rtol"]), "atol": float(out["atol"]), "guidance": float(out["guidance"])}
+        guidance = self.config["guidance"] if given["guidance"] is None else given["guidance"]
+        return ODESolve.parse(given, self.config), float(guidance)
 
     def check_sampler(self, options: dict[str, Any]) -> None:
-        self._sampler_options(options)
+        self._sampler(options)
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                **sampler: Any) -> Samples:
-        opts = self._sampler_options(sampler)
+        solve, w = self._sampler(sampler)
         device = next(self.parameters()).device
         y = None
         label_source = "none"
@@ -231,10 +228,10 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
         elif labels is not None:
             raise BenchError(f"{self.name} was trained without labels; it cannot sample given labels")
         x0 = self._rand((n, *self.data.shape), generator, device)
-        res = self.transport(x0, y, **opts)
-        w = opts["guidance"]
+        res = solve.run(lambda t, x: self.velocity(t, x, y, w), x0)
         per_call = 2 if (y is not None and w not in (0.0, 1.0)) else 1
-        info = {"solver_evals": res.nfe, "guidance": w if y is not None else 0.0, "label_source": label_source}
+        info = {**solve.resolved(), "solver_evals": res.nfe, "guidance": w if y is not None else 0.0,
+                "label_source": label_source}
         return Samples(conventions.from_signed(res.x), nfe=res.nfe * per_call, info=info)
 
     def divergence_mode(self) -> str:

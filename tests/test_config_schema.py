@@ -117,6 +117,48 @@ def test_the_ddpm_alias_samples_exactly_the_ancestral_chain():
     assert draws[0].info["steps"] == 5 and draws[0].nfe == 5
 
 
+def test_the_ode_solve_integrates_a_linear_field_to_its_closed_form_and_records_what_ran():
+    """ODESolve (flow matching's sampler object) on dx/dt = a x, whose solution is x0 e^a; the suite's options
+    override the wrapper's config key by key; resolved() names what ran; cfm records it with its samples."""
+    import torch
+
+    from baselines.nn.samplers import ODESolve
+
+    x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    config = {"solver": "euler", "steps": 50, "rtol": 1e-5, "atol": 1e-5}
+    rk4 = ODESolve.parse({"solver": "rk4", "steps": 20, "rtol": None, "atol": None}, config)
+    res = rk4.run(lambda t, x: -0.7 * x, x0)
+    torch.testing.assert_close(res.x, x0 * math.exp(-0.7), rtol=1e-6, atol=1e-7)
+    assert res.nfe == 20 * 4 and rk4.resolved() == {"sampler": "ode", "solver": "rk4", "steps": 20}
+    assert ODESolve.parse({}, {**config, "solver": "dopri5"}).resolved() == {
+        "sampler": "ode", "solver": "dopri5", "rtol": 1e-5, "atol": 1e-5}
+    model = registry.get("cfm")({**registry.get("cfm").tiny}, DataSpec(1, 8, 8))
+    out = model.sample(2, generator=torch.Generator().manual_seed(0), solver="midpoint", steps=3)
+    assert (out.info["solver"], out.info["steps"], out.info["solver_evals"]) == ("midpoint", 3, 6)
+
+
+def test_annealed_langevin_takes_the_steps_of_its_formula():
+    """AnnealedLangevin (ncsn's sampler object) against the update written out by hand for a Gaussian score
+    s(x) = -x: x <- x - alpha_i/2 x + sqrt(alpha_i) z per step, alpha_i = step_lr sigma_i^2 / sigma_L^2, then
+    Tweedie's x + sigma_L^2 s(x)."""
+    import torch
+
+    from baselines.nn.samplers import AnnealedLangevin
+
+    sigmas = torch.tensor([1.0, 0.5, 0.1])
+    sampler = AnnealedLangevin.parse({"steps_each": 2, "step_lr": 0.01}, "ncsn")
+    x0 = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
+    x, nfe = sampler.run(lambda x, idx: -x, sigmas, x0, torch.Generator().manual_seed(2))
+    g, ref = torch.Generator().manual_seed(2), x0.clone()
+    for sigma in (1.0, 0.5, 0.1):
+        alpha = 0.01 * (sigma / 0.1) ** 2
+        for _ in range(2):
+            ref = ref - 0.5 * alpha * ref + math.sqrt(alpha) * torch.randn(ref.shape, generator=g)
+    ref = ref + 0.1 ** 2 * -ref
+    torch.testing.assert_close(x, ref)
+    assert nfe == 3 * 2 + 1 and sampler.resolved(3)["denoise"] is True
+
+
 @pytest.mark.parametrize("name, options, needle", [
     ("glow", {"name": "ddim"}, "one of 'default'"),
     ("ncsn", {"steps_each": 0}, "steps_each must be a whole number >= 1"),
