@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from bench.errors import BenchError
 from bench.paths import RESULTS
-from bench.records import metric_error
+from bench.records import RunRecord, metric_error
 
 BASELINE_KIND = "genbench-baseline"
 BASELINE_SCHEMA = 1
@@ -38,7 +38,7 @@ def _num(v: Any) -> float | None:
 def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
     """{metric: (value, recorded standard error)} of one record, timings included."""
     out: dict[str, tuple[float | None, float | None]] = {}
-    for name, m in (record.get("metrics") or {}).items():
+    for name, m in record.metrics.items():
         if name in IGNORED or not isinstance(m, dict):
             continue
         out[name] = (_num(m.get("value")), _num(metric_error(m)))
@@ -46,7 +46,7 @@ def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float
         TIMINGS,  # the harness's own timings that are compared (see declared())
     )
 
-    timings = record.get("timings") or {}
+    timings = record.timings
     for name in TIMINGS:
         if name in timings:
             out[name] = (_num(timings[name]), None)
@@ -55,7 +55,7 @@ def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float
 
 def feature_space(record: dict[str, Any], metric: str) -> str | None:
     """The feature extractor's weights (sha256 prefix) a metric was measured with, if it says."""
-    m = (record.get("metrics") or {}).get(metric)
+    m = record.metrics.get(metric)
     return ((m.get("protocol") or {}).get("extractor_weights_sha256") if isinstance(m, dict) else None) or None
 
 
@@ -63,7 +63,7 @@ def reference_flops(record: dict[str, Any]) -> float | None:
     """The reference measurement (matmul FLOP/s) a record carries, if any."""
     for section in ("metrics", "timings"):
         for key in REFERENCE_KEYS:
-            v = (record.get(section) or {}).get(key)
+            v = getattr(record, section).get(key)
             if isinstance(v, dict):
                 v = v.get("value")
             v = _num(v)
@@ -72,15 +72,15 @@ def reference_flops(record: dict[str, Any]) -> float | None:
     return None
 
 
-def condense(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def condense(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
     """Per run name: seeds, status, hardware and per-metric mean / seed spread / stderr."""
     by_model: dict[str, list[dict]] = {}
     for r in records:
-        by_model.setdefault(r["model"], []).append(r)
+        by_model.setdefault(r.model, []).append(r)
     runs = {}
     for model, recs in by_model.items():
-        recs = sorted(recs, key=lambda r: r["seed"])
-        ok = [r for r in recs if r.get("status") == "ok"]
+        recs = sorted(recs, key=lambda r: r.seed)
+        ok = [r for r in recs if r.status == "ok"]
         metrics: dict[str, Any] = {}
         names = dict.fromkeys(n for r in ok for n in record_values(r))
         for name in names:
@@ -101,18 +101,18 @@ def condense(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 # standard error of the mean over seeds from each run's own recorded stderr
                 "stderr": (math.sqrt(sum(s * s for s in ses)) / len(ses)) if ses else None,
             }
-        hw = [r.get("hardware") or {} for r in recs]
+        hw = [r.hardware for r in recs]
         refs = [x for x in (reference_flops(r) for r in ok) if x]
-        train_s = [x for x in (_num((r.get("timings") or {}).get("train_seconds")) for r in ok) if x is not None]
+        train_s = [x for x in (_num(r.timings.get("train_seconds")) for r in ok) if x is not None]
         runs[model] = {
-            "family": recs[0].get("family"), "registered": recs[0].get("registered"),
-            "config_hash": recs[0].get("config_hash"), "seeds": [r["seed"] for r in recs],
-            "status": {str(r["seed"]): r.get("status") for r in recs},
-            "errors": {str(r["seed"]): r.get("error") for r in recs if r.get("status") != "ok"},
+            "family": recs[0].family, "registered": recs[0].registered,
+            "config_hash": recs[0].config_hash, "seeds": [r.seed for r in recs],
+            "status": {str(r.seed): r.status for r in recs},
+            "errors": {str(r.seed): r.error for r in recs if r.status != "ok"},
             "hardware": hw[0], "hardware_key": hw[0].get("key"),
             "reference_flops": statistics.fmean(refs) if refs else None,
             "train_seconds": min(train_s) if train_s else None,  # the shortest seed decides (see TRAIN_THROUGHPUT_KEYS)
-            "budget": recs[0].get("budget"), "overrides": recs[0].get("overrides") or [],
+            "budget": recs[0].budget, "overrides": recs[0].overrides,
             "metrics": metrics,
         }
     return runs
@@ -135,7 +135,7 @@ def make_baseline(suite: str, profile: str, results_dir: Path, models: list[str]
 
     recs = fresh_records(results_dir, suite, profile)
     if models:
-        recs = [r for r in recs if r["model"] in models]
+        recs = [r for r in recs if r.model in models]
     if not recs:
         raise BenchError(f"no records of suite {suite!r} profile {profile!r} under {Path(results_dir)}; "
                          f"run `bench run --suite {suite} --profile {profile} --results {results_dir}` first")
@@ -146,8 +146,8 @@ def make_baseline(suite: str, profile: str, results_dir: Path, models: list[str]
         "kind": BASELINE_KIND, "schema": BASELINE_SCHEMA, "suite": suite, "profile": profile,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "genbench": __version__, "git_commit": git_commit(),
-        "source_git_commits": sorted({str(r.get("git_commit")) for r in recs}),
-        "hardware_keys": hardware, "versions": recs[-1].get("versions"),
+        "source_git_commits": sorted({str(r.git_commit) for r in recs}),
+        "hardware_keys": hardware, "versions": recs[-1].versions,
         "note": "produced by `bench baseline` from `bench run` records; do not edit by hand",
         "runs": dict(sorted(runs.items())),
     }

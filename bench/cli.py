@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     recs = [records.load_records(Path(args.results), suite.name, suite.profile)]
     written = {str(p) for p in paths}
-    fresh = [r for r in recs[0] if r["_path"] in written]
+    fresh = [r for r in recs[0] if r.path in written]
     print_table(fresh)
     print(f"{len(paths)} record(s) written under {Path(args.results) / records.RUNS_SUBDIR / suite.name / suite.profile}")
     if not args.no_report:
@@ -179,10 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 data_root=args.data_root)
             for p in out:
                 print(f"report: {p}")
-    bad = [r for r in fresh if r["status"] != "ok"]
+    bad = [r for r in fresh if r.status != "ok"]
     if bad:
         print(f"{len(bad)} of {len(fresh)} run(s) not ok: "
-              + ", ".join(f"{r['model']} seed {r['seed']} {r['status']}" for r in bad), file=sys.stderr)
+              + ", ".join(f"{r.model} seed {r.seed} {r.status}" for r in bad), file=sys.stderr)
     return EXIT_RUN_FAILED if bad else 0
 
 
@@ -190,7 +190,7 @@ SUMMARY_COLUMNS = ("model", "family", "seed", "status", "parameters", "bits_per_
                    "train_images_per_second", "sample_seconds_per_image", "nfe")
 
 
-def print_table(recs: list[dict], with_suite: bool = False) -> None:
+def print_table(recs: list, with_suite: bool = False) -> None:
     """The summary table; ``with_suite`` leads with suite and profile (records of several suites)."""
     from rich.console import Console
     from rich.table import Table
@@ -201,7 +201,7 @@ def print_table(recs: list[dict], with_suite: bool = False) -> None:
         return
     df = records_table(recs)
     cols = [c for c in (("suite", "profile") if with_suite else ()) + SUMMARY_COLUMNS if c in df.columns]
-    no_likelihood = {(r.get("model"), r.get("seed")) for r in recs if r.get("has_likelihood") is False}
+    no_likelihood = {(r.model, r.seed) for r in recs if r.has_likelihood is False}
     table = Table()
     for c in cols:
         table.add_column(c, justify="right" if c not in ("suite", "profile", "model", "family", "status") else "left")
@@ -223,7 +223,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from bench.records import latest_per_run, load_records, records_table
 
     recs = [r for r in load_records(Path(args.results), args.suite, args.profile)
-            if not args.profile or r.get("profile") == args.profile]  # --profile also without --suite
+            if not args.profile or r.profile == args.profile]  # --profile also without --suite
     if not args.all:
         recs = latest_per_run(recs)
     if not recs:
@@ -260,11 +260,11 @@ def no_records_message(results: Path, suite: str | None, profile: str | None) ->
     everything = load_records(results)
     if not everything:
         return f"no result records under {results}; run `bench run` first (or pass --results DIR)"
-    suites = sorted({str(r["suite"]) for r in everything})
+    suites = sorted({str(r.suite) for r in everything})
     if suite and suite not in suites:
         return (f"no records for suite {suite!r} under {results}{did_you_mean(suite, suites)}; "
                 f"suites with records: {', '.join(suites)}")
-    profiles = sorted({str(r.get("profile")) for r in everything if not suite or r["suite"] == suite})
+    profiles = sorted({str(r.profile) for r in everything if not suite or r.suite == suite})
     where = f"suite {suite!r}" if suite else "any suite"
     return (f"no records for profile {profile!r} of {where} under {results}{did_you_mean(str(profile), profiles)}; "
             f"profiles with records: {', '.join(profiles)}")

@@ -1,21 +1,19 @@
 """Result records: one JSON file per run, written atomically and never overwritten.
 
-A record is a plain dict (schema below) so that reports, comparisons and users' notebooks
-read it without genbench. ``bench results`` flattens all records into a pandas table.
+On disk a record is plain JSON, so users' notebooks read it without genbench. In genbench it is a
+:class:`RunRecord`: built in one place by the runner (:mod:`bench.run_record`), and the one accessor through which
+results, reports and ``bench compare`` read it (:func:`load_records` returns them). ``bench results`` flattens
+them into a pandas table.
 
-Schema (version 1): suite, profile, model (run name), registered (wrapper name), family, seed,
-config, config_hash, overrides, budget {kind, value}, status ("ok" | "diverged" | "failed"),
-error, metrics {name: {value, stderr | std, n, protocol, note}}, curve [{fraction, step, images,
-train_seconds, metrics}], timings {...}, train {steps, images, epochs, loss_curve, ...},
-parameters, hardware, versions, git_commit, started, finished, interruptions, artifacts.
-
-A metric's ``stderr`` is the standard error of its value (bits/dim: test images, a stochastic estimator and an
-ODE solver's error in quadrature); ``std`` is a spread over repeats or subsets (FID, IS, KID, coverage).
-Records written before 2026-12 kept bits/dim's standard error under ``std``; ``metric_error`` reads both.
+Schema (version 1): the fields of :class:`RunRecord`. A metric's entry is {value, stderr | std, n, protocol, note}:
+``stderr`` is the standard error of its value (bits/dim: test images, a stochastic estimator and an ODE solver's
+error in quadrature); ``std`` is a spread over repeats or subsets (FID, IS, KID, coverage). Records written before
+2026-12 kept bits/dim's standard error under ``std``; ``metric_error`` reads both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import json
@@ -24,10 +22,99 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 SCHEMA_VERSION = 1
 RUNS_SUBDIR = "runs"
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """One run's result: what ran (suite, model, seed, config and its hash, data, settings, code), how it ended
+    (status, error) and what it measured (metrics, the curve at budget fractions, training and timings).
+
+    Read with :meth:`from_json`, which tolerates old and hand-edited files: a missing or mistyped section becomes
+    empty (readers never guard against None), and keys this version does not know are kept in ``extra`` and
+    written back. ``path`` (where it was read from), ``samples`` and ``clear_checkpoints`` (handed from the runner to
+    :func:`bench.run_record.write`) are never written."""
+
+    suite: str
+    profile: str
+    model: str  # the run's name in the suite
+    seed: int
+    status: str = "ok"  # "ok" | "diverged" | "failed"
+    error: str | None = None
+    traceback: str | None = None
+    registered: str | None = None  # the wrapper's registry name
+    family: str | None = None
+    mirrors: list = dataclasses.field(default_factory=list)
+    config: dict = dataclasses.field(default_factory=dict)
+    config_hash: str | None = None
+    sampler: dict = dataclasses.field(default_factory=dict)
+    samplers: dict = dataclasses.field(default_factory=dict)
+    sampler_resolved: dict = dataclasses.field(default_factory=dict)
+    overrides: list = dataclasses.field(default_factory=list)
+    budget: dict = dataclasses.field(default_factory=dict)  # {kind, value}
+    data: dict = dataclasses.field(default_factory=dict)
+    train_settings: dict = dataclasses.field(default_factory=dict)
+    eval_settings: dict = dataclasses.field(default_factory=dict)
+    has_likelihood: bool | None = None
+    conditional: bool | None = None
+    parameters: int | None = None
+    hardware: dict = dataclasses.field(default_factory=dict)
+    metrics: dict = dataclasses.field(default_factory=dict)  # {name: {value, stderr | std, n, protocol, note}}
+    curve: list = dataclasses.field(default_factory=list)  # [{fraction, step, images, train_seconds, metrics}]
+    train: dict = dataclasses.field(default_factory=dict)  # {steps, images, epochs, loss_*, loss_curve, ...}
+    timings: dict = dataclasses.field(default_factory=dict)
+    interruptions: list = dataclasses.field(default_factory=list)
+    artifacts: dict = dataclasses.field(default_factory=dict)  # {"samples": path under the results folder}
+    submission: dict = dataclasses.field(default_factory=dict)  # {id, index, folder} of a `bench submit` task
+    versions: dict = dataclasses.field(default_factory=dict)
+    git_commit: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    schema: int = SCHEMA_VERSION
+    extra: dict = dataclasses.field(default_factory=dict)
+    path: str | None = None
+    samples: Any = None
+    clear_checkpoints: str | None = None
+
+    NOT_WRITTEN: ClassVar[tuple[str, ...]] = ("extra", "path", "samples", "clear_checkpoints")
+
+    @classmethod
+    def _fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls) if f.name not in cls.NOT_WRITTEN}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: str | None = None) -> "RunRecord":
+        """A record from its JSON object (check it with :func:`record_problem` first)."""
+        fields, values, extra = cls._fields(), {}, {}
+        for key, value in data.items():
+            f = fields.get(key)
+            if f is None:
+                extra[key] = value
+            elif f.default_factory is not dataclasses.MISSING:  # a section: a dict or a list, else empty
+                empty = f.default_factory()
+                values[key] = value if isinstance(value, type(empty)) else empty
+            else:
+                values[key] = value
+        return cls(**values, extra=extra, path=path)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to disk: every field (schema first), then the keys kept in ``extra``."""
+        out = {"schema": self.schema}
+        out.update((name, getattr(self, name)) for name in self._fields() if name != "schema")
+        out.update((k, v) for k, v in self.extra.items() if k not in out)
+        return out
+
+    def metric(self, name: str) -> dict[str, Any] | None:
+        """The entry of metric ``name`` (None when absent or not an entry)."""
+        m = self.metrics.get(name)
+        return m if isinstance(m, dict) else None
+
+    def metric_value(self, name: str) -> Any:
+        m = self.metric(name)
+        return m.get("value") if m is not None else None
 
 
 def metric_error(entry: dict[str, Any]) -> Any:
@@ -113,13 +200,14 @@ def record_dir(results_dir: Path, suite: str, profile: str) -> Path:
     return Path(results_dir) / RUNS_SUBDIR / suite / profile
 
 
-def write_record(record: dict[str, Any], results_dir: Path) -> Path:
-    """Write ``record`` as a new file; a name clash gets a numeric suffix, never an overwrite."""
-    record = {"schema": SCHEMA_VERSION, **record}
-    folder = record_dir(results_dir, record["suite"], record["profile"])
-    stamp = record.get("finished", utc_now()).replace(":", "").replace("-", "").replace(".", "")
-    stem = f"{record['model']}__seed{record['seed']}__{stamp}"
-    text = json.dumps(_clean(record), indent=1, sort_keys=False)
+def write_record(record: "RunRecord | dict[str, Any]", results_dir: Path) -> Path:
+    """Write ``record`` (a :class:`RunRecord`, or its JSON object) as a new file; a name clash gets a numeric
+    suffix, never an overwrite."""
+    record = record if isinstance(record, RunRecord) else RunRecord.from_json(record)
+    folder = record_dir(results_dir, record.suite, record.profile)
+    stamp = (record.finished or utc_now()).replace(":", "").replace("-", "").replace(".", "")
+    stem = f"{record.model}__seed{record.seed}__{stamp}"
+    text = json.dumps(_clean(record.to_json()), indent=1, sort_keys=False)
     for i in range(1000):
         path = folder / (f"{stem}.json" if i == 0 else f"{stem}-{i}.json")
         try:
@@ -147,7 +235,7 @@ def record_problem(rec: Any) -> str | None:
 
 
 def load_records(results_dir: Path, suite: str | None = None, profile: str | None = None,
-                 warn=None) -> list[dict[str, Any]]:
+                 warn=None) -> list[RunRecord]:
     """All records under ``results_dir`` (optionally one suite/profile), oldest first.
 
     A file that cannot be read, is not JSON (e.g. truncated) or lacks a record's keys is skipped with one
@@ -169,40 +257,34 @@ def load_records(results_dir: Path, suite: str | None = None, profile: str | Non
         if problem:
             warn(f"warning: skipping record {path}: {problem}")
             continue
-        rec["_path"] = str(path)
-        out.append(rec)
-    out.sort(key=lambda r: str(r.get("finished") or ""))
+        out.append(RunRecord.from_json(rec, path=str(path)))
+    out.sort(key=lambda r: str(r.finished or ""))
     return out
 
 
-def latest_per_run(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest_per_run(records: Iterable[RunRecord]) -> list[RunRecord]:
     """The newest record of each (suite, profile, model, seed)."""
-    latest: dict[tuple, dict] = {}
+    latest: dict[tuple, RunRecord] = {}
     for r in records:
-        latest[(r["suite"], r["profile"], r["model"], r["seed"])] = r
+        latest[(r.suite, r.profile, r.model, r.seed)] = r
     return list(latest.values())
 
 
-def metric_value(record: dict[str, Any], name: str) -> float | None:
-    m = (record.get("metrics") or {}).get(name)
-    return m.get("value") if isinstance(m, dict) else None
-
-
-def records_table(records: Iterable[dict[str, Any]]):
+def records_table(records: Iterable[RunRecord]):
     """A pandas DataFrame: one row per record, metrics and timings as columns."""
     import pandas as pd
 
     rows = []
     for r in records:
-        row = {k: r.get(k) for k in ("suite", "profile", "model", "family", "seed", "status", "parameters")}
-        row["budget"] = f"{r.get('budget', {}).get('value')} {r.get('budget', {}).get('kind')}"
-        for name, m in (r.get("metrics") or {}).items():
-            if isinstance(m, dict):
-                row[name] = m.get("value")
-        for name, v in (r.get("timings") or {}).items():
+        row = {k: getattr(r, k) for k in ("suite", "profile", "model", "family", "seed", "status", "parameters")}
+        row["budget"] = f"{r.budget.get('value')} {r.budget.get('kind')}"
+        for name in r.metrics:
+            if r.metric(name) is not None:
+                row[name] = r.metric_value(name)
+        for name, v in r.timings.items():
             if isinstance(v, (int, float)) or v is None:
                 row[name] = v
-        row["error"] = r.get("error")
-        row["finished"] = r.get("finished")
+        row["error"] = r.error
+        row["finished"] = r.finished
         rows.append(row)
     return pd.DataFrame(rows)

@@ -17,7 +17,7 @@ from bench import checkpoint, environment, metrics, real_data
 from bench.data import ImageData
 from bench.errors import BenchError
 from bench.evaluation import SAMPLE_GRID
-from bench.records import atomic_write_bytes, disk_full_message, load_records, utc_now, write_record
+from bench.records import RunRecord, atomic_write_bytes, disk_full_message, load_records, utc_now, write_record
 from bench.registry import GenerativeModel
 from bench.suite import Suite
 
@@ -35,28 +35,35 @@ def finished_runs(suite: Suite, results_dir: Path) -> dict[tuple[str, int], str]
     equals the run's current one: what ``--resume`` need not run again."""
     done: dict[tuple[str, int], str] = {}
     for r in load_records(Path(results_dir), suite.name, suite.profile):
-        name = r.get("model")
-        if r.get("status") != "ok" or (name not in suite.models and name != real_data.NAME):
+        if r.status != "ok" or (r.model not in suite.models and r.model != real_data.NAME):
             continue
-        if r.get("config_hash") == run_hash(suite, name) and isinstance(r.get("seed"), int):
-            done[(name, r["seed"])] = r["_path"]
+        if r.config_hash == run_hash(suite, r.model):
+            done[(r.model, r.seed)] = r.path
     return done
 
 
 def record_header(suite: Suite, run_name: str, seed: int, train_data: ImageData, eval_data: ImageData,
-                  cls: type[GenerativeModel], config: dict[str, Any], config_hash: str) -> dict[str, Any]:
-    """The fields every record starts with: what ran, on what data, with which settings and code."""
-    return {
-        "suite": suite.name, "profile": suite.profile, "mirrors": suite.mirrors, "model": run_name, "registered": cls.name,
-        "family": cls.family, "seed": seed, "config": config, "sampler": {}, "samplers": {}, "config_hash": config_hash,
-        "overrides": suite.overrides, "budget": {"kind": suite.budget.kind, "value": suite.budget.value},
-        "data": {**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
-                 "eval_size": len(eval_data)},
-        "train_settings": {k: v for k, v in suite.train.items() if k != "seeds"},
-        "eval_settings": suite.eval, "has_likelihood": cls.has_likelihood, "conditional": None,
-        "started": utc_now(), "status": "ok", "error": None,
-        "versions": environment.package_versions(), "git_commit": environment.git_commit(),
-    }
+                  cls: type[GenerativeModel], config: dict[str, Any], config_hash: str) -> RunRecord:
+    """A new record with the fields every run starts with: what ran, on what data, with which settings and code."""
+    return RunRecord(
+        suite=suite.name, profile=suite.profile, mirrors=list(suite.mirrors), model=run_name, registered=cls.name,
+        family=cls.family, seed=seed, config=config, config_hash=config_hash, overrides=list(suite.overrides),
+        budget={"kind": suite.budget.kind, "value": suite.budget.value},
+        data={**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
+              "eval_size": len(eval_data)},
+        train_settings={k: v for k, v in suite.train.items() if k != "seeds"},
+        eval_settings=suite.eval, has_likelihood=cls.has_likelihood,
+        started=utc_now(), versions=environment.package_versions(), git_commit=environment.git_commit())
+
+
+def failed_record(suite_name: str, profile: str, model: str, seed: int, error: BaseException,
+                  budget: dict[str, Any], overrides: list[str], started: str) -> RunRecord:
+    """The record of a run that failed before it had a model (bad data path, a crash outside the model)."""
+    import traceback
+
+    return RunRecord(suite=suite_name, profile=profile, model=model, seed=seed, status="failed",
+                     error=f"{type(error).__name__}: {error}".splitlines()[0][:500], traceback=traceback.format_exc(),
+                     budget=budget, overrides=list(overrides), started=started, finished=utc_now())
 
 
 def loss_curve(losses: list[float], points: int = 200) -> list[list[float]]:
@@ -80,23 +87,21 @@ def save_samples(samples: metrics.Samples, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write(record: dict[str, Any], results_dir: Path) -> Path:
+def write(record: RunRecord, results_dir: Path) -> Path:
     """Write the record (and its sample grid) under ``results_dir``; returns the record's path.
 
     A finished run's checkpoints are cleared only after its record is written, so a kill in between
     leaves a resumable checkpoint rather than neither."""
-    samples = record.pop("_samples", None)
-    clear = record.pop("_clear_checkpoints", None)
     try:
-        if samples is not None:
-            stamp = record["finished"].replace(":", "").replace("-", "").replace(".", "")
-            rel = Path("runs") / record["suite"] / record["profile"] / "samples" / f"{record['model']}__seed{record['seed']}__{stamp}.npz"
-            save_samples(samples, Path(results_dir) / rel)
-            record["artifacts"] = {"samples": str(rel)}
+        if record.samples is not None:
+            stamp = record.finished.replace(":", "").replace("-", "").replace(".", "")
+            rel = Path("runs") / record.suite / record.profile / "samples" / f"{record.model}__seed{record.seed}__{stamp}.npz"
+            save_samples(record.samples, Path(results_dir) / rel)
+            record.artifacts = {"samples": str(rel)}
         path = write_record(record, Path(results_dir))
     except OSError as e:
-        raise BenchError(disk_full_message(e) or f"cannot write the record of {record['model']} seed {record['seed']} "
+        raise BenchError(disk_full_message(e) or f"cannot write the record of {record.model} seed {record.seed} "
                          f"under {results_dir} ({e.strerror or e}); make it a writable folder and run again with --resume") from None
-    if clear:
-        checkpoint.clear(Path(clear))
+    if record.clear_checkpoints:
+        checkpoint.clear(Path(record.clear_checkpoints))
     return path

@@ -29,10 +29,10 @@ import torch
 from bench import checkpoint, environment, evaluation, metrics, paths, preflight, real_data, registry, stopping, threads
 from bench.data import EpochLoader, ImageData, load_split
 from bench.device import peak_memory_mb, reset_peak_memory, resolve_device, world
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError
 from bench.launch import ddp
 from bench.progress import PlainProgress, progress_bar
-from bench.records import disk_full_message, utc_now
+from bench.records import RunRecord, disk_full_message, utc_now
 from bench.registry import Batch, GenerativeModel
 from bench.run_record import finished_runs, loss_curve, record_header, run_hash, write
 from bench.seeding import capture_rng, restore_rng, seed_everything, step_generator
@@ -137,19 +137,17 @@ class Trainer:
         opt.zero_grad(set_to_none=True)  # free them now, not after the next forward: a parameter-sized set
         self.model.after_optimizer_step(name)
 
-    # -- budget --
+    # -- budget (accounted by :class:`bench.suite.Budget`) --
+    def _used(self) -> dict[str, float]:
+        st = self.state
+        return {"steps": st.step, "images": st.images, "seconds": st.train_seconds,
+                "epochs": self.loader.epoch + self.loader.offset / max(1, len(self.train_data))}
+
     def progress(self) -> float:
-        b = self.suite.budget
-        done = {"steps": self.state.step, "images": self.state.images, "seconds": self.state.train_seconds,
-                "epochs": self.loader.epoch + self.loader.offset / max(1, len(self.train_data))}[b.kind]
-        return min(1.0, done / b.value)
+        return self.suite.budget.fraction(**self._used())
 
     def finished(self) -> bool:
-        b = self.suite.budget
-        if b.kind == "epochs":
-            return self.loader.epoch >= b.value
-        return {"steps": self.state.step, "images": self.state.images,
-                "seconds": self.state.train_seconds}[b.kind] >= b.value
+        return self.suite.budget.reached(**self._used())
 
     # -- checkpoints --
     def _rng_state(self) -> dict[str, Any]:
@@ -241,10 +239,7 @@ class Trainer:
         if self.state.step > 0:  # resumed from a stop during an evaluation at a budget fraction: redo it
             self._due_evaluations()
         while not self.finished():
-            remaining = None
-            if self.suite.budget.kind == "images":
-                remaining = int(self.suite.budget.value) - self.state.images
-            x, y, _ = self.loader.next(max_images=remaining)
+            x, y, _ = self.loader.next(max_images=self.suite.budget.images_left(self.state.images))
             n_global = int(x.shape[0])
             if self.world > 1:  # each process takes its share of the global batch
                 xs = x[self.rank::self.world]
@@ -301,7 +296,7 @@ class Trainer:
 
 
 def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data: ImageData,
-            eval_data: ImageData, on_step: Callable | None = None) -> dict[str, Any]:
+            eval_data: ImageData, on_step: Callable | None = None) -> RunRecord:
     """Train and evaluate one (model, seed); returns the record (written by the caller on rank 0).
 
     Divergence and model errors become the record's status; :class:`Interrupted` and
@@ -311,59 +306,59 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     cls = registry.get(cfg["model"])
     record = record_header(suite, run_name, seed, train_data, eval_data, cls,
                            config={**cls.defaults, **model_config(cfg)}, config_hash=suite.config_hash(run_name))
-    record.update(sampler=cfg.get("sampler") or {}, samplers=cfg.get("samplers") or {})
+    record.sampler, record.samplers = dict(cfg.get("sampler") or {}), dict(cfg.get("samplers") or {})
     trainer = Trainer(suite, run_name, seed, opts, train_data, eval_data)
     reset_peak_memory(trainer.device)
-    record["hardware"] = {**environment.hardware(str(trainer.device)), **threads.describe()}
+    record.hardware = {**environment.hardware(str(trainer.device)), **threads.describe()}
     try:
         trainer.build()
-        record["parameters"] = trainer.model.num_parameters()
-        record["conditional"] = bool(trainer.model.conditional)  # the instance's, not the class's
+        record.parameters = trainer.model.num_parameters()
+        record.conditional = bool(trainer.model.conditional)  # the instance's, not the class's
         if opts.resume:
             trainer.try_resume()
         trainer.train(on_step)
         final, grid = trainer.evaluate(final=True)
-        record["metrics"] = final
-        record["sampler_resolved"] = metrics.resolved_sampler(grid)  # defaults included
-        record["_samples"] = grid
+        record.metrics = final
+        record.sampler_resolved = metrics.resolved_sampler(grid)  # defaults included
+        record.samples = grid
     except Diverged as e:
-        record["status"], record["error"] = "diverged", str(e)
+        record.status, record.error = "diverged", str(e)
     except (Interrupted, BenchError, KeyboardInterrupt):
         raise
     except Exception as e:
         full = disk_full_message(e)
         if full:
             raise BenchError(full) from None
-        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        record["traceback"] = traceback.format_exc()
+        record.status, record.error = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        record.traceback = traceback.format_exc()
     st = trainer.state
-    record["train"] = {"steps": st.step, "images": st.images, "epochs": st.images / max(1, len(train_data)),
-                       "global_batch": trainer.batch_size, "world_size": trainer.world,
-                       "loss_first": st.losses[0] if st.losses else None,
-                       "loss_last": st.losses[-1] if st.losses else None,
-                       "loss_min": min(st.losses) if st.losses else None, "loss_curve": loss_curve(st.losses)}
-    record["curve"] = st.curve
+    record.train = {"steps": st.step, "images": st.images, "epochs": st.images / max(1, len(train_data)),
+                    "global_batch": trainer.batch_size, "world_size": trainer.world,
+                    "loss_first": st.losses[0] if st.losses else None,
+                    "loss_last": st.losses[-1] if st.losses else None,
+                    "loss_min": min(st.losses) if st.losses else None, "loss_curve": loss_curve(st.losses)}
+    record.curve = st.curve
     ips = trainer.throughput()
-    record["timings"] = {"train_seconds": st.train_seconds, "eval_seconds": st.eval_seconds,
-                         "train_images_per_second": ips,
-                         "train_images_per_second_per_device": ips / trainer.world if ips else None,
-                         **peak_memory_mb(trainer.device)}
-    record["interruptions"] = st.interruptions
-    record["finished"] = utc_now()
-    if record["status"] == "ok" and not opts.keep_checkpoints and trainer.rank == 0:
-        record["_clear_checkpoints"] = str(trainer.ckpt_dir)  # by write(), once the record is on disk
+    record.timings = {"train_seconds": st.train_seconds, "eval_seconds": st.eval_seconds,
+                      "train_images_per_second": ips,
+                      "train_images_per_second_per_device": ips / trainer.world if ips else None,
+                      **peak_memory_mb(trainer.device)}
+    record.interruptions = st.interruptions
+    record.finished = utc_now()
+    if record.status == "ok" and not opts.keep_checkpoints and trainer.rank == 0:
+        record.clear_checkpoints = str(trainer.ckpt_dir)  # by write(), once the record is on disk
     return record
 
 
 def run_real_data(suite: Suite, seed: int, opts: RunOptions, train_data: ImageData, eval_data: ImageData
-                  ) -> dict[str, Any]:
+                  ) -> RunRecord:
     """The suite's real-data row (:mod:`bench.real_data`): training images in place of samples, through
     the models' sample metrics, extractor and counts; one record like a model's."""
     device = resolve_device(opts.device or suite.train["device"])
     record = record_header(suite, real_data.NAME, seed, train_data, eval_data, real_data.RealImages, config={},
                            config_hash=run_hash(suite, real_data.NAME))
-    record["hardware"] = {**environment.hardware(str(device)), **threads.describe()}
-    record["conditional"] = False
+    record.hardware = {**environment.hardware(str(device)), **threads.describe()}
+    record.conditional = False
     t0 = time.perf_counter()
 
     def context(model: GenerativeModel) -> metrics.EvalContext:
@@ -374,34 +369,48 @@ def run_real_data(suite: Suite, seed: int, opts: RunOptions, train_data: ImageDa
             stop_requested=stopping.stop_requested, data_root=opts.data_root)
 
     try:
-        record["metrics"] = real_data.evaluate(context, train_data, metrics.compute)
+        record.metrics = real_data.evaluate(context, train_data, metrics.compute)
     except metrics.EvaluationStopped:
         raise Interrupted("stopped during the real-data evaluation (nothing to resume: it is re-measured)")
-    record.update(parameters=0, train={"steps": 0, "images": 0, "epochs": 0.0}, curve=[], interruptions=[],
-                  timings={"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0},
-                  finished=utc_now())
+    record.parameters, record.train = 0, {"steps": 0, "images": 0, "epochs": 0.0}
+    record.timings = {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0}
+    record.finished = utc_now()
     return record
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """What a run of a suite settles before anything trains (:func:`prepare_run`)."""
+
+    runs: list[str]  # the model runs, in suite order
+    seeds: list[int]
+    with_real: bool  # whether the real-data row is wanted too
+    train_data: ImageData
+    eval_data: ImageData
+
+
+def prepare_run(suite: Suite, opts: RunOptions) -> PreparedRun:
+    """The one setup of `bench run` and of an array task (:func:`bench.launch.local.run_task`): pick the runs and
+    seeds, check the device, load both splits, run the preflight checks (:mod:`bench.preflight`: every mistake a
+    one-line error before training), join a torchrun / SLURM process group and choose torch's threads."""
+    runs, seeds = suite.select(opts.models, opts.seeds, also=(real_data.NAME,))
+    with_real = bool(real_data.wanted(list(suite.eval["metrics"]))) and (not opts.models or real_data.NAME in opts.models)
+    device = opts.device or suite.train["device"]
+    resolve_device(device)  # a bad device name fails before any data or training
+    train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
+    eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
+    preflight.check(suite, opts, runs, train_data)
+    ddp.init_from_env(device)
+    threads.apply(opts.threads or suite.train.get("threads"))  # --threads, train.threads, else SLURM / cgroup / affinity
+    return PreparedRun(runs, seeds, with_real, train_data, eval_data)
 
 
 def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print) -> list[Path]:
     """Run every (model, seed) of ``suite``; one record per run. Returns the written record paths."""
-    runs = list(suite.models)
-    with_real = bool(real_data.wanted(list(suite.eval["metrics"]))) and (not opts.models or real_data.NAME in opts.models)
-    if opts.models:
-        unknown = [m for m in opts.models if m not in suite.models and m != real_data.NAME]
-        if unknown:
-            raise BenchError(f"suite {suite.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}; "
-                             f"it has: {', '.join(runs)}")
-        runs = [m for m in runs if m in opts.models]
-    seeds = opts.seeds or suite.train["seeds"]
-    resolve_device(opts.device or suite.train["device"])  # a bad device name fails before any data or training
-    train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
-    eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
-    preflight.check(suite, opts, runs, train_data)
+    prep = prepare_run(suite, opts)
+    runs, seeds, train_data, eval_data = prep.runs, prep.seeds, prep.train_data, prep.eval_data
     stopping.clear()  # a stop honoured by an earlier run of this process is not this run's
     stopping.install_signal_handlers()
-    ddp.init_from_env(opts.device or suite.train["device"])  # torchrun / SLURM tasks: join the process group
-    threads.apply(opts.threads or suite.train.get("threads"))
     rank, _ = world()
     written: list[Path] = []
     progress = progress_bar(opts.progress and rank == 0 and sys.stdout.isatty())
@@ -415,7 +424,7 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
         return (run_name, seed) in done
 
     with progress as bar:
-        for seed in (seeds if with_real else []):  # the real-data row first: the floor every FID is read against
+        for seed in (seeds if prep.with_real else []):  # the real-data row first: the floor every FID is read against
             if skip(real_data.NAME, seed):
                 continue
             record = run_real_data(suite, seed, opts, train_data, eval_data)
@@ -440,6 +449,6 @@ def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print
                 if rank == 0:
                     path = write(record, Path(opts.results_dir))
                     written.append(path)
-                    if record["status"] != "ok":
-                        log(f"{run_name} seed {seed}: {record['status']}: {record['error']}")
+                    if record.status != "ok":
+                        log(f"{run_name} seed {seed}: {record.status}: {record.error}")
     return written

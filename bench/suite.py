@@ -60,6 +60,22 @@ class Budget:
         v = int(self.value) if float(self.value).is_integer() else self.value
         return f"{v} {self.kind}"
 
+    def spent(self, steps: int, images: int, seconds: float, epochs: float) -> float:
+        """How much of this budget's unit a run has used (epochs may be fractional: the loader's position)."""
+        return {"steps": steps, "images": images, "seconds": seconds, "epochs": epochs}[self.kind]
+
+    def fraction(self, steps: int, images: int, seconds: float, epochs: float) -> float:
+        """The share of the budget used, in [0, 1]: what evaluations at budget fractions and progress bars read."""
+        return min(1.0, self.spent(steps, images, seconds, epochs) / self.value)
+
+    def reached(self, steps: int, images: int, seconds: float, epochs: float) -> bool:
+        """Whether training is done; an epochs budget counts whole epochs only, so the last one is never cut short."""
+        return self.spent(steps, images, seconds, math.floor(epochs) if self.kind == "epochs" else epochs) >= self.value
+
+    def images_left(self, images: int) -> int | None:
+        """For an images budget, how many more images the next batch may hold (the last batch is cut to fit)."""
+        return int(self.value) - images if self.kind == "images" else None
+
     @classmethod
     def parse(cls, spec: Any, where: str) -> "Budget":
         """From ``{steps = 200}`` or the CLI string ``"steps=200"``."""
@@ -103,6 +119,20 @@ class Suite:
         d = dataclasses.asdict(self)
         d["budget"] = {self.budget.kind: self.budget.value}
         return d
+
+    def select(self, models: list[str] | None = None, seeds: list[int] | None = None,
+               also: tuple[str, ...] = ()) -> tuple[list[str], list[int]]:
+        """The runs (in suite order) and seeds a command asks for: ``models`` picks among the suite's runs (names in
+        ``also``, rows that are not models such as the real-data row, are accepted too), ``seeds`` replaces
+        ``train.seeds``. One place for `bench run`, an array task and `bench submit`'s plan."""
+        runs = list(self.models)
+        if models:
+            unknown = [m for m in models if m not in self.models and m not in also]
+            if unknown:
+                raise BenchError(f"suite {self.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}; "
+                                 f"it has: {', '.join(runs)}")
+            runs = [m for m in runs if m in models]
+        return runs, [int(s) for s in (seeds or self.train["seeds"])]
 
     def config_hash(self, model: str) -> str:
         """Hash of everything that determines a run of ``model`` except the seed."""

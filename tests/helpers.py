@@ -35,3 +35,11 @@ TINY_DIGITS = """
     [profiles.smoke]
     budget = { steps = 5 }
 """
+
+
+def run_record(**fields):
+    """A :class:`bench.records.RunRecord` from the fields a test cares about (suite, profile, model and seed filled
+    in when not given), read the way records from disk are."""
+    from bench.records import RunRecord
+
+    return RunRecord.from_json({"suite": "s", "profile": "smoke", "model": "m", "seed": 0, **fields})

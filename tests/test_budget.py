@@ -109,3 +109,18 @@ def test_resume_restores_every_random_state_the_run_draws_from(tmp_path):
            torch.rand(4, generator=again.step_gen))
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
     assert torch.equal(got[3], expected[3])
+
+
+def test_budget_accounting_reads_its_own_unit_and_counts_whole_epochs():
+    """Budget.fraction / reached / images_left: the suite's budget does its own accounting (the trainer only reports
+    steps, images, seconds and the loader's fractional epoch)."""
+    from bench.suite import Budget
+
+    used = {"steps": 30, "images": 960, "seconds": 12.5, "epochs": 1.75}
+    assert Budget("steps", 60).fraction(**used) == 0.5 and not Budget("steps", 60).reached(**used)
+    assert Budget("images", 960).reached(**used) and Budget("images", 1000).images_left(960) == 40
+    assert Budget("steps", 60).images_left(960) is None
+    assert Budget("seconds", 10).fraction(**used) == 1.0  # capped: a step may overshoot a time budget
+    # 1.75 epochs is 87.5 % of a 2-epoch budget, but only the second epoch's last image finishes it
+    assert Budget("epochs", 2).fraction(**used) == 0.875 and not Budget("epochs", 2).reached(**used)
+    assert Budget("epochs", 2).reached(**{**used, "epochs": 2.0})

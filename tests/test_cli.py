@@ -8,7 +8,7 @@ import torch
 
 from bench import cli, records
 from bench.registry import GenerativeModel, register
-from tests.helpers import TINY_DIGITS, run_cli, write_suite
+from tests.helpers import TINY_DIGITS, run_cli, run_record, write_suite
 
 
 @register
@@ -48,13 +48,13 @@ def test_default_run_writes_a_record_per_model_and_prints_the_table(workdirs, ca
     code, out, err = run_cli(args(workdirs, "--budget", "steps=20"), capsys)
     assert code == 0, err
     recs = records.load_records(workdirs["results"], "digits", "smoke")
-    assert {r["model"] for r in recs} >= {"reference"}
-    ref = next(r for r in recs if r["model"] == "reference")
-    assert ref["status"] == "ok" and ref["train"]["steps"] == 20 and ref["budget"] == {"kind": "steps", "value": 20.0}
-    assert 0 < ref["metrics"]["bits_per_dim"]["value"] < 8
-    assert ref["timings"]["train_images_per_second"] > 0 and ref["parameters"] == 16 * 16 * 256
-    for key in ("config", "config_hash", "hardware", "versions", "git_commit", "started", "finished", "seed"):
-        assert key in ref
+    assert {r.model for r in recs} >= {"reference"}
+    ref = next(r for r in recs if r.model == "reference")
+    assert ref.status == "ok" and ref.train["steps"] == 20 and ref.budget == {"kind": "steps", "value": 20.0}
+    assert 0 < ref.metrics["bits_per_dim"]["value"] < 8
+    assert ref.timings["train_images_per_second"] > 0 and ref.parameters == 16 * 16 * 256
+    for key in ("config", "config_hash", "hardware", "versions", "git_commit", "started", "finished"):
+        assert getattr(ref, key), key  # recorded, not left empty
     assert "reference" in out and "record(s) written" in out
 
 
@@ -63,11 +63,11 @@ def test_same_seed_same_machine_gives_identical_curves_and_metrics(workdirs, cap
     for _ in range(2):
         assert run_cli(args(workdirs, "--suite", str(suite)), capsys)[0] == 0
     a, b = records.load_records(workdirs["results"], "tiny", "smoke")
-    assert a["train"]["loss_curve"] == b["train"]["loss_curve"]
-    assert a["metrics"]["bits_per_dim"]["value"] == b["metrics"]["bits_per_dim"]["value"]
+    assert a.train["loss_curve"] == b.train["loss_curve"]
+    assert a.metrics["bits_per_dim"]["value"] == b.metrics["bits_per_dim"]["value"]
     assert run_cli(args(workdirs, "--suite", str(suite), "--seed", "1"), capsys)[0] == 0
-    c = [r for r in records.load_records(workdirs["results"], "tiny", "smoke") if r["seed"] == 1][0]
-    assert c["train"]["loss_curve"] != a["train"]["loss_curve"]  # the seed changes the data order
+    c = [r for r in records.load_records(workdirs["results"], "tiny", "smoke") if r.seed == 1][0]
+    assert c.train["loss_curve"] != a.train["loss_curve"]  # the seed changes the data order
 
 
 def test_nan_loss_marks_the_run_diverged_and_the_suite_goes_on(workdirs, capsys, tmp_path):
@@ -75,11 +75,11 @@ def test_nan_loss_marks_the_run_diverged_and_the_suite_goes_on(workdirs, capsys,
     suite = write_suite(tmp_path / "s.toml", body.replace("{ steps = 5 }", "{ steps = 10 }"))
     code, out, err = run_cli(args(workdirs, "--suite", str(suite)), capsys)
     assert code == cli.EXIT_RUN_FAILED and "2 of 3 run(s) not ok" in err  # the suite went on; the exit says so
-    by_model = {r["model"]: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
-    assert by_model["bad"]["status"] == "diverged" and "non-finite loss" in by_model["bad"]["error"]
-    assert by_model["bad"]["train"]["steps"] == 3  # the NaN step is not counted
-    assert by_model["crash"]["status"] == "failed" and "boom" in by_model["crash"]["error"]
-    assert by_model["reference"]["status"] == "ok"
+    by_model = {r.model: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
+    assert by_model["bad"].status == "diverged" and "non-finite loss" in by_model["bad"].error
+    assert by_model["bad"].train["steps"] == 3  # the NaN step is not counted
+    assert by_model["crash"].status == "failed" and "boom" in by_model["crash"].error
+    assert by_model["reference"].status == "ok"
     assert "bad seed 0: diverged" in out
 
 
@@ -113,7 +113,7 @@ def test_bad_input_is_one_line_and_nonzero(workdirs, capsys, extra, message):
     code, out, err = run_cli(args(workdirs, *extra), capsys)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
-    assert [r["model"] for r in records.load_records(workdirs["results"])] == ["kept"]  # nothing lost
+    assert [r.model for r in records.load_records(workdirs["results"])] == ["kept"]  # nothing lost
 
 
 def test_missing_data_names_the_file_and_the_fix(workdirs, capsys, tmp_path):
@@ -175,8 +175,8 @@ def test_model_info_keys_are_recorded_not_clashing(workdirs, capsys, tmp_path):
     suite = write_suite(tmp_path / "s.toml", TINY_DIGITS.replace("[models.reference]", "[models.odd]\n    model = \"test-odd-info\""))
     assert run_cli(args(workdirs, "--suite", str(suite)), capsys)[0] == 0
     rec, = records.load_records(workdirs["results"], "tiny", "smoke")
-    assert rec["status"] == "ok", rec.get("error")
-    bpd = rec["metrics"]["bits_per_dim"]
+    assert rec.status == "ok", rec.error
+    bpd = rec.metrics["bits_per_dim"]
     assert bpd["value"] == 7.5 and bpd["protocol"]["dequantization"] == "variational" and bpd["protocol"]["kind"] == "upper-bound"
 
 
@@ -192,10 +192,10 @@ def test_a_sampler_sweep_records_each_samplers_metrics(workdirs, capsys, tmp_pat
     code, out, err = run_cli(args(workdirs, "--suite", str(suite)), capsys)
     assert code == 0, err
     (r,) = records.load_records(workdirs["results"], "tiny", "smoke")
-    m = r["metrics"]
+    m = r.metrics
     assert (m["nfe"]["value"], m["nfe@ddim-2"]["value"], m["nfe@ancestral"]["value"]) == (5, 2, 10)
     assert "bits_per_dim@ddim-2" not in m  # the likelihood does not depend on the sampler
-    assert r["samplers"]["ddim-2"] == {"steps": 2}
+    assert r.samplers["ddim-2"] == {"steps": 2}
 
 
 def test_a_malformed_sampler_sweep_is_a_one_line_error(workdirs, capsys, tmp_path):
@@ -208,8 +208,8 @@ def test_results_table_says_not_defined_for_every_model_without_a_likelihood(cap
     from bench.cli import print_table
     base = {"suite": "s", "profile": "smoke", "family": "diffusion", "status": "ok", "parameters": 1,
             "metrics": {"bits_per_dim": {"value": None, "note": "not defined"}}}
-    print_table([{**base, "model": "ncsn", "seed": 0, "has_likelihood": False},   # not a GAN, still no likelihood
-                 {**base, "model": "ddpm", "seed": 0, "has_likelihood": True}])   # has one, not measured here
+    print_table([run_record(**base, model="ncsn", has_likelihood=False),   # not a GAN, still no likelihood
+                 run_record(**base, model="ddpm", has_likelihood=True)])   # has one, not measured here
     out = capsys.readouterr().out
     row = lambda name: next(line for line in out.splitlines() if f" {name} " in line)
     assert "not defined" in row("ncsn") and "not defined" not in row("ddpm") and "n/a" in row("ddpm")
@@ -301,23 +301,22 @@ def test_every_family_is_deterministic_on_cpu(workdirs, capsys, tmp_path, single
     import numpy as np
 
     suite = write_suite(tmp_path / "s.toml", FAMILY_SUITE)
-    runs = []
+    runs, grids = [], []
     for i in range(2):
         res = workdirs["results"] / str(i)
         code, out, err = run_cli(args(workdirs, "--suite", str(suite), "--results", str(res), "--device", "cpu"), capsys)
         assert code == 0, err
-        runs.append({r["model"]: r for r in records.load_records(res, "tiny-families", "smoke")})
-        for r in runs[-1].values():
-            r["_grid"] = np.load(res / r["artifacts"]["samples"])["images"]
+        runs.append({r.model: r for r in records.load_records(res, "tiny-families", "smoke")})
+        grids.append({m: np.load(res / r.artifacts["samples"])["images"] for m, r in runs[-1].items()})
     a, b = runs
-    assert {a[m]["family"] for m in a} == {"flow", "diffusion", "flow-matching", "gan", "hybrid"}
+    assert {a[m].family for m in a} == {"flow", "diffusion", "flow-matching", "gan", "hybrid"}
     for model in a:
-        assert a[model]["status"] == "ok", a[model].get("error")
-        assert len(a[model]["train"]["loss_curve"]) == 3
-        assert a[model]["train"]["loss_curve"] == b[model]["train"]["loss_curve"], model
-        bpd_a, bpd_b = (r["metrics"]["bits_per_dim"].get("value") for r in (a[model], b[model]))
+        assert a[model].status == "ok", a[model].error
+        assert len(a[model].train["loss_curve"]) == 3
+        assert a[model].train["loss_curve"] == b[model].train["loss_curve"], model
+        bpd_a, bpd_b = (r.metrics["bits_per_dim"].get("value") for r in (a[model], b[model]))
         assert (bpd_a is None) == (model == "dcgan") and bpd_a == bpd_b, model
-        assert a[model]["_grid"].size > 0 and np.array_equal(a[model]["_grid"], b[model]["_grid"]), model
+        assert grids[0][model].size > 0 and np.array_equal(grids[0][model], grids[1][model]), model
 
 
 def test_a_reader_that_stops_early_is_not_an_error():

@@ -10,7 +10,7 @@ import pytest
 from bench import baseline, compare, tolerances
 from bench.errors import BenchError
 from bench.records import write_record
-from tests.helpers import TINY_DIGITS, run_cli, write_suite
+from tests.helpers import TINY_DIGITS, run_cli, run_record, write_suite
 
 HW_A = {"cpu": "CPU-A", "cpu_count": 2, "gpu": None, "gpu_count": 0, "key": "CPU-A x2"}
 HW_B = {"cpu": "CPU-B", "cpu_count": 8, "gpu": None, "gpu_count": 0, "key": "CPU-B x8"}
@@ -368,7 +368,7 @@ def test_broken_code_under_an_unchanged_config_is_caught(tmp_path, capsys, workd
         torch.set_num_threads(threads)
     from bench.records import load_records
     (good,), (broken,) = load_records(tmp_path / "good"), load_records(tmp_path / "broken")
-    assert good["config_hash"] == broken["config_hash"] and good["status"] == broken["status"] == "ok"
+    assert good.config_hash == broken.config_hash and good.status == broken.status == "ok"
     base = tmp_path / "tiny.json"
     assert run_cli(["baseline", "--suite", suite.path, "--results", str(tmp_path / "good"), "--out", str(base)], capsys)[0] == 0
     code, out, _ = run_cli(["compare", "--baseline", str(base), "--results", str(tmp_path / "broken"), "--json"], capsys)
@@ -441,8 +441,8 @@ def test_a_metric_from_another_feature_space_is_skipped_not_judged(tmp_path, cap
 def test_recorded_errors_are_read_from_stderr_and_from_old_records_std():
     from bench.baseline import record_values
 
-    new = {"metrics": {"bits_per_dim": {"value": 1.5, "stderr": 0.02}, "fid": {"value": 9.0, "std": 0.5}}}
-    old = {"metrics": {"bits_per_dim": {"value": 1.5, "std": 0.02}}}
+    new = run_record(metrics={"bits_per_dim": {"value": 1.5, "stderr": 0.02}, "fid": {"value": 9.0, "std": 0.5}})
+    old = run_record(metrics={"bits_per_dim": {"value": 1.5, "std": 0.02}})
     assert record_values(new)["bits_per_dim"] == (1.5, 0.02) and record_values(new)["fid"] == (9.0, 0.5)
     assert record_values(old)["bits_per_dim"] == (1.5, 0.02)
 

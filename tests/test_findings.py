@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from bench.report import findings
 from bench.report import tables as T
+from tests.helpers import run_record
 
 REPO = Path(__file__).resolve().parents[1]
 LESS = {"id": "t", "statement": "a below b", "source": "test", "metric": "fid", "numerator": "ddpm",
@@ -23,7 +25,7 @@ def rec(model, family, seed, profile="cpu", registered=None, **metrics):
             out["timings"][k] = v
         else:
             out["metrics"][k.replace("__", "@")] = v if isinstance(v, dict) else {"value": v}
-    return out
+    return run_record(**out)
 
 
 def groups(*records):
@@ -99,7 +101,7 @@ def test_fences_flag_worse_than_noise_and_worse_than_the_reference_floor_outside
     assert "`daf`: 9.5 bits/dim is worse than uniform noise" in notes
     assert "`ddpm`: bits/dim 5.5 is worse" in notes and "`ddpm`: FID 300 is worse" in notes
     assert "`glow`" not in notes and "`real-data`" not in notes
-    smoke = groups(*[dict(r, profile="smoke") for recs in g.values() for r in recs])
+    smoke = groups(*[dataclasses.replace(r, profile="smoke") for recs in g.values() for r in recs])
     assert "reference` floor" not in " ".join(findings.fence_notes(smoke))  # smoke runs are expected to be bad
 
 
@@ -116,5 +118,5 @@ def test_models_outside_the_sample_regime_are_named_with_the_reason_outside_smok
     assert "KL 0.3" in glow and "FID" not in glow.split("(")[1].split(")")[0]
     assert not any(n.startswith(("`nsf`", "`real-data`")) for n in notes)  # 55 = 9.2x and KL 0.085: in the regime
     assert any(n.startswith("`ddpm`: its samples") for n in findings.fence_notes(g))
-    smoke = groups(*[dict(r, profile="smoke") for recs in g.values() for r in recs])
+    smoke = groups(*[dataclasses.replace(r, profile="smoke") for recs in g.values() for r in recs])
     assert not any("regime" in n for n in findings.fence_notes(smoke))

@@ -189,10 +189,10 @@ def test_a_collapsing_gan_run_is_recorded_diverged_and_the_suite_goes_on(workdir
     suite = write_suite(tmp_path / "s.toml", body)
     code, out, err = run_cli(["run", "--suite", str(suite), "--results", str(workdirs["results"]), "--checkpoints",
                               str(workdirs["checkpoints"]), "--quiet", "--no-report"], capsys)
-    recs = {r["model"]: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
-    assert recs["gan"]["status"] == "diverged" and "mode collapse" in recs["gan"]["error"]
-    assert recs["gan"]["train"]["steps"] == 1  # the second step tripped the rule and is not counted
-    assert recs["reference"]["status"] == "ok"
+    recs = {r.model: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
+    assert recs["gan"].status == "diverged" and "mode collapse" in recs["gan"].error
+    assert recs["gan"].train["steps"] == 1  # the second step tripped the rule and is not counted
+    assert recs["reference"].status == "ok"
     assert code == cli.EXIT_RUN_FAILED and "gan seed 0 diverged" in err
 
 

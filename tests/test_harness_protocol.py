@@ -24,14 +24,14 @@ SMALL = ["train.batch_size=8", "train.eval_fractions=[1.0]", "train.warmup_steps
          'eval.metrics=["sampling_speed"]', "eval.speed_batch=4"]
 
 
-def _run(tmp_path, model: str, extra: list[str], labelled: bool = True) -> dict:
+def _run(tmp_path, model: str, extra: list[str], labelled: bool = True):
     suite = load_suite("digits", "smoke", SMALL + extra, "steps=2")
     train, test = (load_split(suite.data, split, None, None) for split in ("train", "test"))
     if not labelled:
         train, test = (ImageData(d.x, None, 0, d.name) for d in (train, test))
     rec = run_one(suite, model, 0, RunOptions(checkpoint_dir=tmp_path / "ckpt", cache_dir=tmp_path / "cache",
                                               progress=False), train, test)
-    assert rec["status"] == "ok", rec.get("traceback") or rec["error"]
+    assert rec.status == "ok", rec.traceback or rec.error
     return rec
 
 
@@ -40,11 +40,11 @@ def test_cfm_runs_unconditionally_on_unlabelled_data(tmp_path):
 
     assert registry.get("cfm").conditional  # the class says True: the runner used to reject unlabelled data
     rec = _run(tmp_path, "cfm", ["models.cfm.sampler={ name = \"euler\", steps = 2 }"], labelled=False)
-    assert rec["conditional"] is False
-    assert "labels" not in rec["_samples"].info  # no labels were asked of sample()
+    assert rec.conditional is False
+    assert "labels" not in rec.samples.info  # no labels were asked of sample()
     labelled = _run(tmp_path, "cfm", ["models.cfm.sampler={ name = \"euler\", steps = 2 }"])
-    assert labelled["conditional"] is True
-    assert labelled["_samples"].info["labels"][:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]  # balanced
+    assert labelled.conditional is True
+    assert labelled.samples.info["labels"][:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]  # balanced
 
 
 def test_guided_ddpm_is_recorded_conditional_and_its_default_spacing_is_recorded(tmp_path):
@@ -54,15 +54,15 @@ def test_guided_ddpm_is_recorded_conditional_and_its_default_spacing_is_recorded
     # the suite asks for DDIM with 5 steps and says nothing about timestep spacing or eta
     rec = _run(tmp_path, "ddpm", ["models.ddpm.classifier=true",
                                   "models.ddpm.sampler={ name = \"ddim\", steps = 5 }"])
-    assert rec["conditional"] is True  # classifier guidance: labelled samples
-    assert rec["sampler"] == {"name": "ddim", "steps": 5}  # what the suite wrote
-    resolved = rec["sampler_resolved"]
+    assert rec.conditional is True  # classifier guidance: labelled samples
+    assert rec.sampler == {"name": "ddim", "steps": 5}  # what the suite wrote
+    resolved = rec.sampler_resolved
     assert resolved["sampler"] == "ddim" and resolved["steps"] == 5
     assert resolved["spacing"] == "linspace" and resolved["eta"] == 0.0  # DDPM.sample's defaults
-    proto = rec["metrics"]["sample_seconds_per_batch"]["protocol"]
+    proto = rec.metrics["sample_seconds_per_batch"]["protocol"]
     assert proto["sampler"] == {"name": "ddim", "steps": 5} and proto["sampler_resolved"] == resolved
     plain = _run(tmp_path, "ddpm", ["models.ddpm.sampler={ name = \"ddim\", steps = 5, spacing = \"trailing\" }"])
-    assert plain["conditional"] is False and plain["sampler_resolved"]["spacing"] == "trailing"
+    assert plain.conditional is False and plain.sampler_resolved["spacing"] == "trailing"
 
 
 def test_a_conditional_instance_on_unlabelled_data_is_a_clear_error(tmp_path):

@@ -109,3 +109,22 @@ def test_task_sets_the_submitted_inception_weights(tmp_path, monkeypatch):
     weights.unlink()
     out = run_task(spec)
     assert out["status"] == "failed" and "does not exist on this node" in out["error"]
+
+
+def test_a_task_is_prepared_as_bench_run_prepares_a_run(tmp_path, monkeypatch):
+    """run_task goes through runner.prepare_run: the same model selection (with "did you mean"), the same preflight
+    (a model that cannot take a step fails here, before training), each ending as this task's failed record."""
+    from bench.launch.local import TaskSpec, run_task
+    from bench.records import load_records
+
+    common = dict(suite="digits", profile="smoke", seed=0, results_dir=str(tmp_path / "r"),
+                  checkpoint_dir=str(tmp_path / "c"), cache_dir=str(tmp_path / "cache"), device="cpu")
+    out = run_task(TaskSpec(model="refrence", **common))
+    assert out["status"] == "failed" and "has no model 'refrence' (did you mean 'reference'?)" in out["error"]
+    prepared = []
+    monkeypatch.setattr("bench.preflight.check", lambda suite, opts, runs, data: prepared.append(runs))
+    monkeypatch.setattr("bench.runner.run_one", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop here")))
+    out = run_task(TaskSpec(model="reference", **common))
+    assert prepared == [["reference"]] and "stop here" in out["error"]
+    (first, second) = sorted(load_records(tmp_path / "r"), key=lambda r: r.model)
+    assert first.model == "reference" and first.traceback and second.model == "refrence"

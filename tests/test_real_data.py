@@ -72,15 +72,15 @@ def test_bench_run_writes_the_real_data_row_first_and_records_threads(tmp_path, 
     code, _, err = run_cli(base + ["--threads", "1"], capsys)
     assert code == 0, err
     recs = records.load_records(tmp_path / "r", "tiny", "smoke")
-    real = [r for r in recs if r["model"] == "real-data"]
-    assert len(real) == 1 and real[0]["family"] == "real-data" and real[0]["status"] == "ok"
-    assert "coverage_kl" in real[0]["metrics"] and "bits_per_dim" not in real[0]["metrics"]
-    assert real[0]["started"] <= min(r["started"] for r in recs if r["model"] != "real-data")
+    real = [r for r in recs if r.model == "real-data"]
+    assert len(real) == 1 and real[0].family == "real-data" and real[0].status == "ok"
+    assert "coverage_kl" in real[0].metrics and "bits_per_dim" not in real[0].metrics
+    assert real[0].started <= min(r.started for r in recs if r.model != "real-data")
     for r in recs:
-        assert r["hardware"]["torch_threads"] == 1 and r["hardware"]["threads_chosen_by"].startswith("requested")
+        assert r.hardware["torch_threads"] == 1 and r.hardware["threads_chosen_by"].startswith("requested")
     # --model X runs X only; --model real-data runs the real-data row only
     code, _, err = run_cli(base + ["--model", "real-data"], capsys)
     assert code == 0, err
-    assert [r["model"] for r in records.load_records(tmp_path / "r", "tiny", "smoke")].count("real-data") == 2
+    assert [r.model for r in records.load_records(tmp_path / "r", "tiny", "smoke")].count("real-data") == 2
     code, _, err = run_cli(base + ["--threads", "0"], capsys)
     assert code == 2 and "--threads must be a positive integer" in err

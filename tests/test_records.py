@@ -38,7 +38,7 @@ def test_load_skips_corrupt_files_and_tables_metrics(tmp_path):
     records.write_record(rec(seed=1, finished="2026-01-02T00:00:00.000000Z"), tmp_path)
     (records.record_dir(tmp_path, "s", "smoke") / "junk.json").write_text("{not json")
     recs = records.load_records(tmp_path)
-    assert [r["seed"] for r in recs] == [0, 1]
+    assert [r.seed for r in recs] == [0, 1]
     df = records.records_table(recs)
     assert list(df["fid"]) == [3.0, 3.0] and list(df["train_images_per_second"]) == [10.0, 10.0]
 
@@ -47,4 +47,21 @@ def test_latest_per_run_keeps_the_newest(tmp_path):
     records.write_record(rec(finished="2026-01-01T00:00:00.000000Z"), tmp_path)
     records.write_record(rec(finished="2026-01-03T00:00:00.000000Z", metrics={"fid": {"value": 1.0}}), tmp_path)
     latest = records.latest_per_run(records.load_records(tmp_path))
-    assert len(latest) == 1 and latest[0]["metrics"]["fid"]["value"] == 1.0
+    assert len(latest) == 1 and latest[0].metrics["fid"]["value"] == 1.0
+
+
+def test_a_run_record_reads_old_and_odd_files_and_writes_back_what_it_does_not_know(tmp_path):
+    """RunRecord.from_json: a missing or mistyped section reads as empty (readers never guard against None), a key
+    this version does not know survives a rewrite, and what the runner hands to the writer is never written."""
+    odd = {**rec(), "timings": None, "curve": {"not": "a list"}, "user_note": "rerun on the A100", "schema": 1}
+    r = records.RunRecord.from_json(odd)  # no "train" section at all
+    assert r.timings == {} and r.curve == [] and r.train == {} and r.extra == {"user_note": "rerun on the A100"}
+    assert r.metric_value("fid") == 3.0 and r.metric("nfe") is None
+    r.samples, r.clear_checkpoints = object(), "/tmp/ck"
+    path = records.write_record(r, tmp_path)
+    on_disk = json.loads(path.read_text())
+    assert on_disk["user_note"] == "rerun on the A100" and next(iter(on_disk)) == "schema"
+    assert not {"samples", "clear_checkpoints", "path", "extra"} & set(on_disk)
+    (back,) = records.load_records(tmp_path)
+    assert back.path == str(path) and back.extra == {"user_note": "rerun on the A100"}
+    assert back.to_json() == on_disk  # a second rewrite changes nothing

@@ -27,7 +27,7 @@ def test_a_malformed_or_truncated_record_is_skipped_with_one_warning(tmp_path, c
     (folder / "missing-keys.json").write_text(json.dumps({"suite": "s", "model": "x"}))
     (folder / "truncated.json").write_text('{"suite": "s", "prof')
     recs = records.load_records(tmp_path)
-    assert [r["model"] for r in recs] == ["m"]
+    assert [r.model for r in recs] == ["m"]
     err = capsys.readouterr().err
     assert "missing-keys.json: missing key(s) profile, seed, status" in err
     assert "truncated.json: unreadable" in err
@@ -140,8 +140,8 @@ def test_bench_run_on_a_full_disk_stops_with_one_error_and_keeps_the_records_wri
     real_write, calls = run_record.write_record, []
 
     def fill_up(record, folder):
-        calls.append(record["model"])
-        if record["model"] == "second":
+        calls.append(record.model)
+        if record.model == "second":
             raise OSError(errno.ENOSPC, "No space left on device", str(folder / "second.json"))
         return real_write(record, folder)
 
@@ -152,7 +152,7 @@ def test_bench_run_on_a_full_disk_stops_with_one_error_and_keeps_the_records_wri
     assert calls[-1] == "second"
     assert code == cli.EXIT_USER_ERROR and err.count("\n") == 1 and "out of disk space" in err and "--resume" in err
     written = records.load_records(results)
-    assert [r["model"] for r in written] == ["reference"] and written[0]["status"] == "ok"  # nothing recorded as failed
+    assert [r.model for r in written] == ["reference"] and written[0].status == "ok"  # nothing recorded as failed
 
 
 def test_a_held_out_split_is_named_in_the_record_and_the_report(tmp_path, capsys):
@@ -169,7 +169,7 @@ def test_a_held_out_split_is_named_in_the_record_and_the_report(tmp_path, capsys
                               str(tmp_path / "ck"), "--reports", str(reports), "--quiet"], capsys)
     assert code == 0, err
     (rec,) = records.load_records(results)
-    assert rec["data"]["train_size"] == 45 and rec["data"]["eval_size"] == 5
-    assert "held-out split: 10% of mine.npz (no x_train/x_test), seed 0" in rec["data"]["eval"]
+    assert rec.data["train_size"] == 45 and rec.data["eval_size"] == 5
+    assert "held-out split: 10% of mine.npz (no x_train/x_test), seed 0" in rec.data["eval"]
     report = next(reports.rglob("README.md")).read_text()
     assert "held-out split: 10% of mine.npz (no x_train/x_test), seed 0" in report

@@ -16,6 +16,7 @@ import pytest
 
 from bench.records import write_record
 from bench.report import render
+from tests.helpers import run_record
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE, PROFILE = "fixture", "smoke"
@@ -238,7 +239,7 @@ def test_sample_time_column_says_it_is_scaled_from_the_timed_batch(results, tmp_
 
     root = tmp_path / "results"
     for rec in load_records(results, SUITE):
-        rec.pop("_path")
+        rec = rec.to_json()  # edited as the JSON a user would edit
         rec["eval_settings"] = {**rec["eval_settings"], "speed_batch": 16}
         for key in ("sample_seconds_per_batch", "sample_seconds_per_image", "nfe"):
             if key in rec["metrics"]:
@@ -354,7 +355,7 @@ def test_missing_data_and_absent_sections_give_notes(results, tmp_path):
 
     root = tmp_path / "results"
     for rec in load_records(results, SUITE):
-        rec.pop("_path")
+        rec = rec.to_json()  # edited as the JSON a user would edit
         rec["data"] = {**rec["data"], "dataset": "npz", "path": str(tmp_path / "missing.npz")}
         rec["curve"], rec["train"]["loss_curve"] = [], []
         rec["metrics"].pop("coverage_kl", None)
@@ -420,7 +421,7 @@ def test_minimal_and_odd_records_still_render(tmp_path):
 
 def test_bpd_cell_without_stderr_has_no_se_and_exact_estimators_no_estimator_part():
     from bench.report import tables as T
-    rec = lambda v, **e: {"status": "ok", "family": "flow", "metrics": {"bits_per_dim": {"value": v, **e}}}
+    rec = lambda v, **e: run_record(status="ok", family="flow", metrics={"bits_per_dim": {"value": v, **e}})
     assert T.bpd_cell([rec(3.5, protocol={"kind": "exact"})]) == "3.5"  # old records: no std recorded
     assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "exact", "estimator_stderr": 0.0})]) == "3.5 (SE 0.02)"
     assert T.bpd_cell([rec(3.5, std=0.02, protocol={"kind": "estimate", "estimator_stderr": 0.01})]) == \
@@ -456,8 +457,8 @@ def test_runs_on_two_cpus_name_both_with_their_runs():
 
     xeon = {"cpu": "Intel Xeon", "cpu_count": 2, "torch_threads": 2, "device": "cpu"}
     epyc = {**xeon, "cpu": "AMD EPYC"}
-    recs = [{"model": "ddpm", "seed": 0, "hardware": xeon}, {"model": "ddpm", "seed": 2, "hardware": epyc},
-            {"model": "resflow", "seed": 0, "hardware": xeon}]
+    recs = [run_record(model="ddpm", seed=0, hardware=xeon), run_record(model="ddpm", seed=2, hardware=epyc),
+            run_record(model="resflow", seed=0, hardware=xeon)]
     text = T.describe_hardware_of(recs)
     assert "Intel Xeon" in text and "AMD EPYC" in text and "[ddpm seed 2]" in text
     assert "[ddpm seed 0, resflow seed 0]" in text
@@ -473,9 +474,9 @@ def test_feature_space_columns_name_their_space():
 
     def rec(model, fe, **extra):
         proto = {"extractor": fe}
-        return {"model": model, "family": "flow", "status": "ok", "seed": 0,
-                "metrics": {"fid": {"value": 1.0, "protocol": proto}, "kid": {"value": 0.1, "protocol": proto},
-                            "precision": {"value": 0.5, "protocol": proto}, **extra}}
+        return run_record(model=model, family="flow", status="ok", seed=0,
+                          metrics={"fid": {"value": 1.0, "protocol": proto}, "kid": {"value": 0.1, "protocol": proto},
+                                   "precision": {"value": 0.5, "protocol": proto}, **extra})
 
     headers, _, _ = model_table(OrderedDict(a=[rec("a", "inception")]))
     assert "FID (inception)" in headers and "KID (inception)" in headers and "precision (inception)" in headers

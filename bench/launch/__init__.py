@@ -78,7 +78,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from bench.records import atomic_write_text
     import json
 
-    atomic_write_text(folder / "collected.json", json.dumps({"records": [r["_path"] for r in recs], "missing":
+    atomic_write_text(folder / "collected.json", json.dumps({"records": [r.path for r in recs], "missing":
                                                              [r["index"] for r in missing]}, indent=1))
     if recs and not args.no_report:
         try:

@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -43,30 +42,17 @@ class TaskSpec:
         return f"{self.model}__seed{self.seed}"
 
 
-def _failed_record(spec: TaskSpec, suite: Any, err: BaseException, started: str) -> dict[str, Any]:
-    from bench.records import utc_now
-
-    name = suite.name if suite is not None else Path(spec.suite).stem
-    return {"suite": name, "profile": spec.profile, "model": spec.model, "seed": spec.seed,
-            "budget": ({"kind": suite.budget.kind, "value": suite.budget.value} if suite is not None else {}),
-            "overrides": spec.overrides, "status": "failed",
-            "error": f"{type(err).__name__}: {err}".splitlines()[0][:500],
-            "traceback": traceback.format_exc(), "started": started, "finished": utc_now(), "metrics": {}}
-
-
 def run_task(spec: TaskSpec, resume: bool = True) -> dict[str, Any]:
     """Run one task to completion; returns {status, error, record, model, seed}.
 
     :class:`bench.stopping.Interrupted` (a stop signal; a checkpoint was written) propagates so the
     caller can requeue; everything else ends as this task's record.
     """
-    from bench.launch.ddp import init_from_env
     from bench.records import utc_now
     from bench.device import world
-    from bench.run_record import write
-    from bench.runner import RunOptions, run_one
+    from bench.run_record import failed_record, write
+    from bench.runner import RunOptions, prepare_run, run_one
     from bench.stopping import Interrupted
-    from bench.data import load_split
     from bench.suite import load_suite
 
     started = utc_now()
@@ -85,25 +71,18 @@ def run_task(spec: TaskSpec, resume: bool = True) -> dict[str, Any]:
                 raise BenchError(f"--inception-weights {spec.inception_weights} (given at submit time) does not exist "
                                  "on this node; stage it on a filesystem the compute nodes share")
             os.environ["GENBENCH_INCEPTION_WEIGHTS"] = spec.inception_weights
-        if spec.model not in suite.models:
-            from bench.errors import BenchError
-
-            raise BenchError(f"suite {suite.name} has no model {spec.model!r}")
-        init_from_env(spec.device or suite.train["device"])
-        from bench import threads
-
-        threads.apply(suite.train.get("threads"))  # SLURM_CPUS_PER_TASK / cgroup / affinity
-        train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
-        eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
-        record = run_one(suite, spec.model, spec.seed, opts, train_data, eval_data)
+        prep = prepare_run(suite, opts)  # the same selection, data, preflight, process group and threads as `bench run`
+        record = run_one(suite, spec.model, spec.seed, opts, prep.train_data, prep.eval_data)
     except (Interrupted, KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # bad data path, unknown model, crash outside the model: this task's record says why
-        record = _failed_record(spec, suite, e, started)
-    record["submission"] = dict(spec.submission)
+        record = failed_record(suite.name if suite is not None else Path(spec.suite).stem, spec.profile, spec.model,
+                               spec.seed, e, {"kind": suite.budget.kind, "value": suite.budget.value} if suite else {},
+                               spec.overrides, started)
+    record.submission = dict(spec.submission)
     rank, _ = world()
     path = write(record, Path(spec.results_dir)) if rank == 0 else None
-    return {"status": record["status"], "error": record.get("error"), "record": str(path) if path else None,
+    return {"status": record.status, "error": record.error, "record": str(path) if path else None,
             "model": spec.model, "seed": spec.seed}
 
 

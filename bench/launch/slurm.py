@@ -10,7 +10,7 @@ same tasks as subprocesses on a workstation). Cluster specifics live in a *clust
         checkpoints/      one folder per (model, seed); resumed after preemption/requeue
 
 Records land in ``<results>/runs/...`` like a local run (each task its own new file) and carry
-``record["submission"] = {"id", "index", ...}`` so ``bench collect`` finds exactly this
+``record.submission = {"id", "index", ...}`` so ``bench collect`` finds exactly this
 submission's records.
 
 Preemption: SLURM sends SIGUSR2 ``signal_delay_s`` before the time limit (or on
@@ -48,7 +48,7 @@ import submitit
 
 from bench.errors import BenchError, did_you_mean
 from bench.launch.local import TaskSpec, run_task
-from bench.records import atomic_write_text, load_records, utc_now
+from bench.records import RunRecord, atomic_write_text, load_records, utc_now
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm"
 SUBMISSIONS_SUBDIR = "submissions"
@@ -276,13 +276,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def plan(suite, args, prof: dict[str, Any], results: Path) -> tuple[Path, dict[str, Any]]:
     """The submission folder and its submission.json content (task specs, no job ids yet)."""
-    runs = list(suite.models)
-    if args.models:
-        unknown = [m for m in args.models if m not in suite.models]
-        if unknown:
-            raise BenchError(f"suite {suite.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}")
-        runs = [m for m in runs if m in args.models]
-    seeds = args.seeds or suite.train["seeds"]
+    runs, seeds = suite.select(args.models, args.seeds)  # as `bench run` and each task pick them
     weights = _inception_weights(args)
     sub_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     folder = (results / SUBMISSIONS_SUBDIR / suite.name / suite.profile / sub_id).resolve()
@@ -383,11 +377,11 @@ def read_submission(folder: Path) -> dict[str, Any]:
         raise BenchError(f"cannot read {folder / 'submission.json'}: {e}") from None
 
 
-def submission_records(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def submission_records(data: dict[str, Any]) -> dict[int, RunRecord]:
     """Task index -> newest record written by this submission."""
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, RunRecord] = {}
     for rec in load_records(Path(data["results_dir"])):
-        sub = rec.get("submission") or {}
+        sub = rec.submission
         if sub.get("id") == data["id"]:
             out[int(sub["index"])] = rec
     return out
@@ -446,10 +440,9 @@ def task_states(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             state = "NOT SUBMITTED"
         if rec is not None and state in ("UNKNOWN", "DONE"):
             state = "COMPLETED"
-        interrupted = len(rec.get("interruptions") or []) if rec else 0
         rows.append({"index": t["index"], "model": t["model"], "seed": t["seed"], "job_id": jid, "state": state,
-                     "status": rec["status"] if rec else None, "error": rec.get("error") if rec else None,
-                     "interruptions": interrupted, "record": rec.get("_path") if rec else None})
+                     "status": rec.status if rec else None, "error": rec.error if rec else None,
+                     "interruptions": len(rec.interruptions) if rec else 0, "record": rec.path if rec else None})
     return data, rows
 
 

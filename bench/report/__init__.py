@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.records import RunRecord
 from bench.report import findings, grids, plots, published
 from bench.report import tables as T
 from bench.report.doc import Document, Image, Note, Para, Section, Table
@@ -43,7 +44,7 @@ def _add_image(section: Section, out_dir: Path, result, caption: str) -> None:
         section.add(Note(f"skipped — {note}"))
 
 
-def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_name: str, profile: str,
+def build_document(records: list[RunRecord], out_dir: Path, results_dir: Path, suite_name: str, profile: str,
                    mirrors: list[str] | None = None, data_root: str | None = None,
                    reference_dir: Path | None = None) -> Document:
     """The report of one suite/profile (the newest record per model × seed). Writes PNGs under out_dir/img."""
@@ -51,12 +52,12 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
     groups = T.group_by_model(records)
     first = (T.ok(records) or records)[0]
     doc = Document(f"genbench report: {suite_name} [{profile}]")
-    n_bad = sum(r.get("status") != "ok" for r in records)
+    n_bad = sum(r.status != "ok" for r in records)
     doc.intro.append(Para(
         f"{len(groups)} model(s), {len(records)} run(s) ({n_bad} diverged/failed). Budget {T.describe_budget(first)} "
-        f"per run, data `{(first.get('data') or {}).get('train', (first.get('data') or {}).get('dataset', '?'))}` → "
-        f"evaluated on `{(first.get('data') or {}).get('eval', '?')}`, hardware: {T.describe_hardware_of(records)}, "
-        f"precision {(first.get('train_settings') or {}).get('precision', '?')}, git `{str(first.get('git_commit') or '?')[:12]}`."))
+        f"per run, data `{first.data.get('train', first.data.get('dataset', '?'))}` → "
+        f"evaluated on `{first.data.get('eval', '?')}`, hardware: {T.describe_hardware_of(records)}, "
+        f"precision {first.train_settings.get('precision', '?')}, git `{str(first.git_commit or '?')[:12]}`."))
     doc.intro.append(Para("Rendered from the result records alone by `bench report`; mean ± std (sample std, n−1) "
                           "over seeds where there are several. \"not defined\": the model has no likelihood; "
                           "\"n/a\": not measured in this suite."))
@@ -112,7 +113,7 @@ def build_document(records: list[dict], out_dir: Path, results_dir: Path, suite_
     return doc
 
 
-def _findings_section(s: Section, groups, records: list[dict], ref_dir) -> None:
+def _findings_section(s: Section, groups, records: list[RunRecord], ref_dir) -> None:
     headers, rows = findings.findings_table(groups, ref_dir)
     if not rows:
         s.add(Note(f"no claims to check: {findings.CLAIMS_FILE} not found in the reference folder."))
@@ -120,13 +121,13 @@ def _findings_section(s: Section, groups, records: list[dict], ref_dir) -> None:
     s.add(Table(headers, rows, "the seeds' claims (results/reference/claims.toml) judged on these records"))
     first = (T.ok(records) or records)[0]
     s.add(Para(f"Judged at this report's budget ({T.describe_budget(first)}), model sizes and data "
-               f"(`{(first.get('data') or {}).get('dataset', '?')}`), on {T.describe_hardware_of(records)}: a claim not "
+               f"(`{first.data.get('dataset', '?')}`), on {T.describe_hardware_of(records)}: a claim not "
                "reproduced here does not hold at this budget and scale, which is a finding about the claim's reach, "
                "not a verdict on the paper. ✓/✗ need the ratio on one side of 1 by more than 2 standard errors "
                "(seed spread where there are several seeds, else the metric's own error); ~ marks a ratio within them."))
 
 
-def _models_section(s: Section, groups, records: list[dict], n_bad: int) -> list[str]:
+def _models_section(s: Section, groups, records: list[RunRecord], n_bad: int) -> list[str]:
     headers, rows, dropped = T.model_table(groups)
     s.add(Table(headers, rows, "one row per model"))
     if T.SAMPLE_BATCH_HEADER in headers:
@@ -151,8 +152,8 @@ def _models_section(s: Section, groups, records: list[dict], n_bad: int) -> list
     return fes
 
 
-def _published_section(s: Section, groups, records: list[dict], suite_name: str, mirrors: list[str] | None,
-                       reference_dir: Path | None, fes: list[str], first: dict) -> None:
+def _published_section(s: Section, groups, records: list[RunRecord], suite_name: str, mirrors: list[str] | None,
+                       reference_dir: Path | None, fes: list[str], first: RunRecord) -> None:
     if mirrors is None:
         mirrors = published.suite_mirrors(suite_name, records)
     if mirrors is None:
@@ -169,11 +170,11 @@ def _published_section(s: Section, groups, records: list[dict], suite_name: str,
             s.add(Note(f"reference table {tid}: {e}"))
             continue
         fe = ", ".join(fes) or "none (no sample-quality metric)"
-        s.add(Para(f"**{tid}** — {info['source']}. Measured: profile `{first.get('profile')}`, budget "
+        s.add(Para(f"**{tid}** — {info['source']}. Measured: profile `{first.profile}`, budget "
                    f"{T.describe_budget(first)}, hardware {T.describe_hardware(first)}, feature extractor {fe}."))
         s.add(Table(th, tr, f"{tid}: published vs measured"))
-        if first.get("profile") != "paper":
-            s.add(Note(f"measured at the `{first.get('profile')}` budget ({T.describe_budget(first)}), not the "
+        if first.profile != "paper":
+            s.add(Note(f"measured at the `{first.profile}` budget ({T.describe_budget(first)}), not the "
                        "published training length: the measured numbers check the pipeline, they do not "
                        f"reproduce the table. {_paper_profile_text(suite_name, tid, reference_dir)}"))
 
@@ -199,7 +200,7 @@ def _paper_profile_text(suite_name: str, tid: str, reference_dir: Path | None) -
 def _sample_section(s: Section, groups, out_dir: Path, img: Path, results_dir: Path, data_root: str | None) -> None:
     any_grid = False
     for model, recs in groups.items():
-        rec = next((r for r in T.ok(recs) if (r.get("artifacts") or {}).get("samples")), None)
+        rec = next((r for r in T.ok(recs) if r.artifacts.get("samples")), None)
         if rec is None:
             s.add(Note(f"{model}: no samples saved ({T.status_cell(recs)})."))
             continue
@@ -209,11 +210,11 @@ def _sample_section(s: Section, groups, out_dir: Path, img: Path, results_dir: P
             s.add(Note(f"{model}: samples unreadable ({type(e).__name__}: {T.short(e, 120)})."))
             continue
         p = grids.sample_grid(images, img / f"grid_{_safe(model)}.png")
-        sampler = rec.get("sampler") or {}
+        sampler = rec.sampler
         extra = f", sampler {sampler}" if sampler else ""
-        s.add(Image(p, f"{model} (seed {rec.get('seed')}{extra})", p.relative_to(out_dir).as_posix()))
+        s.add(Image(p, f"{model} (seed {rec.seed}{extra})", p.relative_to(out_dir).as_posix()))
         any_grid = True
-        if labels is not None and (rec.get("conditional") or len(set(labels.tolist())) > 1):
+        if labels is not None and (rec.conditional or len(set(labels.tolist())) > 1):
             p = grids.class_grid(images, labels, img / f"grid_{_safe(model)}_by_class.png")
             s.add(Image(p, f"{model}: one row per class label", p.relative_to(out_dir).as_posix()))
     if not any_grid:
@@ -246,8 +247,8 @@ def render(suite_name: str, results_dir: Path, reports_dir: Path, profile: str |
     if not all_records:
         recs = latest_per_run(recs)
     written = []
-    for prof in sorted({r["profile"] for r in recs}):
-        prof_recs = [r for r in recs if r["profile"] == prof]
+    for prof in sorted({r.profile for r in recs}):
+        prof_recs = [r for r in recs if r.profile == prof]
         out_dir = Path(reports_dir) / _safe(suite_name) / _safe(prof)
         out_dir.mkdir(parents=True, exist_ok=True)
         doc = build_document(prof_recs, out_dir, Path(results_dir), suite_name, prof, mirrors, data_root, reference_dir)

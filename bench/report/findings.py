@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.records import metric_error
+from bench.records import RunRecord, metric_error
 from bench.report import tables as T
 
 CLAIMS_FILE = "claims.toml"
@@ -47,25 +47,25 @@ def load_claims(ref_dir: Path | None) -> list[dict[str, Any]]:
     return list(read_toml(Path(ref_dir) / CLAIMS_FILE).get("claim") or [])
 
 
-def select(groups: dict[str, list[dict]], spec: str) -> list[str]:
+def select(groups: dict[str, list[RunRecord]], spec: str) -> list[str]:
     """Runs named by ``spec`` (``|`` alternatives: run name, registered wrapper, or ``family:X``), in report order."""
     out: list[str] = []
     for alt in (a.strip() for a in spec.split("|") if a.strip()):
         if alt.startswith("family:"):
             fam = alt.split(":", 1)[1]
-            hits = [k for k, recs in groups.items() if recs[0].get("family") == fam]
+            hits = [k for k, recs in groups.items() if recs[0].family == fam]
         else:
-            hits = [k for k, recs in groups.items() if k == alt or recs[0].get("registered") == alt]
+            hits = [k for k, recs in groups.items() if k == alt or recs[0].registered == alt]
         out += [k for k in hits if k not in out]
     return out
 
 
-def _entry(record: dict, metric: str, nfe: int | None) -> tuple[float | None, float | None]:
+def _entry(record: RunRecord, metric: str, nfe: int | None) -> tuple[float | None, float | None]:
     """(value, its own standard error) of ``metric`` in one record; with ``nfe``, the main sampler's or the
     sweep entry's value whose NFE equals it."""
     if metric == "train_images_per_second":
         return T.first_of(T.timing(metric), T.metric(metric))(record), None
-    metrics = record.get("metrics") or {}
+    metrics = record.metrics
     keys = [metric]
     if nfe is not None:  # the main sampler ("") or a sweep entry ("@label") that used exactly `nfe` evaluations
         suffixes = [""] + ["@" + k.split("@", 1)[1] for k in metrics if k.startswith("nfe@")]
@@ -77,7 +77,7 @@ def _entry(record: dict, metric: str, nfe: int | None) -> tuple[float | None, fl
     return None, None
 
 
-def run_value(recs: list[dict], metric: str, nfe: int | None) -> tuple[float | None, float | None, str]:
+def run_value(recs: list[RunRecord], metric: str, nfe: int | None) -> tuple[float | None, float | None, str]:
     """Mean over a run's ok seeds, its standard error, and how that error was obtained."""
     got = [_entry(r, metric, nfe) for r in T.ok(recs)]
     vals = [v for v, _ in got if v is not None]
@@ -91,7 +91,7 @@ def run_value(recs: list[dict], metric: str, nfe: int | None) -> tuple[float | N
     return mean, (own[0] if own else None), ("1 seed, the metric's own standard error" if own else "1 seed, no error estimate")
 
 
-def judge(claim: dict[str, Any], groups: dict[str, list[dict]]) -> list[Verdict]:
+def judge(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
     """One verdict per (numerator run, denominator run) pair the records hold, or one 'not measurable'."""
     nums, dens = select(groups, claim["numerator"]), select(groups, claim["denominator"])
     if not nums or not dens:
@@ -138,7 +138,7 @@ def _verdict(claim: dict[str, Any], pair: str, ratio: float, se: float | None, h
     raise ValueError(f"claim {claim.get('id')}: unknown relation {claim['relation']!r} (use '<' or '~')")
 
 
-def findings_table(groups: dict[str, list[dict]], ref_dir: Path | None) -> tuple[list[str], list[list[str]]]:
+def findings_table(groups: dict[str, list[RunRecord]], ref_dir: Path | None) -> tuple[list[str], list[list[str]]]:
     headers = ["claim", "source", "published", "runs (ratio = first / second)", "measured ratio", "verdict", "how"]
     rows = []
     for claim in load_claims(ref_dir):
@@ -149,7 +149,7 @@ def findings_table(groups: dict[str, list[dict]], ref_dir: Path | None) -> tuple
     return headers, rows
 
 
-def fence_notes(groups: dict[str, list[dict]], reference_run: str = "reference") -> list[str]:
+def fence_notes(groups: dict[str, list[RunRecord]], reference_run: str = "reference") -> list[str]:
     """Visible warnings for numbers that cannot be a finding: a likelihood worse than uniform noise over 8-bit
     values (> 8 bits/dim), and, outside smoke profiles, a model worse than the `reference` floor."""
     notes = []
@@ -159,7 +159,7 @@ def fence_notes(groups: dict[str, list[dict]], reference_run: str = "reference")
             notes.append(f"`{run}`: {T.fmt(T.mean_std(v)[0])} bits/dim is worse than uniform noise over 8-bit values "
                          "(8 bits/dim): this model has not learned the data; its likelihood is no finding.")
     ref = groups.get(reference_run)
-    profile = next((r.get("profile") for recs in groups.values() for r in recs), None)
+    profile = next((r.profile for recs in groups.values() for r in recs), None)
     if ref and profile != "smoke":
         for name, label, lower_is_better in (("bits_per_dim", "bits/dim", True), ("fid", "FID", True)):
             floor = T.values(T.ok(ref), T.metric(name))
@@ -167,7 +167,7 @@ def fence_notes(groups: dict[str, list[dict]], reference_run: str = "reference")
                 continue
             f = T.mean_std(floor)[0]
             for run, recs in groups.items():
-                if run == reference_run or recs[0].get("family") == "real-data":
+                if run == reference_run or recs[0].family == "real-data":
                     continue
                 v = T.values(T.ok(recs), T.metric(name))
                 if v and (T.mean_std(v)[0] > f if lower_is_better else T.mean_std(v)[0] < f):
@@ -181,16 +181,16 @@ REGIME_MAX_KL = 0.1  # class coverage: the domain classifier recognises the samp
 REGIME_MAX_FID_FACTOR = 10.0  # FID within this factor of the real-data row's
 
 
-def regime_notes(groups: dict[str, list[dict]], reference_run: str = "reference") -> list[str]:
+def regime_notes(groups: dict[str, list[RunRecord]], reference_run: str = "reference") -> list[str]:
     """Sampling models not yet in the regime where a comparison of their samples says something: class-coverage
     KL above 0.1, or FID more than 10x the real-data row's (the floor that many samples can reach). Named so that
     a ranking among them does not read as a finding; the quality-vs-compute curve shows whether each still improves."""
-    real = [r for recs in groups.values() for r in T.ok(recs) if r.get("family") == "real-data"]
+    real = [r for recs in groups.values() for r in T.ok(recs) if r.family == "real-data"]
     real_fid = T.values(real, T.metric("fid"))
     floor = T.mean_std(real_fid)[0] if real_fid else None
     notes = []
     for run, recs in groups.items():
-        if run == reference_run or recs[0].get("family") == "real-data":
+        if run == reference_run or recs[0].family == "real-data":
             continue
         reasons = []
         kl = T.values(T.ok(recs), T.metric("coverage_kl"))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.records import RunRecord
+
 MIN_CELL = 48  # small images (16x16 digits) are upscaled (nearest) so they stay visible
 PAD = 2
 
@@ -60,9 +62,9 @@ def class_grid(images: np.ndarray, labels: np.ndarray, path: Path, per_class: in
     return save_png(grid_array(rows, per_class), path)
 
 
-def load_samples(record: dict, results_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def load_samples(record: RunRecord, results_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The record's saved sample grid (artifacts.samples, relative to the results folder)."""
-    rel = (record.get("artifacts") or {}).get("samples")
+    rel = record.artifacts.get("samples")
     if not rel:
         raise FileNotFoundError("the record has no saved samples")
     path = Path(rel) if Path(rel).is_absolute() else Path(results_dir) / rel
@@ -70,11 +72,11 @@ def load_samples(record: dict, results_dir: Path) -> tuple[np.ndarray, np.ndarra
         return z["images"], (z["labels"] if "labels" in z.files else None)
 
 
-def load_real(record: dict, n: int = 64, data_root: str | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
+def load_real(record: RunRecord, n: int = 64, data_root: str | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
     """The first ``n`` images of the run's evaluation split, exactly as the models saw it."""
     from bench.data import load_split
 
-    data = dict(record.get("data") or {})
+    data = dict(record.data)
     split = data.get("eval_split", "test")
     real = load_split(data, split, data_root)
     y = real.y[:n].numpy() if real.y is not None else None

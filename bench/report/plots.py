@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.records import RunRecord  # noqa: E402
 from bench.report import tables as T  # noqa: E402
 
 DPI = 110
@@ -26,34 +27,34 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def quality_metric(records: list[dict]) -> tuple[str, str] | None:
+def quality_metric(records: list[RunRecord]) -> tuple[str, str] | None:
     """The quality metric to plot: FID where measured, else bits/dim."""
     for name, label in (("fid", "FID"), ("bits_per_dim", "bits/dim")):
         if any(T.metric(name)(r) is not None for r in T.ok(records)):
             return name, label
-        if any(T.metric(name)({"metrics": p.get("metrics") or {}}) is not None
-               for r in records for p in (r.get("curve") or [])):
+        if any(T.value_in(p.get("metrics") or {}, name) is not None
+               for r in records for p in r.curve):
             return name, label
     return None
 
 
-def quality_vs_compute(records: list[dict], path: Path) -> tuple[Path | None, str]:
+def quality_vs_compute(records: list[RunRecord], path: Path) -> tuple[Path | None, str]:
     q = quality_metric(records)
     if q is None:
         return None, "quality vs training compute: no FID or bits/dim in the records"
     name, label = q
     rows = []
     for r in records:  # diverged/failed runs keep their intermediate evaluations
-        for p in r.get("curve") or []:
-            v = T.metric(name)({"metrics": p.get("metrics") or {}})
+        for p in r.curve:
+            v = T.value_in(p.get("metrics") or {}, name)
             if v is not None:
-                rows.append({"model": r["model"], "seed": r.get("seed"), "images seen": p.get("images"),
+                rows.append({"model": r.model, "seed": r.seed, "images seen": p.get("images"),
                              "training seconds": p.get("train_seconds"), label: v})
-        v = T.metric(name)(r) if r.get("status") == "ok" else None
-        tr = r.get("train") or {}
+        v = T.metric(name)(r) if r.status == "ok" else None
+        tr = r.train
         if v is not None:
-            rows.append({"model": r["model"], "seed": r.get("seed"), "images seen": tr.get("images"),
-                         "training seconds": (r.get("timings") or {}).get("train_seconds"), label: v})
+            rows.append({"model": r.model, "seed": r.seed, "images seen": tr.get("images"),
+                         "training seconds": r.timings.get("train_seconds"), label: v})
     df = pd.DataFrame(rows)
     if df.empty or df.groupby("model")["images seen"].nunique().max() < 2:
         return None, ("quality vs training compute: fewer than two evaluations per model "
@@ -69,7 +70,7 @@ def quality_vs_compute(records: list[dict], path: Path) -> tuple[Path | None, st
     return _save(fig, path), ""
 
 
-def speed_quality(groups: dict[str, list[dict]], path: Path) -> tuple[Path | None, str]:
+def speed_quality(groups: dict[str, list[RunRecord]], path: Path) -> tuple[Path | None, str]:
     q = quality_metric([r for recs in groups.values() for r in recs])
     if q is None:
         return None, "speed–quality trade-off: no FID or bits/dim in the records"
@@ -79,7 +80,7 @@ def speed_quality(groups: dict[str, list[dict]], path: Path) -> tuple[Path | Non
         for r in T.ok(recs):
             s, v = T.metric("sample_seconds_per_image")(r), T.metric(name)(r)
             if s is not None and v is not None and s > 0:
-                rows.append({"model": model, "family": r.get("family", "?"), "sampling seconds per image": s, label: v})
+                rows.append({"model": model, "family": r.family or "?", "sampling seconds per image": s, label: v})
     df = pd.DataFrame(rows)
     if df.empty:
         return None, f"speed–quality trade-off: no run has both sampling latency and {label}"
@@ -94,15 +95,15 @@ def speed_quality(groups: dict[str, list[dict]], path: Path) -> tuple[Path | Non
     return _save(fig, path), ""
 
 
-def nfe_points(record: dict, name: str) -> list[tuple[str, float, float]]:
+def nfe_points(record: RunRecord, name: str) -> list[tuple[str, float, float]]:
     """(sampler, NFE, quality) points of one record: its main evaluation and any per-sampler metrics
     named ``<metric>@<sampler>`` with ``nfe@<sampler>`` (as the metrics module records sampler sweeps)."""
     out = []
     nfe, v = T.metric("nfe")(record), T.metric(name)(record)
     if nfe is not None and v is not None:
-        sampler = record.get("sampler") or {}
+        sampler = record.sampler
         out.append((str(sampler.get("name") or "default"), nfe, v))
-    for key in (record.get("metrics") or {}):
+    for key in record.metrics:
         if key.startswith(f"{name}@"):
             tag = key.split("@", 1)[1]
             n2, v2 = T.metric(f"nfe@{tag}")(record), T.metric(key)(record)
@@ -111,7 +112,7 @@ def nfe_points(record: dict, name: str) -> list[tuple[str, float, float]]:
     return out
 
 
-def nfe_vs_quality(records: list[dict], path: Path) -> tuple[Path | None, str]:
+def nfe_vs_quality(records: list[RunRecord], path: Path) -> tuple[Path | None, str]:
     q = quality_metric(records)
     if q is None:
         return None, "NFE vs quality: no FID or bits/dim in the records"
@@ -119,7 +120,7 @@ def nfe_vs_quality(records: list[dict], path: Path) -> tuple[Path | None, str]:
     rows = []
     for r in T.ok(records):
         for sampler, nfe, v in nfe_points(r, name):
-            rows.append({"wrapper": r.get("registered") or r["model"], "sampler": sampler, "NFE": nfe, label: v})
+            rows.append({"wrapper": r.registered or r.model, "sampler": sampler, "NFE": nfe, label: v})
     df = pd.DataFrame(rows)
     if df.empty or df.groupby("wrapper")["NFE"].nunique().max() < 2:
         return None, ("NFE vs quality: no model was evaluated with two or more samplers/step counts "
@@ -133,12 +134,12 @@ def nfe_vs_quality(records: list[dict], path: Path) -> tuple[Path | None, str]:
     return _save(fig, path), ""
 
 
-def loss_curves(records: list[dict], path: Path) -> tuple[Path | None, str]:
+def loss_curves(records: list[RunRecord], path: Path) -> tuple[Path | None, str]:
     rows = []
     for r in records:
-        for point in (r.get("train") or {}).get("loss_curve") or []:
+        for point in r.train.get("loss_curve") or []:
             if len(point) >= 2 and T.finite(point[1]) is not None:
-                rows.append({"model": r["model"], "seed": str(r.get("seed")), "step": point[0], "loss": point[1]})
+                rows.append({"model": r.model, "seed": str(r.seed), "step": point[0], "loss": point[1]})
     df = pd.DataFrame(rows)
     if df.empty:
         return None, "training loss curves: no loss curve in the records"
@@ -152,13 +153,13 @@ def loss_curves(records: list[dict], path: Path) -> tuple[Path | None, str]:
     return _save(fig, path), ""
 
 
-def bpd_bars(groups: dict[str, list[dict]], path: Path) -> tuple[Path | None, str]:
+def bpd_bars(groups: dict[str, list[RunRecord]], path: Path) -> tuple[Path | None, str]:
     rows, floor = [], None
     for model, recs in groups.items():
         vals = T.values(recs, T.metric("bits_per_dim"))
         for v in vals:
             rows.append({"model": model, "bits/dim": v})
-        if vals and recs[0].get("family") == "reference":
+        if vals and recs[0].family == "reference":
             floor = sum(vals) / len(vals)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -173,7 +174,7 @@ def bpd_bars(groups: dict[str, list[dict]], path: Path) -> tuple[Path | None, st
     return _save(fig, path), ""
 
 
-def class_histograms(groups: dict[str, list[dict]], path: Path) -> tuple[Path | None, str]:
+def class_histograms(groups: dict[str, list[RunRecord]], path: Path) -> tuple[Path | None, str]:
     rows = []
     for model, recs in groups.items():
         for r in T.ok(recs)[:1]:
@@ -197,9 +198,9 @@ def class_histograms(groups: dict[str, list[dict]], path: Path) -> tuple[Path | 
     return path, ""
 
 
-def class_histogram(record: dict) -> list[float] | None:
+def class_histogram(record: RunRecord) -> list[float] | None:
     """A class histogram stored by the class-coverage metric (tolerant of where it keeps it)."""
-    for name, m in (record.get("metrics") or {}).items():
+    for name, m in record.metrics.items():
         if not isinstance(m, dict):
             continue
         for holder in (m, m.get("protocol") or {}):

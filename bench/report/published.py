@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.records import RunRecord
 from bench.report import tables as T
 
 REFERENCE_ENV = "GENBENCH_REFERENCE_DIR"
@@ -47,12 +48,12 @@ def load_table(table_id: str, ref_dir: Path | None = None) -> list[dict[str, str
         return list(csv.DictReader(f))
 
 
-def suite_mirrors(suite_name: str, records: list[dict]) -> list[str] | None:
+def suite_mirrors(suite_name: str, records: list[RunRecord]) -> list[str] | None:
     """The table ids a suite mirrors: a record's own ``mirrors`` field, else the suite file's ``mirrors``;
     None when neither is available (e.g. a suite run from a user's file that is not a shipped suite)."""
     for r in records:
-        if isinstance(r.get("mirrors"), list):
-            return [str(m) for m in r["mirrors"]]
+        if isinstance(r.mirrors, list):
+            return [str(m) for m in r.mirrors]
     try:
         from bench.suite import read_toml, suite_path
 
@@ -109,13 +110,13 @@ def profile_gaps(suite_name: str, table_id: str, profile: str = "paper", ref_dir
     return {"missing": missing, "feature_spaces": sorted(spaces), "budget": suite.budget}
 
 
-def matching_runs(groups: dict[str, list[dict]], genbench_model: str) -> list[str]:
+def matching_runs(groups: dict[str, list[RunRecord]], genbench_model: str) -> list[str]:
     names = [n.strip() for n in genbench_model.split("|") if n.strip()]
     out = []
     for n in names:  # run name first, then registered wrapper name
         out += [k for k in groups if k == n and k not in out]
     for n in names:
-        out += [k for k, recs in groups.items() if recs[0].get("registered") == n and k not in out]
+        out += [k for k, recs in groups.items() if recs[0].registered == n and k not in out]
     return out
 
 
@@ -126,7 +127,7 @@ def _batch(row: dict) -> int | None:
         return None
 
 
-def measured_getter(row: dict, groups: dict[str, list[dict]]) -> tuple[T.Getter | None, str]:
+def measured_getter(row: dict, groups: dict[str, list[RunRecord]]) -> tuple[T.Getter | None, str]:
     """How to measure the published quantity on one record, and a note on what was measured."""
     m, b = row["metric"], _batch(row)
     if m in ("fid", "kid", "precision", "recall"):
@@ -136,7 +137,7 @@ def measured_getter(row: dict, groups: dict[str, list[dict]]) -> tuple[T.Getter 
     if m in ("bits_per_dim", "nll"):
         return T.metric("bits_per_dim"), "measured: bits/dim of the test split"
     if m == "loss_mse":
-        return (lambda r: T.finite((r.get("train") or {}).get("loss_last"))), "measured: final training loss of this wrapper"
+        return (lambda r: T.finite(r.train.get("loss_last"))), "measured: final training loss of this wrapper"
     if m == "sample_seconds_per_batch":
         return T.seconds_per_batch(b or 128), f"measured: seconds for {b or 128} images"
     if m == "sample_seconds_per_image":
@@ -149,7 +150,7 @@ def measured_getter(row: dict, groups: dict[str, list[dict]]) -> tuple[T.Getter 
     if m == "train_iterations_per_second":
         return (lambda r: ips(r) / (b or 128) if ips(r) else None), f"measured: training images per second / {b or 128}"
     if m == "epoch_seconds":
-        return (lambda r: (r.get("data") or {}).get("train_size", 0) / ips(r) if ips(r) else None), \
+        return (lambda r: r.data.get("train_size", 0) / ips(r) if ips(r) else None), \
             "measured: training split size / training images per second"
     if m == "training_hours":
         return (lambda r: T.timing("train_seconds")(r) / 3600 if T.timing("train_seconds")(r) else None), \
@@ -157,7 +158,7 @@ def measured_getter(row: dict, groups: dict[str, list[dict]]) -> tuple[T.Getter 
     return None, ""
 
 
-def _ratio(groups: dict[str, list[dict]], num: str, den: str, getter: T.Getter) -> float | None:
+def _ratio(groups: dict[str, list[RunRecord]], num: str, den: str, getter: T.Getter) -> float | None:
     a = T.values(sum((groups[k] for k in matching_runs(groups, num)), []), getter)
     b = T.values(sum((groups[k] for k in matching_runs(groups, den)), []), getter)
     if not a or not b:
@@ -165,13 +166,13 @@ def _ratio(groups: dict[str, list[dict]], num: str, den: str, getter: T.Getter) 
     return T.mean_std(a)[0] / T.mean_std(b)[0]
 
 
-def comparability(row: dict, recs: list[dict], metric_name: str) -> list[str]:
+def comparability(row: dict, recs: list[RunRecord], metric_name: str) -> list[str]:
     """Reasons the measured value is not comparable to the published one (empty: comparable)."""
     reasons = []
     r = T.ok(recs)[0] if T.ok(recs) else recs[0]
-    if r.get("profile") != "paper" and r.get("family") != "real-data":  # real images have no training budget
-        reasons.append(f"{r.get('profile')} budget ({T.describe_budget(r)}) vs published {row.get('budget') or 'full training'}")
-    ds = (r.get("data") or {}).get("dataset")
+    if r.profile != "paper" and r.family != "real-data":  # real images have no training budget
+        reasons.append(f"{r.profile} budget ({T.describe_budget(r)}) vs published {row.get('budget') or 'full training'}")
+    ds = r.data.get("dataset")
     if row.get("dataset") not in (None, "", "any") and ds and ds != row["dataset"]:
         reasons.append(f"dataset {ds} vs published {row['dataset']}")
     if T.in_feature_space(metric_name):
@@ -189,7 +190,7 @@ def comparability(row: dict, recs: list[dict], metric_name: str) -> list[str]:
     return reasons
 
 
-def compare_table(table_id: str, groups: dict[str, list[dict]], ref_dir: Path | None = None
+def compare_table(table_id: str, groups: dict[str, list[RunRecord]], ref_dir: Path | None = None
                   ) -> tuple[list[str], list[list[str]], dict[str, Any]]:
     """Rows: published model, genbench run, metric, published, measured, comparability notes."""
     rows_in = load_table(table_id, ref_dir)

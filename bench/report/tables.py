@@ -12,9 +12,9 @@ import statistics
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
-from bench.records import metric_error
+from bench.records import RunRecord, metric_error
 
-Getter = Callable[[dict], "float | None"]
+Getter = Callable[[RunRecord], "float | None"]
 
 NA = "n/a"
 NOT_DEFINED = "not defined"
@@ -29,33 +29,33 @@ def finite(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def metric_entry(record: dict, *names: str) -> dict | None:
-    metrics = record.get("metrics") or {}
+def metric_entry(record: RunRecord, *names: str) -> dict | None:
     for n in names:
-        m = metrics.get(n)
+        m = record.metrics.get(n)
         if isinstance(m, dict):
             return m
     return None
 
 
+def value_in(metrics: dict, *names: str) -> float | None:
+    """The finite value of the first of ``names`` in a metrics mapping (a record's, or a curve point's)."""
+    for n in names:
+        m = metrics.get(n)
+        if isinstance(m, dict) and finite(m.get("value")) is not None:
+            return finite(m["value"])
+        if finite(m) is not None:
+            return finite(m)
+    return None
+
+
 def metric(*names: str) -> Getter:
-    """Getter for the first of ``names`` present in ``record["metrics"]`` (aliases tolerated)."""
-
-    def get(record: dict) -> float | None:
-        for n in names:
-            m = (record.get("metrics") or {}).get(n)
-            if isinstance(m, dict) and finite(m.get("value")) is not None:
-                return finite(m["value"])
-            if finite(m) is not None:
-                return finite(m)
-        return None
-
-    return get
+    """Getter for the first of ``names`` present in ``record.metrics`` (aliases tolerated)."""
+    return lambda record: value_in(record.metrics, *names)
 
 
 def timing(*names: str) -> Getter:
-    def get(record: dict) -> float | None:
-        t = record.get("timings") or {}
+    def get(record: RunRecord) -> float | None:
+        t = record.timings
         for n in names:
             if finite(t.get(n)) is not None:
                 return finite(t[n])
@@ -65,7 +65,7 @@ def timing(*names: str) -> Getter:
 
 
 def first_of(*getters: Getter) -> Getter:
-    def get(record: dict) -> float | None:
+    def get(record: RunRecord) -> float | None:
         for g in getters:
             v = g(record)
             if v is not None:
@@ -75,7 +75,7 @@ def first_of(*getters: Getter) -> Getter:
     return get
 
 
-def protocol(record: dict, name: str) -> dict:
+def protocol(record: RunRecord, name: str) -> dict:
     m = metric_entry(record, name)
     return (m or {}).get("protocol") or {}
 
@@ -84,7 +84,7 @@ def seconds_per_batch(batch: int) -> Getter:
     """Sampling seconds for ``batch`` images: measured directly if the protocol's batch matches, else per image × batch
     (extrapolated from the timed batch; :func:`describe_batch_scaling` says which it was)."""
 
-    def get(record: dict) -> float | None:
+    def get(record: RunRecord) -> float | None:
         m = metric_entry(record, "sample_seconds_per_batch")
         if m and finite(m.get("value")) is not None and int((m.get("protocol") or {}).get("batch") or -1) == batch:
             return finite(m["value"])
@@ -94,11 +94,11 @@ def seconds_per_batch(batch: int) -> Getter:
     return get
 
 
-def timed_batch(record: dict) -> int | None:
+def timed_batch(record: RunRecord) -> int | None:
     """How many images the sampling-speed metric timed in one batch: its protocol's ``batch``, else the
     suite's ``eval.speed_batch`` from the record's ``eval_settings``; None when neither is recorded."""
     for v in (protocol(record, "sample_seconds_per_batch").get("batch"),
-              (record.get("eval_settings") or {}).get("speed_batch")):
+              record.eval_settings.get("speed_batch")):
         try:
             if v is not None and int(v) > 0:
                 return int(v)
@@ -107,7 +107,7 @@ def timed_batch(record: dict) -> int | None:
     return None
 
 
-def batch_scaling(groups: "OrderedDict[str, list[dict]]", batch: int) -> tuple[list[str], dict[str, list[str]]]:
+def batch_scaling(groups: "OrderedDict[str, list[RunRecord]]", batch: int) -> tuple[list[str], dict[str, list[str]]]:
     """Which models' ``seconds_per_batch(batch)`` was timed on exactly ``batch`` images, and which were scaled
     (seconds per image × ``batch``), keyed by the timed batch size (``"unknown"`` when not recorded)."""
     direct: list[str] = []
@@ -124,7 +124,7 @@ def batch_scaling(groups: "OrderedDict[str, list[dict]]", batch: int) -> tuple[l
     return direct, scaled
 
 
-def describe_batch_scaling(groups: "OrderedDict[str, list[dict]]", batch: int, header: str
+def describe_batch_scaling(groups: "OrderedDict[str, list[RunRecord]]", batch: int, header: str
                            ) -> tuple[str | None, bool]:
     """How the ``header`` column (seconds for ``batch`` images) was obtained, and whether any value in it was
     extrapolated from a different timed batch size."""
@@ -141,12 +141,12 @@ def describe_batch_scaling(groups: "OrderedDict[str, list[dict]]", batch: int, h
     return text, True
 
 
-def peak_memory(record: dict) -> float | None:
+def peak_memory(record: RunRecord) -> float | None:
     return first_of(timing("cuda_max_allocated_mb"), timing("peak_rss_mb"))(record)
 
 
-def parameters(record: dict) -> float | None:
-    return finite(record.get("parameters"))
+def parameters(record: RunRecord) -> float | None:
+    return finite(record.parameters)
 
 
 # ---- number formatting --------------------------------------------------------------------------
@@ -183,24 +183,24 @@ def fmt_int(v: float | None) -> str:
 
 # ---- grouping ------------------------------------------------------------------------------------
 
-def group_by_model(records: Iterable[dict]) -> "OrderedDict[str, list[dict]]":
+def group_by_model(records: Iterable[RunRecord]) -> "OrderedDict[str, list[RunRecord]]":
     """Run name -> its records sorted by seed; models in order of first appearance, `reference` last."""
-    groups: OrderedDict[str, list[dict]] = OrderedDict()
+    groups: OrderedDict[str, list[RunRecord]] = OrderedDict()
     for r in records:
-        groups.setdefault(r["model"], []).append(r)
+        groups.setdefault(r.model, []).append(r)
     for k in groups:
-        groups[k].sort(key=lambda r: (r.get("seed") is None, r.get("seed")))
-    ref = [k for k in groups if groups[k][0].get("family") == "reference"]
+        groups[k].sort(key=lambda r: (r.seed is None, r.seed))
+    ref = [k for k in groups if groups[k][0].family == "reference"]
     for k in ref:
         groups.move_to_end(k)
     return groups
 
 
-def ok(recs: list[dict]) -> list[dict]:
-    return [r for r in recs if r.get("status") == "ok"]
+def ok(recs: list[RunRecord]) -> list[dict]:
+    return [r for r in recs if r.status == "ok"]
 
 
-def values(recs: list[dict], getter: Getter) -> list[float]:
+def values(recs: list[RunRecord], getter: Getter) -> list[float]:
     return [v for v in (getter(r) for r in ok(recs)) if v is not None]
 
 
@@ -209,23 +209,23 @@ def short(text: Any, n: int = 90) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def status_cell(recs: list[dict]) -> str:
+def status_cell(recs: list[RunRecord]) -> str:
     n_ok = len(ok(recs))
     if n_ok == len(recs):
         return "ok" if len(recs) == 1 else f"ok ({n_ok}/{len(recs)})"
-    bad = [f"seed {r.get('seed')} {r.get('status')}: {short(r.get('error'), 70)}" for r in recs if r.get("status") != "ok"]
+    bad = [f"seed {r.seed} {r.status}: {short(r.error, 70)}" for r in recs if r.status != "ok"]
     head = f"ok {n_ok}/{len(recs)}; " if n_ok else ""
     return head + "; ".join(bad)
 
 
-def has_likelihood(recs: list[dict]) -> bool:
+def has_likelihood(recs: list[RunRecord]) -> bool:
     r = recs[0]
-    if "has_likelihood" in r:
-        return bool(r["has_likelihood"])
-    return r.get("family") != "gan"
+    if r.has_likelihood is not None:
+        return bool(r.has_likelihood)
+    return r.family != "gan"
 
 
-def bpd_cell(recs: list[dict]) -> str:
+def bpd_cell(recs: list[RunRecord]) -> str:
     if not has_likelihood(recs):
         return NOT_DEFINED
     vals = values(recs, metric("bits_per_dim"))
@@ -236,7 +236,7 @@ def bpd_cell(recs: list[dict]) -> str:
     return fmt_mean_std(vals, prefix) + bpd_stderr_suffix(recs)
 
 
-def bpd_stderr_suffix(recs: list[dict]) -> str:
+def bpd_stderr_suffix(recs: list[RunRecord]) -> str:
     """" (SE s)" or " (SE s, estimator e)": the standard error of the (seed-averaged) test-set mean that the
     records carry (the metric's ``stderr``: test images and a stochastic log-det's own error in quadrature),
     and the estimator's part alone (``estimator_stderr``) where it is not zero. Per-seed errors combine as
@@ -254,10 +254,10 @@ def bpd_stderr_suffix(recs: list[dict]) -> str:
     return out + ")"
 
 
-def missing_cell(recs: list[dict], name: str | None = None) -> str:
+def missing_cell(recs: list[RunRecord], name: str | None = None) -> str:
     """Why a cell has no number: the runs' status, or the metric's own note (e.g. an error)."""
     if not ok(recs):
-        return f"{NA} ({'/'.join(sorted({r.get('status', '?') for r in recs}))})"
+        return f"{NA} ({'/'.join(sorted({r.status for r in recs}))})"
     if name:
         for r in ok(recs):
             m = metric_entry(r, name)
@@ -302,7 +302,7 @@ def in_feature_space(name: str) -> bool:
     return out is not None and out.feature_space
 
 
-def space_header(header: str, name: str, groups: "OrderedDict[str, list[dict]]") -> str:
+def space_header(header: str, name: str, groups: "OrderedDict[str, list[RunRecord]]") -> str:
     """A feature-space column's header with its space, e.g. ``FID (inception)``, ``FD (dinov2-vit-l-14)``: FID's
     formula outside Inception's space is an FD, and numbers of two spaces are never comparable."""
     if not in_feature_space(name):
@@ -316,14 +316,14 @@ def space_header(header: str, name: str, groups: "OrderedDict[str, list[dict]]")
     return f"{header} ({', '.join(spaces)})"
 
 
-def model_table(groups: "OrderedDict[str, list[dict]]") -> tuple[list[str], list[list[str]], list[str]]:
+def model_table(groups: "OrderedDict[str, list[RunRecord]]") -> tuple[list[str], list[list[str]], list[str]]:
     """The main table. Returns headers, rows and the headers of columns dropped because no run has them."""
     headers = ["model", "family", "status", "seeds", "parameters", "bits/dim"]
     rows = []
     for name, recs in groups.items():
         params = [v for v in (parameters(r) for r in recs) if v is not None]
-        rows.append([name, str(recs[0].get("family", "?")), status_cell(recs),
-                     ", ".join(str(r.get("seed")) for r in recs),
+        rows.append([name, str(recs[0].family or "?"), status_cell(recs),
+                     ", ".join(str(r.seed) for r in recs),
                      fmt_int(params[0]) if params else NA, bpd_cell(recs)])
     dropped = []
     if rows and all(r[5] == NA for r in rows):
@@ -347,28 +347,28 @@ def model_table(groups: "OrderedDict[str, list[dict]]") -> tuple[list[str], list
     return headers, rows, dropped
 
 
-def runs_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+def runs_table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     """One row per run (model × seed): status, budget reached, final loss, error."""
     headers = ["model", "seed", "status", "steps", "images seen", "train s", "final loss", "error"]
     rows = []
-    for r in sorted(records, key=lambda r: (r["model"], r.get("seed") or 0)):
-        tr = r.get("train") or {}
-        rows.append([r["model"], str(r.get("seed")), str(r.get("status")), fmt_int(finite(tr.get("steps"))),
+    for r in sorted(records, key=lambda r: (r.model, r.seed or 0)):
+        tr = r.train
+        rows.append([r.model, str(r.seed), str(r.status), fmt_int(finite(tr.get("steps"))),
                      fmt_int(finite(tr.get("images"))), fmt(timing("train_seconds")(r)),
-                     fmt(finite(tr.get("loss_last"))), short(r.get("error"), 120) if r.get("error") else "—"])
+                     fmt(finite(tr.get("loss_last"))), short(r.error, 120) if r.error else "—"])
     return headers, rows
 
 
-def describe_budget(record: dict) -> str:
-    b = record.get("budget") or {}
+def describe_budget(record: RunRecord) -> str:
+    b = record.budget
     v = finite(b.get("value"))
     if v is None:
         return "unknown budget"
     return f"{int(v) if v.is_integer() else v} {b.get('kind')}"
 
 
-def describe_hardware(record: dict) -> str:
-    hw = record.get("hardware") or {}
+def describe_hardware(record: RunRecord) -> str:
+    hw = record.hardware
     if hw.get("gpu"):
         return f"{hw['gpu']} ×{hw.get('gpu_count', 1)}"
     if hw.get("cpu"):
@@ -376,24 +376,24 @@ def describe_hardware(record: dict) -> str:
     return "unknown hardware"
 
 
-def describe_hardware_of(records: list[dict]) -> str:
+def describe_hardware_of(records: list[RunRecord]) -> str:
     """The hardware of a set of runs: one description, or each distinct one with the runs it holds, so a
     wall-clock budget spent on two CPUs never reads as one machine's result."""
     runs: dict[str, list[str]] = {}
     for r in records:
-        runs.setdefault(describe_hardware(r), []).append(f"{r.get('model', '?')} seed {r.get('seed', '?')}")
+        runs.setdefault(describe_hardware(r), []).append(f"{r.model} seed {r.seed}")
     if len(runs) <= 1:
         return next(iter(runs), "unknown hardware")
     return "; ".join(f"{hw} [{', '.join(names)}]" for hw, names in runs.items())
 
 
-def feature_extractor(record: dict, name: str = "fid") -> str | None:
+def feature_extractor(record: RunRecord, name: str = "fid") -> str | None:
     """The feature extractor a sample metric used (its protocol), else the suite's setting."""
     p = protocol(record, name)
     for key in ("feature_extractor", "extractor", "features"):
         if p.get(key):
             return str(p[key])
-    fe = (record.get("eval_settings") or {}).get("feature_extractor")
+    fe = record.eval_settings.get("feature_extractor")
     if fe and metric_entry(record, name) is not None:
         return str(fe)
     return None
