@@ -105,3 +105,25 @@ def clear(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+def training_payload(model: Any, loader: Any, rng: dict[str, Any], state: dict[str, Any],
+                     config_hash: str) -> dict[str, Any]:
+    """What a run's checkpoint holds: the model, its optimizers, the loader's position, the RNG states
+    (:func:`bench.seeding.capture_rng`), the trainer's progress and the config hash it belongs to."""
+    return {"model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in model.optimizers.items()},
+            "loader": loader.state_dict(), **rng, "state": state, "config_hash": config_hash}
+
+
+def restore_training(payload: dict[str, Any], model: Any, loader: Any, generator: torch.Generator,
+                     device: torch.device) -> dict[str, Any]:
+    """Put a :func:`training_payload` back into the model, optimizers, loader and RNGs; returns the trainer's
+    progress to continue from."""
+    from bench.seeding import restore_rng
+
+    model.load_state_dict(payload["model"])
+    for k, o in model.optimizers.items():
+        o.load_state_dict(payload["optimizers"][k])
+    loader.load_state_dict(payload["loader"])
+    restore_rng(payload, generator, device)
+    return payload["state"]

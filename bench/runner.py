@@ -6,7 +6,8 @@ checkpoints and the result record. The wrapper only computes losses and samples
 (:mod:`bench.registry`). Flow of data: suite -> runner -> wrapper -> record.
 
 The jobs around the loop live in their own modules: :mod:`bench.device` (device, rank, peak memory),
-:mod:`bench.seeding` (seeds, RNG capture for checkpoints), :mod:`bench.stopping` (preemption signals),
+:mod:`bench.seeding` (seeds, RNG capture for checkpoints), :mod:`bench.checkpoint` (what a checkpoint holds,
+written and restored atomically), :mod:`bench.suite` (budget accounting), :mod:`bench.stopping` (preemption signals),
 :mod:`bench.launch.ddp` (gradient averaging), :mod:`bench.evaluation` (metrics and the sampler sweep),
 :mod:`bench.run_record` (record fields, identity, writing) and :mod:`bench.progress`. What stays here is the
 loop itself (:class:`Trainer`) and the suite driver, a little over 400 lines, kept together because a
@@ -35,7 +36,7 @@ from bench.progress import PlainProgress, progress_bar
 from bench.records import RunRecord, disk_full_message, utc_now
 from bench.registry import Batch, GenerativeModel
 from bench.run_record import finished_runs, loss_curve, record_header, run_hash, write
-from bench.seeding import capture_rng, restore_rng, seed_everything, step_generator
+from bench.seeding import capture_rng, seed_everything, step_generator
 from bench.stopping import Interrupted
 from bench.suite import Suite, model_config
 
@@ -158,14 +159,8 @@ class Trainer:
         during an evaluation stores those from before it, so the resumed run redoes it identically)."""
         if self.rank != 0:
             return
-        payload = {
-            "model": self.model.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.model.optimizers.items()},
-            "loader": self.loader.state_dict(),
-            **(rng or self._rng_state()),
-            "state": dataclasses.asdict(self.state),
-            "config_hash": self.suite.config_hash(self.run_name),
-        }
+        payload = checkpoint.training_payload(self.model, self.loader, rng or self._rng_state(),
+                                              dataclasses.asdict(self.state), self.suite.config_hash(self.run_name))
         checkpoint.save(self.ckpt_dir, payload, self.state.step)
         self._last_ckpt = time.monotonic()
         self._saved_step = self.state.step
@@ -187,12 +182,8 @@ class Trainer:
             return notes
         if notes:
             print(f"warning: {self.run_name} seed {self.seed}: {'; '.join(notes)}", file=sys.stderr)
-        self.model.load_state_dict(payload["model"])
-        for k, o in self.model.optimizers.items():
-            o.load_state_dict(payload["optimizers"][k])
-        self.loader.load_state_dict(payload["loader"])
-        restore_rng(payload, self.step_gen, self.device)
-        self.state = TrainState(**payload["state"])
+        self.state = TrainState(**checkpoint.restore_training(payload, self.model, self.loader, self.step_gen,
+                                                              self.device))
         self.state.interruptions.append({"resumed_at_step": self.state.step, "time": utc_now(), "notes": notes})
         return notes
 
