@@ -47,7 +47,7 @@ class RunRecord:
     traceback: str | None = None
     registered: str | None = None  # the wrapper's registry name
     family: str | None = None
-    mirrors: list = dataclasses.field(default_factory=list)
+    mirrors: list | None = None  # the reference tables the suite mirrors (None: not recorded, the report asks the suite)
     config: dict = dataclasses.field(default_factory=dict)
     config_hash: str | None = None
     sampler: dict = dataclasses.field(default_factory=dict)
