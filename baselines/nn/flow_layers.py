@@ -471,7 +471,10 @@ class SNConv2d(nn.Conv2d):
             # graph: autograd then keeps one weight-sized tensor per conv instead of map-sized copies of u, v and
             # conv(v, W) (about 2 % of a seed-000 training step's peak memory)
             with torch.no_grad():
-                g_w = torch.nn.grad.conv2d_weight(self.v, self.weight.shape, self.u, padding=self.padding)
+                # (the stored vectors may be bf16: an autocast first forward sized them)
+                w_dtype = self.weight.dtype
+                g_w = torch.nn.grad.conv2d_weight(self.v.to(w_dtype), self.weight.shape, self.u.to(w_dtype),
+                                                  padding=self.padding)
             sigma = (self.weight * g_w).sum()
             if self.training:
                 self.sigma.copy_(sigma.detach())
