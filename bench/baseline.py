@@ -35,7 +35,7 @@ def _num(v: Any) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
+def record_values(record: RunRecord) -> dict[str, tuple[float | None, float | None]]:
     """{metric: (value, recorded standard error)} of one record, timings included."""
     out: dict[str, tuple[float | None, float | None]] = {}
     for name, m in record.metrics.items():
@@ -53,13 +53,13 @@ def record_values(record: dict[str, Any]) -> dict[str, tuple[float | None, float
     return out
 
 
-def feature_space(record: dict[str, Any], metric: str) -> str | None:
+def feature_space(record: RunRecord, metric: str) -> str | None:
     """The feature extractor's weights (sha256 prefix) a metric was measured with, if it says."""
-    m = record.metrics.get(metric)
-    return ((m.get("protocol") or {}).get("extractor_weights_sha256") if isinstance(m, dict) else None) or None
+    m = record.metric(metric)
+    return ((m.get("protocol") or {}).get("extractor_weights_sha256") if m is not None else None) or None
 
 
-def reference_flops(record: dict[str, Any]) -> float | None:
+def reference_flops(record: RunRecord) -> float | None:
     """The reference measurement (matmul FLOP/s) a record carries, if any."""
     for section in ("metrics", "timings"):
         for key in REFERENCE_KEYS:
@@ -118,7 +118,7 @@ def condense(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
     return runs
 
 
-def fresh_records(results_dir: Path, suite: str, profile: str) -> list[dict[str, Any]]:
+def fresh_records(results_dir: Path, suite: str, profile: str) -> list[RunRecord]:
     from bench.records import latest_per_run, load_records
 
     return latest_per_run(load_records(Path(results_dir), suite, profile))

@@ -30,11 +30,8 @@ def finite(v: Any) -> float | None:
 
 
 def metric_entry(record: RunRecord, *names: str) -> dict | None:
-    for n in names:
-        m = record.metrics.get(n)
-        if isinstance(m, dict):
-            return m
-    return None
+    """The entry of the first of ``names`` the record has (aliases tolerated)."""
+    return next((m for m in map(record.metric, names) if m is not None), None)
 
 
 def value_in(metrics: dict, *names: str) -> float | None:
