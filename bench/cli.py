@@ -13,11 +13,13 @@ import os
 import sys
 from pathlib import Path
 
-from bench import __version__, paths
+from bench import __version__, console, paths
 from bench.errors import BenchError
 
 # Modules that add sub-commands; each defines register_cli(subparsers).
-COMMAND_MODULES = ("bench.report", "bench.compare", "bench.launch", "bench.prefetch")
+COMMAND_MODULES = ("bench.report", "bench.compare", "bench.prefetch")
+
+REPORTS_HELP = "report directory (default: <results>/reports, beside the records it renders)"
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 3
@@ -155,27 +157,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import run_suite
     from bench.suite import DEFAULT_SUITE, load_suite
 
-    suite = load_suite(args.suite or DEFAULT_SUITE, args.profile, args.overrides, args.budget)
+    if args.like:
+        from bench import repeat
+
+        if args.models or args.seeds or args.budget:
+            raise BenchError("--like takes the model, seed and training length from the record; "
+                             "drop --model, --seed and --budget")
+        suite = repeat.suite_like(repeat.read_record(args.like), args.suite, args.overrides)
+    else:
+        suite = load_suite(args.suite or DEFAULT_SUITE, args.profile, args.overrides, args.budget)
     opts = run_options(args)
+    if args.like:
+        opts.models = list(suite.models)  # the record's run alone, not the real-data row
     print(f"suite {suite.name} [{suite.profile}], budget {suite.budget}, "
           f"models: {', '.join(opts.models or suite.models)}, seeds: {opts.seeds or suite.train['seeds']}")
-    paths = run_suite(suite, opts)
+    written_paths = run_suite(suite, opts)
     from bench.device import world
 
     if world()[0] != 0:  # under torchrun only rank 0 writes records, prints and renders
         return 0
     recs = [records.load_records(Path(args.results), suite.name, suite.profile)]
-    written = {str(p) for p in paths}
+    written = {str(p) for p in written_paths}
     fresh = [r for r in recs[0] if r.path in written]
-    print_table(fresh)
-    print(f"{len(paths)} record(s) written under {Path(args.results) / records.RUNS_SUBDIR / suite.name / suite.profile}")
+    console.print_table(fresh)
+    print(f"{len(written_paths)} record(s) written under {Path(args.results) / records.RUNS_SUBDIR / suite.name / suite.profile}")
     if not args.no_report:
         try:
             report = importlib.import_module("bench.report")
         except ModuleNotFoundError:
             report = None
         if report is not None and hasattr(report, "render"):
-            out = report.render(suite.name, Path(args.results), Path(args.reports), profile=suite.profile,
+            out = report.render(suite.name, Path(args.results), paths.reports_dir(args.results, args.reports),
+                                profile=suite.profile,
                                 data_root=args.data_root)
             for p in out:
                 print(f"report: {p}")
@@ -186,39 +199,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_RUN_FAILED if bad else 0
 
 
-SUMMARY_COLUMNS = ("model", "family", "seed", "status", "parameters", "bits_per_dim", "fid", "is", "kid",
-                   "train_images_per_second", "sample_seconds_per_image", "nfe")
-
-
-def print_table(recs: list, with_suite: bool = False) -> None:
-    """The summary table; ``with_suite`` leads with suite and profile (records of several suites)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from bench.records import records_table
-
-    if not recs:
-        return
-    df = records_table(recs)
-    cols = [c for c in (("suite", "profile") if with_suite else ()) + SUMMARY_COLUMNS if c in df.columns]
-    no_likelihood = {(r.model, r.seed) for r in recs if r.has_likelihood is False}
-    table = Table()
-    for c in cols:
-        table.add_column(c, justify="right" if c not in ("suite", "profile", "model", "family", "status") else "left")
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if c == "bits_per_dim" and (v is None or v != v) and row.get("status") == "ok":
-                cells.append("not defined" if (row.get("model"), row.get("seed")) in no_likelihood else "n/a")
-            elif isinstance(v, float):
-                cells.append("" if v != v else f"{v:.4g}")
-            else:
-                cells.append("" if v is None else str(v))
-        table.add_row(*cells)
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
-
-
 def cmd_results(args: argparse.Namespace) -> int:
     from bench.records import latest_per_run, load_records, records_table
 
@@ -227,47 +207,83 @@ def cmd_results(args: argparse.Namespace) -> int:
     if not args.all:
         recs = latest_per_run(recs)
     if not recs:
-        raise BenchError(no_records_message(Path(args.results), args.suite, args.profile))
+        raise BenchError(console.no_records_message(Path(args.results), args.suite, args.profile))
     df = records_table(recs)
     if args.csv:
-        write_csv(df, Path(args.csv))
+        console.write_csv(df, Path(args.csv))
         print(f"wrote {len(df)} rows to {args.csv}")
     else:
-        print_table(recs, with_suite=True)
+        console.print_table(recs, with_suite=True)
     return 0
 
 
-def write_csv(df, path: Path) -> None:
-    """``df`` as CSV at ``path`` (atomically); a one-line BenchError when the path cannot take it."""
+# ---- scale-out: a suite as an array job (bench.launch) -----------------------------------------------
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from bench.launch import slurm
+    from bench.suite import DEFAULT_SUITE, load_suite
+
+    suite = load_suite(args.suite or DEFAULT_SUITE, args.profile, args.overrides, args.budget)
+    prof = slurm.load_profile(args.cluster_profile)
+    kind = args.executor or prof["executor"]
+    data = slurm.submit(suite, args, prof, kind, Path(args.results))
+    n = len(data["tasks"])
+    folder = Path(data["folder"])
+    if args.dry_run:
+        print(f"wrote {folder / 'submission.json'} ({n} task(s)) and the sbatch script {data['sbatch_script']} "
+              f"from cluster profile {prof['name']}; submit it without submitit with:\n  sbatch {data['sbatch_script']}")
+        return 0
+    if kind == "slurm":
+        print(f"submitted array job {data['array_job_id']} ({n} task(s): "
+              f"{', '.join(t['model'] + ' s' + str(t['seed']) for t in data['tasks'])})")
+    else:
+        print(f"started {n} local task(s) (pids {', '.join(t['job_id'] for t in data['tasks'])})")
+    print(f"submission {data['id']}: {folder}")
+    print(f"follow with `bench status --results {args.results}`, gather with `bench collect --results {args.results}`")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.console import task_table
+    from bench.launch import slurm
+
+    folder = slurm.find_submission(Path(args.results), args.submission)
+    data, rows = slurm.task_states(folder)
+    print(f"submission {data['id']} ({data['executor']}, array job {data.get('array_job_id')}): {folder}")
+    task_table(rows)
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    import importlib
+
+    from bench.console import print_table
+    from bench.launch import slurm
+
+    folder = slurm.find_submission(Path(args.results), args.submission)
+    rows = slurm.wait(folder, args.wait) if args.wait else slurm.task_states(folder)[1]
+    data = slurm.read_submission(folder)
+    recs = [r for r in slurm.submission_records(data).values()]
+    missing = [r for r in rows if not r["record"]]
+    print_table(recs)
+    print(f"{len(recs)}/{len(rows)} task record(s) of submission {data['id']}")
+    for r in missing:
+        print(f"  no record yet: task {r['index']} {r['model']} seed {r['seed']} (job {r['job_id']}, {r['state']})")
     from bench.records import atomic_write_text
+    import json
 
-    if path.is_dir():
-        raise BenchError(f"--csv {path} is a folder; give a file name, e.g. {path / 'results.csv'}")
-    if not path.parent.is_dir():
-        raise BenchError(f"--csv {path}: folder {path.parent} does not exist; create it first")
-    try:
-        atomic_write_text(path, df.to_csv(index=False))
-    except OSError as e:
-        raise BenchError(f"cannot write --csv {path} ({e.strerror or e}); choose a writable path") from None
-
-
-def no_records_message(results: Path, suite: str | None, profile: str | None) -> str:
-    """Why `bench results` found nothing: no records at all, or none of the asked suite/profile
-    (then naming the closest suite or the profiles that do have records)."""
-    from bench.errors import did_you_mean
-    from bench.records import load_records
-
-    everything = load_records(results)
-    if not everything:
-        return f"no result records under {results}; run `bench run` first (or pass --results DIR)"
-    suites = sorted({str(r.suite) for r in everything})
-    if suite and suite not in suites:
-        return (f"no records for suite {suite!r} under {results}{did_you_mean(suite, suites)}; "
-                f"suites with records: {', '.join(suites)}")
-    profiles = sorted({str(r.profile) for r in everything if not suite or r.suite == suite})
-    where = f"suite {suite!r}" if suite else "any suite"
-    return (f"no records for profile {profile!r} of {where} under {results}{did_you_mean(str(profile), profiles)}; "
-            f"profiles with records: {', '.join(profiles)}")
+    atomic_write_text(folder / "collected.json", json.dumps({"records": [r.path for r in recs], "missing":
+                                                             [r["index"] for r in missing]}, indent=1))
+    if recs and not args.no_report:
+        try:
+            report = importlib.import_module("bench.report")
+        except ModuleNotFoundError:
+            report = None
+        if report is not None and hasattr(report, "render"):
+            suite = data["suite"]
+            for p in report.render(suite["name"], Path(args.results), paths.reports_dir(args.results, args.reports), profile=suite["profile"]):
+                print(f"report: {p}")
+    return 0 if not missing else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train and evaluate every model of a suite; write records and a report")
     add_run_arguments(p)
-    p.add_argument("--reports", default=paths.REPORTS, help="report directory (default: ./reports)")
+    p.add_argument("--reports", default=None, help=REPORTS_HELP)
+    p.add_argument("--like", default=None, metavar="RECORD",
+                   help="repeat a recorded run exactly: its suite, profile, model, seed, config and step count "
+                        "(a record JSON under <results>/runs/; --suite FILE where it came from a user's suite file)")
     p.add_argument("--no-report", action="store_true", help="skip rendering the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -295,6 +314,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every record, not only the newest per (model, seed)")
     p.add_argument("--csv", default=None, help="write the table as CSV to this file")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("submit", help="submit a suite as a SLURM array job (one task per model x seed) via submitit")
+    add_run_arguments(p)
+    p.add_argument("--executor", choices=("slurm", "local"), default=None,
+                   help="slurm (sbatch through submitit) or local (subprocesses); default: the profile's, else slurm")
+    p.add_argument("--cluster-profile", default=None, metavar="FILE",
+                   help="cluster profile TOML (partition, account, GPUs, time, setup lines); see slurm/*.toml")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only write submission.json (for slurm/array.sbatch without submitit)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="per-task state of a submission (default: the newest)")
+    p.add_argument("--results", default=paths.RESULTS)
+    p.add_argument("--submission", default=None, help="submission id or folder (default: the newest)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("collect", help="gather the finished records of a submission and render the report")
+    p.add_argument("--results", default=paths.RESULTS)
+    p.add_argument("--submission", default=None, help="submission id or folder (default: the newest)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait up to this long for tasks to finish")
+    p.add_argument("--reports", default=None, help=REPORTS_HELP)
+    p.add_argument("--no-report", action="store_true")
+    p.set_defaults(func=cmd_collect)
 
     for name in COMMAND_MODULES:
         try:

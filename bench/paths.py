@@ -12,9 +12,16 @@ from pathlib import Path
 
 RESULTS = "results"  # one JSON record per run under <results>/runs/<suite>/<profile>/
 CHECKPOINTS = "checkpoints"  # resumable training state, cleared when a run finishes
-REPORTS = "reports"  # <reports>/<suite>/<profile>/README.md and report.html
+REPORTS_SUBDIR = "reports"  # <results>/reports/<suite>/<profile>/README.md and report.html, unless --reports says
 CACHE_ENV = "GENBENCH_CACHE"
 DATA_ROOT_ENV = "GENBENCH_DATA_ROOT"
+
+
+def reports_dir(results: str | Path, reports: str | Path | None = None) -> Path:
+    """Where reports go: ``--reports`` when given, else beside the records they render (``<results>/reports``).
+    Never the checkout's committed ``reports/`` unless the user names it: a run with ``--results /tmp/x`` must leave
+    the checkout untouched."""
+    return Path(reports) if reports else Path(results) / REPORTS_SUBDIR
 
 
 def cache_dir() -> Path:

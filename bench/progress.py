@@ -25,7 +25,7 @@ class PlainProgress:
         p = tr.progress()
         eta = (now - start) * (1 - p) / p if p > 0 else float("nan")
         ips = tr.throughput() or 0.0
-        self.log(f"{name}: step {tr.state.step}, {100 * p:.0f}% of {tr.suite.budget}, loss {loss:.4g}, "
+        self.log(f"{name}: step {tr.state.step}, {100 * p:.0f}% of {tr.budget}, loss {loss:.4g}, "
                  f"{ips:.0f} img/s, ETA {_duration(eta)}")
 
 

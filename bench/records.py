@@ -234,6 +234,19 @@ def record_problem(rec: Any) -> str | None:
     return None
 
 
+def metric_problems(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each metric entry a reader cannot use: not an object, or a value that is neither a
+    number nor null (a hand edit that wrote "0.5" or [0.5]). The rest of the record stays usable."""
+    out = []
+    for key, entry in metrics.items():
+        if not isinstance(entry, dict):
+            out.append((key, f"is {type(entry).__name__}, not an object with a value"))
+        elif not (entry.get("value") is None or (isinstance(entry["value"], (int, float))
+                                                 and not isinstance(entry["value"], bool))):
+            out.append((key, f"has value {entry['value']!r} ({type(entry['value']).__name__}), not a number"))
+    return out
+
+
 def load_records(results_dir: Path, suite: str | None = None, profile: str | None = None,
                  warn=None) -> list[RunRecord]:
     """All records under ``results_dir`` (optionally one suite/profile), oldest first.
@@ -257,6 +270,8 @@ def load_records(results_dir: Path, suite: str | None = None, profile: str | Non
         if problem:
             warn(f"warning: skipping record {path}: {problem}")
             continue
+        for key, problem in metric_problems(rec["metrics"] if isinstance(rec.get("metrics"), dict) else {}):
+            warn(f"warning: record {path}: metric {key!r} {problem}; its cell stays blank")
         out.append(RunRecord.from_json(rec, path=str(path)))
     out.sort(key=lambda r: str(r.finished or ""))
     return out

@@ -48,7 +48,7 @@ def record_header(suite: Suite, run_name: str, seed: int, train_data: ImageData,
     return RunRecord(
         suite=suite.name, profile=suite.profile, mirrors=list(suite.mirrors), model=run_name, registered=cls.name,
         family=cls.family, seed=seed, config=config, config_hash=config_hash, overrides=list(suite.overrides),
-        budget={"kind": suite.budget.kind, "value": suite.budget.value},
+        budget={"kind": suite.budget_for(run_name).kind, "value": suite.budget_for(run_name).value},
         data={**suite.data, "train": train_data.name, "eval": eval_data.name, "train_size": len(train_data),
               "eval_size": len(eval_data)},
         train_settings={k: v for k, v in suite.train.items() if k != "seeds"},

@@ -8,7 +8,7 @@ checkpoints and the result record. The wrapper only computes losses and samples
 The jobs around the loop live in their own modules: :mod:`bench.device` (device, rank, peak memory),
 :mod:`bench.seeding` (seeds, RNG capture for checkpoints), :mod:`bench.checkpoint` (what a checkpoint holds,
 written and restored atomically), :mod:`bench.suite` (budget accounting), :mod:`bench.stopping` (preemption signals),
-:mod:`bench.launch.ddp` (gradient averaging), :mod:`bench.evaluation` (metrics and the sampler sweep),
+:mod:`bench.distributed` (gradient averaging), :mod:`bench.evaluation` (metrics and the sampler sweep),
 :mod:`bench.run_record` (record fields, identity, writing) and :mod:`bench.progress`. What stays here is the
 loop itself (:class:`Trainer`) and the suite driver, a little over 400 lines, kept together because a
 reader checking that a budget is honoured fairly needs to see the step, its timing and its accounting at once.
@@ -27,11 +27,11 @@ from typing import Any, Callable
 
 import torch
 
-from bench import checkpoint, environment, evaluation, metrics, paths, preflight, real_data, registry, stopping, threads
+from bench import (checkpoint, distributed, environment, evaluation, flops, metrics, paths, preflight, real_data, registry,
+                   stopping, threads)
 from bench.data import EpochLoader, ImageData, load_split
 from bench.device import peak_memory_mb, reset_peak_memory, resolve_device, world
 from bench.errors import BenchError
-from bench.launch import ddp
 from bench.progress import PlainProgress, progress_bar
 from bench.records import RunRecord, disk_full_message, utc_now
 from bench.registry import Batch, GenerativeModel
@@ -78,6 +78,7 @@ class TrainState:
     curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # evaluations at budget fractions
     next_fraction: int = 0
     interruptions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    flops_per_step: float | None = None  # counted once before training under a flops budget (bench.flops)
 
 
 class Trainer:
@@ -93,6 +94,7 @@ class Trainer:
         self.precision = suite.train["precision"]
         self.rank, self.world = world()
         self.batch_size = int(self.cfg.get("batch_size", suite.train["batch_size"]))  # global batch
+        self.budget = suite.budget_for(run_name)
         self.state = TrainState()
         self._shard_weight = 1.0  # this process's share of the global batch (DDP)
         self.ckpt_dir = (Path(opts.checkpoint_dir) / suite.name / suite.profile /
@@ -130,7 +132,7 @@ class Trainer:
         loss.backward()
         params = [p for g in opt.param_groups for p in g["params"]]
         if self.world > 1:
-            ddp.average_gradients(params, self._shard_weight)
+            distributed.average_gradients(params, self._shard_weight)
         clip = float(self.suite.train.get("grad_clip") or 0.0)
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)
@@ -139,16 +141,30 @@ class Trainer:
         self.model.after_optimizer_step(name)
 
     # -- budget (accounted by :class:`bench.suite.Budget`) --
+    def resolve_budget(self) -> None:
+        """Under a flops budget, count one training step's FLOPs (once: a resumed run keeps its checkpoint's count),
+        which fixes the run's step count on every machine."""
+        if self.budget.kind != "flops" or self.state.flops_per_step is not None:
+            return
+        fps = flops.training_step_flops(self.model, self.train_data.x, self.train_data.y, self.batch_size,
+                                        self.device, self.autocast)
+        if fps <= 0:
+            raise BenchError(f"model {self.run_name!r} counts no FLOPs per training step ({flops.__name__} counts "
+                             "matmuls, convolutions and attention only), so a flops budget cannot set its steps; give "
+                             f"it a budget of its own, e.g. models.{self.run_name}.budget = {{ steps = 1000 }}")
+        self.state.flops_per_step = fps
+
     def _used(self) -> dict[str, float]:
         st = self.state
         return {"steps": st.step, "images": st.images, "seconds": st.train_seconds,
-                "epochs": self.loader.epoch + self.loader.offset / max(1, len(self.train_data))}
+                "epochs": self.loader.epoch + self.loader.offset / max(1, len(self.train_data)),
+                "flops": st.step * (st.flops_per_step or 0.0)}
 
     def progress(self) -> float:
-        return self.suite.budget.fraction(**self._used())
+        return self.budget.fraction(**self._used())
 
     def finished(self) -> bool:
-        return self.suite.budget.reached(**self._used())
+        return self.budget.reached(**self._used())
 
     # -- checkpoints --
     def _rng_state(self) -> dict[str, Any]:
@@ -219,6 +235,7 @@ class Trainer:
         while st.next_fraction < len(fractions) - 1 and p >= fractions[st.next_fraction]:
             m, _ = self.evaluate(final=False)
             st.curve.append({"fraction": fractions[st.next_fraction], "step": st.step, "images": st.images,
+                             "flops": st.step * st.flops_per_step if st.flops_per_step else None,
                              "train_seconds": st.train_seconds, "metrics": m})
             st.next_fraction += 1
 
@@ -230,7 +247,7 @@ class Trainer:
         if self.state.step > 0:  # resumed from a stop during an evaluation at a budget fraction: redo it
             self._due_evaluations()
         while not self.finished():
-            x, y, _ = self.loader.next(max_images=self.suite.budget.images_left(self.state.images))
+            x, y, _ = self.loader.next(max_images=self.budget.images_left(self.state.images))
             n_global = int(x.shape[0])
             if self.world > 1:  # each process takes its share of the global batch
                 xs = x[self.rank::self.world]
@@ -307,6 +324,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
         record.conditional = bool(trainer.model.conditional)  # the instance's, not the class's
         if opts.resume:
             trainer.try_resume()
+        trainer.resolve_budget()
         trainer.train(on_step)
         final, grid = trainer.evaluate(final=True)
         record.metrics = final
@@ -324,10 +342,15 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
         record.traceback = traceback.format_exc()
     st = trainer.state
     record.train = {"steps": st.step, "images": st.images, "epochs": st.images / max(1, len(train_data)),
+                    "flops": st.step * st.flops_per_step if st.flops_per_step else None,
+                    "flops_per_step": st.flops_per_step,
                     "global_batch": trainer.batch_size, "world_size": trainer.world,
                     "loss_first": st.losses[0] if st.losses else None,
                     "loss_last": st.losses[-1] if st.losses else None,
                     "loss_min": min(st.losses) if st.losses else None, "loss_curve": loss_curve(st.losses)}
+    per_image = record.metric_value("train_flops_per_image")  # the cost metric's count, where no flops budget made one
+    if record.train["flops"] is None and isinstance(per_image, (int, float)) and per_image > 0:
+        record.train["flops"] = per_image * st.images
     record.curve = st.curve
     ips = trainer.throughput()
     record.timings = {"train_seconds": st.train_seconds, "eval_seconds": st.eval_seconds,
@@ -391,7 +414,7 @@ def prepare_run(suite: Suite, opts: RunOptions) -> PreparedRun:
     train_data = load_split(suite.data, suite.data.get("train_split", "train"), opts.data_root, opts.download)
     eval_data = load_split(suite.data, suite.data.get("eval_split", "test"), opts.data_root, opts.download)
     preflight.check(suite, opts, runs, train_data)
-    ddp.init_from_env(device)
+    distributed.init_from_env(device)
     threads.apply(opts.threads or suite.train.get("threads"))  # --threads, train.threads, else SLURM / cgroup / affinity
     return PreparedRun(runs, seeds, with_real, train_data, eval_data)
 
@@ -399,9 +422,16 @@ def prepare_run(suite: Suite, opts: RunOptions) -> PreparedRun:
 def run_suite(suite: Suite, opts: RunOptions, log: Callable[[str], None] = print) -> list[Path]:
     """Run every (model, seed) of ``suite``; one record per run. Returns the written record paths."""
     prep = prepare_run(suite, opts)
-    runs, seeds, train_data, eval_data = prep.runs, prep.seeds, prep.train_data, prep.eval_data
     stopping.clear()  # a stop honoured by an earlier run of this process is not this run's
-    stopping.install_signal_handlers()
+    previous_handlers = stopping.install_signal_handlers()
+    try:
+        return _run_all(suite, opts, prep, log)
+    finally:
+        stopping.restore_signal_handlers(previous_handlers)
+
+
+def _run_all(suite: Suite, opts: RunOptions, prep: PreparedRun, log: Callable[[str], None]) -> list[Path]:
+    runs, seeds, train_data, eval_data = prep.runs, prep.seeds, prep.train_data, prep.eval_data
     rank, _ = world()
     written: list[Path] = []
     progress = progress_bar(opts.progress and rank == 0 and sys.stdout.isatty())

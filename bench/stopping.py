@@ -1,6 +1,7 @@
 """Process-wide stop requests: a preemption signal (SIGTERM from `scontrol requeue` or a time limit, SIGUSR1/2 as
-a notice) asks the running loop to checkpoint at its next step boundary, or during an evaluation at its next sample
-batch or metric, and stop."""
+a notice) or Ctrl-C (SIGINT) asks the running loop to checkpoint at its next step boundary, or during an evaluation at
+its next sample batch or metric, and stop. A second Ctrl-C while that stop is pending aborts at once
+(KeyboardInterrupt), for a user who will not wait for the checkpoint."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ class Interrupted(Exception):
 
 
 def request_stop(signum: int | None = None, frame: Any = None) -> None:
-    """Ask the running loop to checkpoint and stop (what the signal handlers do)."""
+    """Ask the running loop to checkpoint and stop (what the signal handlers do); a repeated Ctrl-C aborts."""
+    if signum == signal.SIGINT and STOP["signal"] == signal.SIGINT:
+        raise KeyboardInterrupt
     STOP["signal"] = signum or signal.SIGTERM
 
 
@@ -33,10 +36,23 @@ def signal_name() -> str:
     return signal.Signals(STOP["signal"] or signal.SIGTERM).name
 
 
-def install_signal_handlers() -> None:
-    """SIGTERM (scontrol requeue, time limit) and SIGUSR1/2 (preemption notice) checkpoint and stop."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+
+
+def install_signal_handlers() -> dict[int, Any]:
+    """SIGTERM (scontrol requeue, time limit), SIGUSR1/2 (preemption notice) and Ctrl-C checkpoint and stop.
+    Returns the handlers they replace (for :func:`restore_signal_handlers`)."""
+    previous: dict[int, Any] = {}
+    for sig in STOP_SIGNALS:
         try:
-            signal.signal(sig, request_stop)
+            previous[sig] = signal.signal(sig, request_stop)
         except ValueError:  # not the main thread
-            return
+            break
+    return previous
+
+
+def restore_signal_handlers(previous: dict[int, Any]) -> None:
+    """Put back what :func:`install_signal_handlers` replaced: after training, Ctrl-C interrupts again (a report
+    render has no checkpoint to honour a stop request)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -25,7 +25,8 @@ from bench.errors import BenchError, did_you_mean
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "digits"
-BUDGET_KINDS = ("epochs", "steps", "images", "seconds")
+BUDGET_KINDS = ("epochs", "steps", "images", "seconds", "flops")
+WHOLE_BUDGETS = ("epochs", "steps", "images")
 
 TOP_KEYS = {"name", "description", "mirrors", "data", "train", "eval", "models", "profiles", "budget"}
 DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "root", "path", "limit_train", "limit_eval",
@@ -35,7 +36,9 @@ DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "
 # of one comparison at different batch sizes (seed 000: flow 64, DDPM 128). The budget stays shared.
 # `samplers` = {label = {options}}: extra samplers the final evaluation also measures (a sweep, e.g. NFE vs FID),
 # each merged over `sampler`, recorded as <metric>@<label>.
-HARNESS_MODEL_KEYS = ("model", "sampler", "samplers", "batch_size")
+# `budget`: a run's own budget, for a row that cannot be held to the shared one (the `reference` floor counts no
+# FLOPs, so a flops budget cannot be turned into its steps); recorded like the shared one.
+HARNESS_MODEL_KEYS = ("model", "sampler", "samplers", "batch_size", "budget")
 TRAIN_KEYS = {"batch_size", "seeds", "precision", "device", "eval_fractions", "warmup_steps", "log_every",
               "checkpoint_every_s", "grad_clip", "eval_batch_size", "threads"}
 EVAL_KEYS = {"metrics", "num_samples", "repeats", "feature_extractor", "sample_batch_size", "speed_batch",
@@ -51,30 +54,42 @@ EVAL_DEFAULTS = {"metrics": ["bits_per_dim", "sampling_speed"], "num_samples": 2
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How long every model of a suite trains: ``value`` units of ``kind``."""
+    """How long every model of a suite trains: ``value`` units of ``kind``.
+
+    ``seconds`` is wall clock (what fits in an hour on *this* machine); ``steps``, ``images``, ``epochs`` and
+    ``flops`` train the same steps on every machine. ``flops`` is the compute-matched one: each model trains
+    ``ceil(value / FLOPs per step)`` steps, its step counted once before training (:mod:`bench.flops`), so models
+    of different cost get the same training compute and a run elsewhere repeats the same steps."""
 
     kind: str
     value: float
 
     def __str__(self) -> str:
+        if self.kind == "flops":
+            return f"{self.value:.3g} flops"
         v = int(self.value) if float(self.value).is_integer() else self.value
         return f"{v} {self.kind}"
 
-    def spent(self, steps: int, images: int, seconds: float, epochs: float) -> float:
+    def spent(self, steps: int, images: int, seconds: float, epochs: float, flops: float = 0.0) -> float:
         """How much of this budget's unit a run has used (epochs may be fractional: the loader's position)."""
-        return {"steps": steps, "images": images, "seconds": seconds, "epochs": epochs}[self.kind]
+        return {"steps": steps, "images": images, "seconds": seconds, "epochs": epochs, "flops": flops}[self.kind]
 
-    def fraction(self, steps: int, images: int, seconds: float, epochs: float) -> float:
+    def fraction(self, steps: int, images: int, seconds: float, epochs: float, flops: float = 0.0) -> float:
         """The share of the budget used, in [0, 1]: what evaluations at budget fractions and progress bars read."""
-        return min(1.0, self.spent(steps, images, seconds, epochs) / self.value)
+        return min(1.0, self.spent(steps, images, seconds, epochs, flops) / self.value)
 
-    def reached(self, steps: int, images: int, seconds: float, epochs: float) -> bool:
+    def reached(self, steps: int, images: int, seconds: float, epochs: float, flops: float = 0.0) -> bool:
         """Whether training is done; an epochs budget counts whole epochs only, so the last one is never cut short."""
-        return self.spent(steps, images, seconds, math.floor(epochs) if self.kind == "epochs" else epochs) >= self.value
+        whole = math.floor(epochs) if self.kind == "epochs" else epochs
+        return self.spent(steps, images, seconds, whole, flops) >= self.value
 
     def images_left(self, images: int) -> int | None:
         """For an images budget, how many more images the next batch may hold (the last batch is cut to fit)."""
         return int(self.value) - images if self.kind == "images" else None
+
+    def steps_for(self, flops_per_step: float) -> int:
+        """The steps a flops budget buys at ``flops_per_step`` (the last step may overshoot by less than one step)."""
+        return max(1, math.ceil(self.value / flops_per_step))
 
     @classmethod
     def parse(cls, spec: Any, where: str) -> "Budget":
@@ -94,7 +109,7 @@ class Budget:
             raise BenchError(f"{where}: unknown budget kind {kind!r}{did_you_mean(kind, BUDGET_KINDS)}; use one of {', '.join(BUDGET_KINDS)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
             raise BenchError(f"{where}: budget {kind} must be a finite positive number, got {value!r}")
-        if kind in ("epochs", "steps", "images") and not float(value).is_integer():
+        if kind in WHOLE_BUDGETS and not float(value).is_integer():
             raise BenchError(f"{where}: budget {kind} must be a whole number, got {value!r}")
         return cls(kind, float(value))
 
@@ -133,6 +148,12 @@ class Suite:
                                  f"it has: {', '.join(runs)}")
             runs = [m for m in runs if m in models]
         return runs, [int(s) for s in (seeds or self.train["seeds"])]
+
+    def budget_for(self, run_name: str) -> Budget:
+        """The run's own budget (``models.<run>.budget``) where it has one, else the suite's (also for rows that are
+        not models, such as the real-data row)."""
+        spec = self.models.get(run_name, {}).get("budget")
+        return Budget.parse(spec, f"models.{run_name}.budget") if spec is not None else self.budget
 
     def config_hash(self, model: str) -> str:
         """Hash of everything that determines a run of ``model`` except the seed."""
@@ -265,6 +286,8 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
             if not isinstance(options, dict) or "@" in label:
                 raise BenchError(f"{where}: models.{run_name}.samplers.{label} must be a table of sampler options "
                                  f"under a label without '@' (e.g. ddim-10 = {{ steps = 10 }})")
+        if "budget" in cfg:
+            Budget.parse(cfg["budget"], f"{where}: models.{run_name}.budget")
         bs = cfg.get("batch_size", 1)
         if isinstance(bs, bool) or not isinstance(bs, int) or bs <= 0:
             raise BenchError(f"{where}: models.{run_name}.batch_size must be a positive integer, got {bs!r}")

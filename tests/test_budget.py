@@ -124,3 +124,85 @@ def test_budget_accounting_reads_its_own_unit_and_counts_whole_epochs():
     # 1.75 epochs is 87.5 % of a 2-epoch budget, but only the second epoch's last image finishes it
     assert Budget("epochs", 2).fraction(**used) == 0.875 and not Budget("epochs", 2).reached(**used)
     assert Budget("epochs", 2).reached(**{**used, "epochs": 2.0})
+
+
+# ---- the hardware-independent flops budget ------------------------------------------------------------------------
+
+def test_a_flops_budget_is_spent_in_whole_steps_of_the_counted_cost():
+    from bench.suite import Budget
+
+    b = Budget.parse({"flops": 1e6}, "t")
+    assert str(b) == "1e+06 flops" and b.steps_for(3e5) == 4  # ceil: 3 steps would leave it unspent
+    used = {"steps": 3, "images": 0, "seconds": 0.0, "epochs": 0.0}
+    assert not b.reached(**used, flops=9e5) and b.reached(**used, flops=1.2e6)
+    assert b.fraction(**used, flops=5e5) == 0.5
+    assert Budget.parse("flops=2.5e14", "t").value == 2.5e14  # the CLI form; need not be a whole number
+
+
+def test_training_step_flops_matches_the_matmul_formula_and_scales_a_large_batch():
+    """A wrapper whose training step is one matmul [N, D] @ [D, K]: 2NDK FLOPs forward and 2NDK for W's gradient
+    (the input needs none), so 4DK per image, written out by hand rather than read from the counter."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from bench.flops import MAX_COUNT_BATCH, training_step_flops
+    from bench.registry import DataSpec, GenerativeModel, Option, Samples
+
+    class Linear(GenerativeModel):
+        name, family = "test-linear", "flow"
+        options = {"lr": Option(1e-3, "Adam learning rate", gt=0)}
+
+        def __init__(self, config, data):
+            super().__init__(config, data)
+            self.w = torch.nn.Parameter(torch.randn(data.channels * data.height * data.width, 3))
+
+        def loss(self, batch):
+            return (batch.x.flatten(1).float() @ self.w).square().mean()
+
+        def sample(self, n, *, labels=None, generator=None, **sampler):
+            return Samples(torch.zeros(n, 1, 4, 4))
+
+    model = Linear({}, DataSpec(1, 4, 4, 0))
+    model.optimizers = model.configure_optimizers()
+    x = torch.randint(0, 256, (200, 1, 4, 4), dtype=torch.uint8)
+    d, k = 16, 3
+    assert training_step_flops(model, x, None, 10, torch.device("cpu"), nullcontext) == 4 * d * k * 10
+    big = 3 * MAX_COUNT_BATCH  # counted at MAX_COUNT_BATCH images and scaled: FLOPs are linear in the batch
+    assert training_step_flops(model, x, None, big, torch.device("cpu"), nullcontext) == 4 * d * k * big
+
+
+def test_a_flops_budget_trains_the_same_steps_whatever_the_clock_and_records_its_compute(tmp_path, monkeypatch):
+    """The step count follows from the counted FLOPs alone: a machine twice as slow (a scripted clock) trains the
+    same steps; the record states the FLOPs, steps and images spent."""
+    import time as time_module
+
+    from bench import runner
+    from bench.data import load_split
+
+    text = TINY_DIGITS.replace("[models.reference]", "[models.glow]\n    levels = 1\n    steps_per_level = 1\n"
+                               "    hidden_channels = 4\n    [models.reference]\n    budget = { steps = 3 }")
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", text.replace("{ steps = 5 }", "{ flops = 2e7 }"))),
+                       "smoke")
+    train, evald = load_split(suite.data, "train"), load_split(suite.data, "test")
+    steps = []
+    for slowdown in (1.0, 2.0):
+        real = time_module.perf_counter
+        monkeypatch.setattr(runner.time, "perf_counter", lambda s=slowdown, real=real: real() * s)
+        rec = runner.run_one(suite, "glow", 0, RunOptions(checkpoint_dir=tmp_path / f"ck{slowdown}"), train, evald)
+        fps = rec.train["flops_per_step"]
+        assert rec.status == "ok" and fps > 0
+        assert rec.train["steps"] == math.ceil(2e7 / fps) and rec.train["flops"] == rec.train["steps"] * fps >= 2e7
+        assert rec.budget == {"kind": "flops", "value": 2e7}
+        steps.append(rec.train["steps"])
+    assert steps[0] == steps[1] > 1
+    ref = runner.run_one(suite, "reference", 0, RunOptions(checkpoint_dir=tmp_path / "ckr"), train, evald)
+    assert ref.train["steps"] == 3 and ref.budget == {"kind": "steps", "value": 3}  # its own budget, recorded
+
+
+def test_a_flops_budget_for_a_model_that_counts_no_flops_is_a_one_line_error(tmp_path):
+    from bench.errors import BenchError
+
+    tr = make_trainer(tmp_path, "{ flops = 1e9 }")
+    with pytest.raises(BenchError, match=r"counts no FLOPs.*models.reference.budget = \{ steps"):
+        tr.resolve_budget()

@@ -205,7 +205,7 @@ def test_a_malformed_sampler_sweep_is_a_one_line_error(workdirs, capsys, tmp_pat
 
 
 def test_results_table_says_not_defined_for_every_model_without_a_likelihood(capsys):
-    from bench.cli import print_table
+    from bench.console import print_table
     base = {"suite": "s", "profile": "smoke", "family": "diffusion", "status": "ok", "parameters": 1,
             "metrics": {"bits_per_dim": {"value": None, "note": "not defined"}}}
     print_table([run_record(**base, model="ncsn", has_likelihood=False),   # not a GAN, still no likelihood
@@ -327,3 +327,63 @@ def test_a_reader_that_stops_early_is_not_an_error():
     proc.stdout.close()  # long before the child has imported torch and printed
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "unexpected" not in err and "Traceback" not in err, err
+
+
+def test_a_run_pointed_at_other_results_leaves_the_checkout_untouched(tmp_path, capsys, monkeypatch):
+    """`bench run --results /tmp/x` (no --reports) renders its report beside the records, never into the committed
+    reports/ or results/: `git status` is the same before and after."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    monkeypatch.chdir(repo)
+
+    def status() -> str:
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
+                              capture_output=True, text=True, check=True).stdout
+
+    before = status()
+    code, out, err = run_cli(["run", "--results", str(tmp_path / "x"), "--model", "reference", "--model", "glow",
+                              "--budget", "steps=3", "--quiet", "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "x" / "reports" / "digits" / "smoke" / "README.md").is_file()
+    assert f"report: {tmp_path / 'x' / 'reports'}" in out
+    assert status() == before
+
+
+def test_like_repeats_a_recorded_run_step_for_step(workdirs, capsys, tmp_path):
+    """A wall-clock run trains however many steps its machine managed; --like RECORD repeats exactly those steps,
+    with the record's config and seed, and (same machine, same threads) the same numbers."""
+    code, _, err = run_cli(args(workdirs, "--model", "glow", "--seed", "1", "--budget", "seconds=1.5",
+                                "--set", "models.glow.lr=0.002"), capsys)
+    assert code == 0, err
+    first = records.load_records(workdirs["results"])[0]
+    again_dir = tmp_path / "again"
+    code, out, err = run_cli(["run", "--like", first.path, "--results", str(again_dir), "--checkpoints",
+                              str(tmp_path / "ck2"), "--quiet", "--no-report"], capsys)
+    assert code == 0, err
+    second = records.load_records(again_dir)[0]
+    assert (second.model, second.seed, second.config) == (first.model, 1, first.config)
+    assert second.config["lr"] == 0.002
+    assert second.budget == {"kind": "steps", "value": first.train["steps"]}
+    assert second.train["steps"] == first.train["steps"] and second.train["loss_curve"] == first.train["loss_curve"]
+    assert second.metric_value("bits_per_dim") == first.metric_value("bits_per_dim")
+    assert any(o.startswith("--like ") for o in second.overrides)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "none.json", "no such record file"),
+    (lambda p: (p / "bad.json").write_text("{") and p / "bad.json", "unreadable record"),
+    (lambda p: (p / "obj.json").write_text('{"a": 1}') and p / "obj.json", "not a run record"),
+])
+def test_like_with_a_bad_record_is_one_line(workdirs, capsys, tmp_path, make, message):
+    code, _, err = run_cli(args(workdirs, "--like", str(make(tmp_path))), capsys)
+    assert code == cli.EXIT_USER_ERROR and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_like_refuses_model_seed_and_budget_flags(workdirs, capsys, tmp_path):
+    rec = tmp_path / "r.json"
+    rec.write_text('{"suite": "digits", "profile": "smoke", "model": "glow", "seed": 0, "status": "ok"}')
+    code, _, err = run_cli(args(workdirs, "--like", str(rec), "--seed", "2"), capsys)
+    assert code == cli.EXIT_USER_ERROR and "drop --model, --seed and --budget" in err

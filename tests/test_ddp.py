@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.launch import ddp
+from bench import distributed as ddp
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 25

@@ -33,6 +33,16 @@ def imported(node: ast.Import | ast.ImportFrom, current: str, is_package: bool, 
     return subs | ({base} & known if len(subs) < len(node.names) else set())
 
 
+def with_packages(deps: set[str], known: set[str], root: str) -> set[str]:
+    """Importing ``a.b.c`` runs ``a/b/__init__.py`` first: each package on the way is a dependency too (the root
+    package's own ``__init__`` excepted: every module of the tree loads it)."""
+    out = set(deps)
+    for d in deps:
+        parts = d.split(".")
+        out |= {".".join(parts[:i]) for i in range(2, len(parts))} & known
+    return out - {root}
+
+
 def import_graph(package: str) -> dict[str, set[str]]:
     mods = modules(package)
     graph = {}
@@ -41,6 +51,7 @@ def import_graph(package: str) -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 deps |= imported(node, name, path.name == "__init__.py", set(mods))
+        deps = with_packages(deps, set(mods), package)
         # a module's own packages are initialised before it: importing from them is not a cycle
         graph[name] = {d for d in deps if d != name and not name.startswith(d + ".")}
     return graph
@@ -89,8 +100,28 @@ def test_cycles_are_found():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_the_graph_counts_a_package_init_as_a_module():
+    """`from bench.launch import slurm` runs bench/launch/__init__.py: a cycle through a package's __init__ counts."""
+    node = ast.parse("from bench.launch import slurm").body[0]
+    known = {"bench", "bench.launch", "bench.launch.slurm"}
+    assert with_packages(imported(node, "bench.cli", False, known), known, "bench") == {"bench.launch", "bench.launch.slurm"}
+
+
 def test_no_import_cycle_among_bench_modules():
     assert cycles(import_graph("bench")) == []
+
+
+def test_nothing_imports_the_cli():
+    """`bench.cli` is the top floor: the commands it registers may be imported by it, never the other way round."""
+    graph = import_graph("bench")
+    assert [m for m, deps in graph.items() if "bench.cli" in deps] == []
+
+
+def test_the_runner_imports_nothing_above_it():
+    """The runner sits below the commands, launchers, reports and comparison."""
+    above = {"bench.cli", "bench.launch", "bench.launch.slurm", "bench.launch.local", "bench.report", "bench.compare",
+             "bench.baseline"}
+    assert import_graph("bench")["bench.runner"] & above == set()
 
 
 def test_baselines_import_only_the_registry_and_low_level_bench_modules():

@@ -154,23 +154,25 @@ def test_kill9_of_a_stochastic_ema_model_then_resume_is_bit_identical(tmp_path):
     assert rec["interruptions"][-1]["resumed_at_step"] == payload["state"]["step"]
 
 
-def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path, uninterrupted):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_writes_checkpoint_and_resume_continues(tmp_path, uninterrupted, sig):
+    """SIGTERM (preemption) and Ctrl-C (SIGINT) both checkpoint at the step boundary; --resume is bit-exact."""
     p = start_and_wait_for_checkpoint(tmp_path, min_step=5)
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     if p.returncode == 0:
-        pytest.skip("the run finished before SIGTERM arrived")
+        pytest.skip(f"the run finished before {sig.name} arrived")
     assert p.returncode == 3, err.decode()[-1000:]  # EXIT_INTERRUPTED
     assert "--resume" in err.decode()
     payload, notes = checkpoint.load(ckpt_folder(tmp_path))
     assert notes == []
     stopped_at = payload["state"]["step"]
-    assert payload["state"]["interruptions"][-1]["signal"] == "SIGTERM"
+    assert payload["state"]["interruptions"][-1]["signal"] == sig.name
     assert payload["state"]["interruptions"][-1]["step"] == stopped_at
     run(tmp_path, "--resume")
     rec = the_record(tmp_path)
     assert outcome(rec) == uninterrupted
-    assert [i.get("signal") for i in rec["interruptions"]][0] == "SIGTERM"
+    assert [i.get("signal") for i in rec["interruptions"]][0] == sig.name
     assert rec["interruptions"][1]["resumed_at_step"] == stopped_at  # nothing redone: saved at the stop
 
 

@@ -15,12 +15,12 @@ Record keys:
   implementation; many FLOPs means an expensive model.
 
 FlopCounterMode counts matmuls, convolutions and attention (the FLOPs that dominate these
-networks), not element-wise ops; that is the convention MFU figures use.
+networks), not element-wise ops; that is the convention MFU figures use (:mod:`bench.flops` says what it leaves
+out per family).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from bench.environment import cpu_identity
+from bench.flops import count as count_flops, model_copy
 from bench.metrics import EvalContext, Output, make_batch, metric, synchronize, value
 from bench.records import atomic_write_text
 
@@ -79,25 +79,6 @@ def peak_flops(ctx: EvalContext) -> tuple[float, dict[str, Any]]:
     return peak, {**desc, "peak_cache": "miss"}
 
 
-def _model_copy(model):
-    """A deep copy with fresh optimizers and no harness hook (so training steps leave the original alone)."""
-    hook, opts = model._optimize_hook, model.optimizers
-    model._optimize_hook, model.optimizers = None, {}
-    try:
-        clone = copy.deepcopy(model)
-    finally:
-        model._optimize_hook, model.optimizers = hook, opts
-    clone.optimizers = clone.configure_optimizers()
-    clone.train()
-    return clone
-
-
-def count_flops(fn) -> tuple[int, Any]:
-    with FlopCounterMode(display=False) as counter:
-        out = fn()
-    return int(counter.get_total_flops()), out
-
-
 @metric("cost", final_only=True, outputs={
     "peak_flops": Output(), "train_flops_per_image": Output(), "train_flops_per_second": Output(),
     "sample_flops_per_image": Output(), "sample_flops_per_nfe": Output(),
@@ -116,7 +97,7 @@ def cost(ctx: EvalContext) -> dict:
 
     # -- one training step on a copy --
     bs = max(1, min(int(ctx.eval_cfg.get("speed_batch") or 128), 64, len(ctx.train)))
-    clone = _model_copy(model)
+    clone = model_copy(model)
     gen = torch.Generator(ctx.device).manual_seed(12345)
 
     def step(i: int):

@@ -13,6 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
+from bench import paths
 from bench.errors import BenchError
 from bench.records import RunRecord
 from bench.report import findings, grids, plots, published
@@ -279,7 +280,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise BenchError(f"no result records under {args.results}; run `bench run` first (or pass --results DIR)")
     for name in suites:
         mirrors = [m.strip() for m in args.mirrors.split(",") if m.strip()] if args.mirrors is not None else None
-        for p in render(name, Path(args.results), Path(args.reports), args.profile, formats, args.data_root,
+        for p in render(name, Path(args.results), paths.reports_dir(args.results, args.reports), args.profile, formats,
+                        args.data_root,
                         mirrors=mirrors, all_records=args.all):
             print(f"report: {p}")
     return 0
@@ -292,7 +294,8 @@ def register_cli(sub) -> None:
     p.add_argument("--suite", default=None, help="suite name (default: every suite with records)")
     p.add_argument("--profile", default=None, help="only this budget profile (default: every profile with records)")
     p.add_argument("--results", default="results", help="results directory (default: ./results)")
-    p.add_argument("--reports", default="reports", help="report directory (default: ./reports)")
+    p.add_argument("--reports", default=None,
+                   help="report directory (default: <results>/reports; --reports reports re-renders the committed ones)")
     p.add_argument("--format", default="md,html", help="comma-separated: md, html (default: md,html)")
     p.add_argument("--data-root", default=None, help="dataset folder for the real-data grid (offline use)")
     p.add_argument("--mirrors", default=None, metavar="ID[,ID]",
