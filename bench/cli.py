@@ -169,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = run_options(args)
     if args.like:
         opts.models = list(suite.models)  # the record's run alone, not the real-data row
+    if not args.no_report:
+        opts.reports_dir = paths.reports_dir(args.results, args.reports)  # checked before training, not after
     print(f"suite {suite.name} [{suite.profile}], budget {suite.budget}, "
           f"models: {', '.join(opts.models or suite.models)}, seeds: {opts.seeds or suite.train['seeds']}")
     written_paths = run_suite(suite, opts)

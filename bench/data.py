@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -224,14 +225,38 @@ def load_celeba(split: str, cfg: dict[str, Any]) -> ImageData:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
+def split_names(cfg: dict[str, Any]) -> tuple[str, str]:
+    return str(cfg.get("train_split", "train")), str(cfg.get("eval_split", "test"))
+
+
+def split_layout(found: set[str], train: str, test: str, whole: str, where: str) -> str | None:
+    """Which part of a user's dataset to read, decided once for both splits so they can never overlap:
+    None when both ``train`` and ``test`` parts exist (explicit splits), else the one part (``whole``, or ``train``
+    alone) that a seeded held-out split is drawn from. Anything else is ambiguous: a one-line error naming what
+    was found (``x`` beside ``x_train`` could be either the training images or all of them)."""
+    parts = found & {train, test, whole}
+    if parts == {train, test}:
+        return None
+    if parts in ({whole}, {train}):
+        return next(iter(parts))
+    shown = ", ".join(sorted(parts)) or "none of them"
+    raise BenchError(f"{where}: ambiguous splits, found {shown}; give either {train} and {test} (explicit splits) or "
+                     f"one of {whole} / {train} alone (a seeded held-out test split is drawn from it)")
+
+
 def load_folder(split: str, cfg: dict[str, Any]) -> ImageData:
-    """``path/<split>/[class/]*.png`` if a split folder exists, else ``path/[class/]*.png`` with a held-out split."""
+    """``path/<train>/`` and ``path/<test>/`` ([class/]*.png) when both exist, else the images of ``path`` (or of
+    ``path/<train>/`` alone) with a seeded held-out test split (:func:`split_layout`)."""
     base = Path(cfg.get("path") or "")
     if not base.is_dir():
         raise BenchError(f"image folder {base} not found: set data.path in the suite to a folder of images")
-    has_splits = (base / split).is_dir()
-    if has_splits:
+    train, test = split_names(cfg)
+    found = {name for name in (train, test) if (base / name).is_dir()}
+    whole = split_layout(found or {"."}, train, test, ".", f"image folder {base}")
+    if whole is None:
         base = base / split
+    elif whole == train:
+        base = base / train
     files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BenchError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {base}")
@@ -239,7 +264,10 @@ def load_folder(split: str, cfg: dict[str, Any]) -> ImageData:
     x = _read_images(files, "L" if int(cfg.get("channels") or 3) == 1 else "RGB", base)
     y = torch.tensor([classes.index(p.parent.name) for p in files]) if classes else None
     data = ImageData(x, y, len(classes), f"folder:{base}")
-    return data if has_splits else held_out_split(data, split, cfg, f"{base} (no train/ and test/ folders)")
+    if whole is None:
+        return data
+    return held_out_split(data, split, cfg, f"{base} (no {test}/ folder)" if whole == train
+                          else f"{base} (no {train}/ and {test}/ folders)")
 
 
 def _read_images(files: list[Path], mode: str, base: Path) -> torch.Tensor:
@@ -260,19 +288,28 @@ def _read_images(files: list[Path], mode: str, base: Path) -> torch.Tensor:
 
 
 def load_npz(split: str, cfg: dict[str, Any]) -> ImageData:
-    """``x_<split>``/``y_<split>`` when present, else ``x``/``y`` with a held-out split."""
+    """``x_train``/``x_test`` (and ``y_*``) when both are present, else ``x`` (or ``x_train`` alone) with a seeded
+    held-out test split (:func:`split_layout`)."""
     path = Path(cfg.get("path") or "")
     if not path.is_file():
         raise BenchError(f".npz file {path} not found: set data.path in the suite")
+    if not zipfile.is_zipfile(path):
+        raise BenchError(f"{path} is not a NumPy .npz archive (np.savez writes one); it must hold a uint8 array "
+                         "'x' (and optional 'y'), or x_train/x_test")
+    train, test = split_names(cfg)
     try:
-        arrays = np.load(path)
-        has_splits = f"x_{split}" in arrays
-        key = f"x_{split}" if has_splits else "x"
-        ykey = f"y_{split}" if f"y_{split}" in arrays else "y"
+        arrays = np.load(path, allow_pickle=False)
+        whole = split_layout({k[2:] if k.startswith("x_") else k for k in arrays.files if k == "x" or k.startswith("x_")},
+                             train, test, "x", str(path))
+        key = f"x_{split}" if whole is None else ("x" if whole == "x" else f"x_{train}")
+        ykey = "y" + key[1:]
         x = arrays[key]
-        y = arrays[ykey] if ykey in arrays else None
+        y = arrays[ykey] if ykey in arrays.files else None
+    except BenchError:
+        raise
     except Exception as e:
-        raise BenchError(f"cannot read {path} ({e}); it must be a .npz with a uint8 array 'x' (and optional 'y')") from None
+        raise BenchError(f"cannot read {path} ({str(e).splitlines()[0][:200]}); it must be a .npz with a uint8 array "
+                         "'x' (and optional 'y')") from None
     if x.dtype != np.uint8:
         raise BenchError(f"{path}: '{key}' must be uint8 (8-bit images), got {x.dtype}")
     if x.ndim not in (3, 4) or x.shape[0] == 0:
@@ -281,8 +318,11 @@ def load_npz(split: str, cfg: dict[str, Any]) -> ImageData:
     t = torch.from_numpy(x)
     if t.dim() == 3:
         t = t.unsqueeze(1)
-    elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+    elif t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
         t = t.permute(0, 3, 1, 2)
+    elif t.shape[1] not in (1, 3):
+        raise BenchError(f"{path}: '{key}' has shape {list(x.shape)}: 4-D images need 1 or 3 channels, as [N,C,H,W] "
+                         f"or [N,H,W,C]; neither axis 1 ({x.shape[1]}) nor the last ({x.shape[-1]}) is 1 or 3")
     yt = None
     if y is not None:
         y = np.asarray(y)
@@ -291,7 +331,9 @@ def load_npz(split: str, cfg: dict[str, Any]) -> ImageData:
                              f"got {y.dtype} of shape {list(y.shape)}; fix it or drop '{ykey}'")
         yt = torch.from_numpy(y).long()
     data = ImageData(t.contiguous(), yt, int(yt.max()) + 1 if yt is not None else 0, f"npz:{path.name}")
-    return data if has_splits else held_out_split(data, split, cfg, f"{path.name} (no x_train/x_test)")
+    if whole is None:
+        return data
+    return held_out_split(data, split, cfg, f"{path.name} ('{key}', no x_{test})")
 
 
 DEFAULT_EVAL_FRACTION = 0.1

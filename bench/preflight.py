@@ -42,8 +42,9 @@ def check(suite: Suite, opts: Any, runs: list[str], train_data: ImageData) -> No
     config, takes one training step on two images on the CPU (a throwaway copy, the global RNG left as it was) and
     accepts its sampler and sweep options. ``opts`` is the run's :class:`bench.runner.RunOptions`."""
     for path, flag in ((opts.results_dir, "--results"), (opts.checkpoint_dir, "--checkpoints"),
-                       (opts.cache_dir, "--cache-dir")):
-        writable_folder(Path(path), flag)
+                       (opts.cache_dir, "--cache-dir"), (getattr(opts, "reports_dir", None), "--reports")):
+        if path is not None:
+            writable_folder(Path(path), flag)
     known = metrics.known_metrics()
     for name in suite.eval["metrics"]:
         if name not in known:

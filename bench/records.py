@@ -184,9 +184,11 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> Path:
         else:
             os.link(tmp, path)  # fails if path exists: no silent overwrite
             os.unlink(tmp)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:  # a failed write() names no file: say which (disk full)
+            e.filename = str(path)
         raise
     return path
 

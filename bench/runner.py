@@ -60,6 +60,7 @@ class RunOptions:
     keep_checkpoints: bool = False
     threads: int | None = None  # torch intra-op threads; None: train.threads, else chosen by bench.threads
     rerun: bool = False  # with resume: run (model, seed) pairs again even when an ok record of the same config exists
+    reports_dir: Path | None = None  # where the report will be rendered after training (checked before it)
 
 
 # ---- the loop -----------------------------------------------------------------------------------

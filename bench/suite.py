@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -244,7 +245,27 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
     for text in overrides:
         keypath, value = parse_override(text)
         apply_override(merged, keypath, value)
+    try:
+        return _resolve(raw, merged, path, profile, overrides, budget, check_models)
+    except BenchError as e:
+        raise blame_flag(e, str(path), overrides) from None
 
+
+def blame_flag(error: BenchError, where: str, overrides: list[str]) -> BenchError:
+    """An error about a key that a ``--set`` gave names that flag, not the suite file, which never held the value."""
+    message = str(error)
+    for text in reversed(overrides):
+        key = text.split("=", 1)[0].strip()
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message):
+            rest = message[len(where) + 2:] if message.startswith(where + ": ") else message
+            return BenchError(f"--set {text}: {rest}")
+    return error
+
+
+def _resolve(raw: dict[str, Any], merged: dict[str, Any], path: Path, profile: str, overrides: list[str],
+             budget: str | None, check_models: bool) -> Suite:
+    """Validate the merged suite (every problem a one-line :class:`BenchError`) and build it."""
+    where = str(path)
     unknown = set(merged) - TOP_KEYS  # again after the profile and --set: they can add keys too
     if unknown:
         k = sorted(unknown)[0]

@@ -56,6 +56,8 @@ def test_npz_and_folder_datasets(tmp_path):
         folder = tmp_path / "imgs" / "train" / f"class{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(x[i]).save(folder / f"{i}.png")
+    (tmp_path / "imgs" / "test" / "class0").mkdir(parents=True)
+    Image.fromarray(x[6]).save(tmp_path / "imgs" / "test" / "class0" / "6.png")
     f = load_split({"dataset": "folder", "path": str(tmp_path / "imgs"), "channels": 1, "image_size": 12}, "train")
     assert len(f) == 6 and f.num_classes == 2 and sorted(f.y.tolist()) == [0, 0, 0, 1, 1, 1]
     with pytest.raises(BenchError, match="must be uint8"):
@@ -89,6 +91,76 @@ def test_data_without_splits_gets_a_seeded_held_out_test_split(tmp_path):
     assert "held-out split" in ftest.name
     with pytest.raises(BenchError, match="eval_fraction"):
         load_split({**cfg, "eval_fraction": 1.5}, "train")
+
+
+def _save_folder(root, images, labels=None):
+    from PIL import Image
+
+    for i, im in enumerate(images):
+        folder = root / (f"class{labels[i]}" if labels is not None else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(folder / f"{i}.png")
+
+
+NPZ_LAYOUTS = {  # every layout without both explicit splits: (arrays, where the held-out split is drawn from)
+    "x only": (lambda x: {"x": x, "y": np.arange(len(x)) % 3}, "'x'"),
+    "x_train only": (lambda x: {"x_train": x, "y_train": np.arange(len(x)) % 3}, "'x_train'"),
+}
+
+
+@pytest.mark.parametrize("layout", list(NPZ_LAYOUTS))
+def test_every_npz_layout_without_a_test_split_evaluates_on_held_out_images(tmp_path, layout):
+    make, source = NPZ_LAYOUTS[layout]
+    x = np.random.default_rng(2).integers(0, 256, (50, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", **make(x))
+    cfg = {"dataset": "npz", "path": str(tmp_path / "d.npz"), "image_size": 8}
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    assert len(test) == 5 and len(train) == 45
+    assert not _rows(train.x) & _rows(test.x)  # train ∩ test = ∅
+    assert "held-out split" in test.name and source in test.name and "held-out split" in train.name
+
+
+@pytest.mark.parametrize("layout", ["no split folders", "train/ only", "train/ only, with classes"])
+def test_every_folder_layout_without_a_test_split_evaluates_on_held_out_images(tmp_path, layout):
+    x = np.random.default_rng(3).integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    root = tmp_path / "imgs"
+    sub = root if layout == "no split folders" else root / "train"
+    _save_folder(sub, x, labels=np.arange(30) % 2 if "classes" in layout else None)
+    cfg = {"dataset": "folder", "path": str(root), "channels": 1, "image_size": 8}
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    assert (len(train), len(test)) == (27, 3)
+    assert not _rows(train.x) & _rows(test.x)  # train ∩ test = ∅
+    assert _rows(train.x) | _rows(test.x) == _rows(torch.from_numpy(x).unsqueeze(1))
+    assert "held-out split" in test.name
+
+
+@pytest.mark.parametrize("arrays, found", [
+    ({"x": 1, "x_train": 1}, "found train, x"),  # x beside x_train: all images, or the training ones?
+    ({"x": 1, "x_test": 1}, "found test, x"),
+    ({"x_test": 1}, "found test;"),
+    ({"x": 1, "x_train": 1, "x_test": 1}, "found test, train, x"),
+])
+def test_ambiguous_npz_splits_name_the_keys_found(tmp_path, arrays, found):
+    x = np.zeros((6, 8, 8), np.uint8)
+    np.savez(tmp_path / "a.npz", **{k: x for k in arrays})
+    with pytest.raises(BenchError, match=f"ambiguous splits, {found}"):
+        load_split({"dataset": "npz", "path": str(tmp_path / "a.npz"), "image_size": 8}, "test")
+
+
+def test_a_folder_with_test_but_no_train_is_ambiguous(tmp_path):
+    _save_folder(tmp_path / "imgs" / "test", np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(BenchError, match="ambiguous splits, found test;"):
+        load_split({"dataset": "folder", "path": str(tmp_path / "imgs"), "channels": 1, "image_size": 8}, "train")
+
+
+def test_npz_shape_and_garbage_files_get_plain_messages(tmp_path):
+    np.savez(tmp_path / "two.npz", x=np.zeros((4, 16, 16, 2), np.uint8))
+    with pytest.raises(BenchError, match=r"shape \[4, 16, 16, 2\]: 4-D images need 1 or 3 channels"):
+        load_split({"dataset": "npz", "path": str(tmp_path / "two.npz"), "image_size": 16}, "train")
+    (tmp_path / "junk.npz").write_bytes(b"\x80\x04not an archive at all")
+    with pytest.raises(BenchError, match="is not a NumPy .npz archive") as e:
+        load_split({"dataset": "npz", "path": str(tmp_path / "junk.npz"), "image_size": 16}, "train")
+    assert "allow_pickle" not in str(e.value)
 
 
 @pytest.mark.parametrize("arrays, match", [

@@ -3,6 +3,8 @@ no record and no checkpoint written (bench.runner.preflight and the suite loader
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.cli import EXIT_USER_ERROR
@@ -75,24 +77,26 @@ def test_output_location_that_is_a_file(tmp_path, workdirs, capsys, flag):
     ("train.checkpoint_every_s=nan", ("train.checkpoint_every_s", ">= 0")),
 ])
 def test_out_of_range_values(tmp_path, workdirs, capsys, setting, needles):
+    """A value given with --set is blamed on the flag, not on the suite file that never held it."""
     assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, TINY_DIGITS, "--set", setting), workdirs,
-                                   *needles)
+                                   f"error: --set {setting}: ", *needles)
 
 
-def test_a_model_that_cannot_be_built_from_its_config(tmp_path, workdirs, capsys):
-    """Five U-Net levels fit the schema (a list of whole numbers >= 1) and build, but an 8x8 image cannot go
-    down four times: no step can be taken, and preflight says so before anything trains."""
-    body = TINY_DIGITS + """
-    [models.ddpm]
-    unet = "tiny"
-    channel_mults = [1, 2, 2, 2, 2]
-"""
-    assert_stopped_before_training(*run_tiny(tmp_path, workdirs, capsys, body), workdirs,
-                                   "models.ddpm", "cannot take a training step")
+def test_a_bad_value_in_the_suite_file_is_still_blamed_on_the_file(tmp_path, workdirs, capsys):
+    body = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n    lr = -1")
+    code, out, err = run_tiny(tmp_path, workdirs, capsys, body, "--set", "train.log_every=5")
+    assert_stopped_before_training(code, out, err, workdirs, "tiny.toml", "models.reference.lr")
+    assert "--set" not in err
 
 
-def test_a_good_suite_still_runs(tmp_path, workdirs, capsys):
-    body = TINY_DIGITS + DDPM + '    sampler = { name = "ddim", steps = 5, spacing = "trailing" }\n'
-    code, _, err = run_tiny(tmp_path, workdirs, capsys, body)
-    assert code == 0, err
-    assert len(list(workdirs["results"].rglob("*.json"))) == 2
+@pytest.mark.parametrize("where", ["read-only", "under a file"])
+def test_reports_that_cannot_be_written_stop_before_training(tmp_path, workdirs, capsys, where):
+    """--reports is checked like --results before anything trains (it used to fail after training). A chmod'ed
+    folder does not stop root, which CI runs as, so the read-only case is a read-only filesystem (sysfs)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    target = Path("/sys/genbench-reports") if where == "read-only" else a_file / "reports"
+    suite = write_suite(tmp_path / "tiny.toml", TINY_DIGITS)
+    args = ["run", "--suite", str(suite), "--results", str(workdirs["results"]), "--checkpoints",
+            str(workdirs["checkpoints"]), "--cache-dir", str(workdirs["cache"]), "--quiet", "--reports", str(target)]
+    assert_stopped_before_training(*run_cli(args, capsys), workdirs, f"--reports {target}", "writable folder")

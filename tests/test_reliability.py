@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import stat
+import sys
 
 import pytest
 
@@ -94,6 +95,23 @@ def test_dry_run_writes_the_sbatch_script_of_the_cluster_profile(tmp_path, capsy
         assert line in text
     for key, value in prof["sbatch"].items():
         assert f"#SBATCH --{key.replace('_', '-')}" in text
+    # the interpreter: the profile's, else the setup lines' environment's python3, never this machine's path behind
+    # an activated venv
+    expected = prof.get("python") or ("python3" if prof["setup"] else sys.executable)
+    assert f"PYTHON=${{PYTHON:-{expected}}}" in text
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
+    """A full disk fails write()/fsync(), whose OSError names no file: the error still says which one."""
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records.os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        records.atomic_write_text(tmp_path / "runs" / "x.json", "{}")
+    msg = records.disk_full_message(e.value)
+    assert msg and f"out of disk space writing {tmp_path / 'runs' / 'x.json'}" in msg
+    assert not list((tmp_path / "runs").iterdir())  # no temp file left behind
 
 
 def test_plain_progress_prints_at_most_one_line_per_interval_and_the_last_step():

@@ -71,7 +71,8 @@ PROFILE_KEYS = {
     "max_requeues": "give up after this many time-outs",
     "setup": "shell lines run before the task (module load ..., source venv/bin/activate)",
     "sbatch": "table of extra sbatch flags, e.g. { exclusive = true, reservation = \"x\" }",
-    "python": "python interpreter on the compute nodes (default: this one)",
+    "python": "python interpreter on the compute nodes (default: `python3` of the setup lines' environment where there "
+              "are setup lines, e.g. an activated venv; else this machine's interpreter)",
     "device": "device for the runs (default: the suite's, usually auto)",
 }
 PROFILE_DEFAULTS = {"executor": "slurm", "gpus": 0, "cpus_per_task": 2, "mem_gb": 8, "time_min": 60,
@@ -248,6 +249,15 @@ def sbatch_directives(prof: dict[str, Any], n_tasks: int, name: str, log_dir: Pa
     return lines
 
 
+def node_python(prof: dict[str, Any]) -> str:
+    """The interpreter an array task runs: the profile's ``python``; else, where setup lines prepare an environment
+    (``source venv/bin/activate``, ``module load``), the ``python3`` that environment puts first on PATH, not this
+    machine's path, which the setup would otherwise be bypassed by; else this interpreter."""
+    if prof.get("python"):
+        return str(prof["python"])
+    return "python3" if prof.get("setup") else sys.executable
+
+
 def sbatch_script(prof: dict[str, Any], data: dict[str, Any], submission: Path) -> str:
     """``slurm/array.sbatch`` filled from the cluster profile for this submission's tasks."""
     folder = Path(data["folder"])
@@ -260,7 +270,7 @@ def sbatch_script(prof: dict[str, Any], data: dict[str, Any], submission: Path) 
         "SBATCH": "\n".join(sbatch_directives(prof, len(data["tasks"]), f"genbench-{data['suite']['name']}", folder)),
         "SETUP": "\n".join(setup) if setup else "# (no setup lines in the cluster profile)",
         "SUBMISSION": shlex.quote(str(submission)),
-        "PYTHON": shlex.quote(str(prof.get("python") or sys.executable)),
+        "PYTHON": shlex.quote(node_python(prof)),
         "MAX_REQUEUES": str(int(prof["max_requeues"])),
         "LAUNCH": f"srun --ntasks-per-node={ntasks} " if ntasks > 1 else "",  # DDP: one process per GPU
     }
