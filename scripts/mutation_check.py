@@ -62,7 +62,7 @@ MUTATIONS = (
              "** -(k - n_exact - 1)", "** -(k - n_exact)",
              ("tests/test_flow_layers.py::test_residual_block_estimator_is_unbiased",
               "tests/test_flows.py::test_resflow_whole_model_estimate_is_unbiased")),
-    Mutation("resume-forgets-torch-rng", "bench/runner.py",
+    Mutation("resume-forgets-torch-rng", "bench/seeding.py",
              'torch.set_rng_state(payload["torch_rng"].cpu())', "pass",
              ("tests/test_budget.py::test_resume_restores_every_random_state_the_run_draws_from",)),
     Mutation("ode-solver-error-dropped", "baselines/flow_matching.py",
@@ -72,6 +72,23 @@ MUTATIONS = (
              "if not math.isfinite(mean) or mean < -3 * est_se:", "if not math.isfinite(mean):",
              ("tests/test_flow_matching.py::test_the_fence_catches_a_coarse_solve_of_a_sharp_field",
               "tests/test_metrics_coverage_cost.py::test_a_negative_likelihood_is_an_error_not_a_number")),
+    # FID = |mu_g - mu_r|^2 + Tr(S_g + S_r - 2 (S_g S_r)^1/2): comparing against the generated covariance
+    # zeroes the trace term, leaving only the means
+    Mutation("fid-trace-term-dropped", "bench/metrics/fidelity.py",
+             'real = {"mu": ref["mu"].numpy(), "sigma": ref["sigma"].numpy()}',
+             'real = {"mu": ref["mu"].numpy(), "sigma": stats["sigma"]}',
+             ("tests/test_metrics_fidelity.py::test_fid_matches_scipy_frechet_distance",)),
+    # bin centres instead of uniform noise: not a dequantization bound, and it inflates a flow's likelihood
+    Mutation("flow-dequantization-at-bin-centres", "baselines/nn/flow_layers.py",
+             "y = conventions.dequantize(x, generator) if noise else conventions.to_unit(x)",
+             "y = conventions.to_unit(x)",
+             ("tests/test_flow_layers.py::test_preprocess_logdet_matches_brute_force",)),
+    Mutation("coverage-kl-reversed", "bench/metrics/coverage.py",
+             "return float((nz * torch.log(nz * k)).sum())", "return float((-torch.log(nz * k) / k).sum())",
+             ("tests/test_metrics_coverage_cost.py::test_kl_from_uniform_closed_forms",)),
+    Mutation("ddim-sigma-without-the-step-ratio", "baselines/nn/schedule.py",
+             "sigma = eta * math.sqrt((1 - ap) / (1 - a) * (1 - a / ap))", "sigma = eta * math.sqrt((1 - ap) / (1 - a))",
+             ("tests/test_schedule.py::test_ddim_sample_matches_the_update_written_out",)),
 )
 
 

@@ -360,3 +360,7 @@ def test_preprocess_logdet_matches_brute_force():
     torch.testing.assert_close(fl.postprocess(s, "logit", 0.05).double(), y, atol=1e-5, rtol=0)
     s2, ld2 = fl.preprocess(x, "center", generator=g)
     assert torch.equal(ld2, torch.zeros(2)) and s2.min() >= -0.5 and s2.max() < 0.5
+    # uniform dequantization: y = (x + u) / 256 with u ~ U[0, 1) spread over the bin (std 1/sqrt(12)), not its centre
+    many = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    u = (fl.preprocess(many, "center", generator=g)[0].double() + 0.5) * 256 - many.double()
+    assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.03 and abs(u.std() - 12 ** -0.5) < 0.02

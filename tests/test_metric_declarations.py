@@ -107,3 +107,18 @@ def test_the_runner_sweeps_and_the_real_data_row_follow_the_declarations():
     assert {"fid", "is", "kid", "precision_recall", "class_coverage", "sampling_speed"} <= swept
     assert not swept & {"bits_per_dim", "bits_per_dim_exact", "cost"}  # nothing here depends on the sampler
     assert real_data.wanted(["bits_per_dim", "fid", "sampling_speed", "class_coverage", "cost"]) == ["fid", "class_coverage"]
+
+
+def test_a_metric_declared_only_here_gets_its_report_column_with_no_list_to_edit(toy_metric):
+    """The report's main table takes a column from the declaration alone (bench.metrics.columns)."""
+    from collections import OrderedDict
+
+    from tests.helpers import run_record
+
+    toy_metric("toy_sharpness", lambda ctx: {}, reads_samples=True,
+               outputs={"toy_sharpness": Output("higher", column="sharpness (toy)")})
+    recs = [run_record(model="m", seed=s, family="flow", metrics={"toy_sharpness": {"value": v}})
+            for s, v in ((0, 1.0), (1, 3.0))]
+    headers, rows, _ = tables.model_table(OrderedDict(m=recs))
+    assert "sharpness (toy)" in headers
+    assert rows[0][headers.index("sharpness (toy)")] == tables.fmt_mean_std([1.0, 3.0])

@@ -486,3 +486,30 @@ def test_feature_space_columns_name_their_space():
     assert "FD (digits-classifier, inception)" in headers
     headers, _, _ = model_table(OrderedDict(a=[rec("a", "inception", bits_per_dim={"value": 1.0})]))
     assert "bits/dim" in headers  # not a feature-space column
+
+
+def test_quality_vs_compute_averages_seeds_per_budget_fraction_and_keeps_flat_rows_off_the_x_axis():
+    """Seeds that stop at different image counts (wall-clock budgets) are averaged per budget fraction, mean and sd
+    computed here by hand; training FLOPs come from the cost metric's per-image count; the reference and real-data
+    rows are not curves."""
+    from bench.report import plots
+    from tests.helpers import run_record
+
+    def rec(model, family, seed, images, fids, per_image=None):
+        curve = [{"fraction": f, "images": i, "train_seconds": 10.0 * f, "metrics": {"fid": {"value": v}}}
+                 for f, i, v in zip((0.25, 0.5), images[:2], fids[:2])]
+        metrics = {"fid": {"value": fids[2]}}
+        if per_image:
+            metrics["train_flops_per_image"] = {"value": per_image}
+        return run_record(model=model, family=family, seed=seed, curve=curve, metrics=metrics,
+                          train={"images": images[2]}, timings={"train_seconds": 40.0})
+
+    recs = [rec("ddpm", "diffusion", 0, (100, 200, 400), (90.0, 60.0, 30.0), 1e6),
+            rec("ddpm", "diffusion", 1, (120, 240, 480), (80.0, 50.0, 20.0), 1e6),
+            rec("reference", "reference", 0, (10 ** 6, 2 * 10 ** 6, 4 * 10 ** 6), (250.0, 250.0, 245.0))]
+    df = plots.compute_curve(recs, "fid")
+    ddpm = df[df.model == "ddpm"].groupby("fraction").agg(x=("flops", "mean"), m=("quality", "mean"),
+                                                            sd=("quality", "std"))
+    assert ddpm.loc[1.0, "x"] == 440 * 1e6 and ddpm.loc[1.0, "m"] == 25.0
+    assert ddpm.loc[0.25, "sd"] == pytest.approx(((90 - 85) ** 2 * 2 / 1) ** 0.5)
+    assert df[df.model == "reference"]["flops"].isna().all()

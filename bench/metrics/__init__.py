@@ -118,6 +118,14 @@ def producer(key: str) -> str | None:
     return next((name for name, m in METRICS.items() if m.name == name and declared_key(m, key)), None)
 
 
+def columns() -> list[tuple[str, str]]:
+    """(record key, header) of every declared output with a main-table ``column``, in registration order: how a
+    new metric gets its report column with no list to edit."""
+    _load_metrics()
+    return [(key, out.column) for m in METRICS.values() for key, out in m.outputs.items()
+            if out.column and not any(c in key for c in "*?[")]
+
+
 def declared_key(m: Metric, key: str) -> bool:
     return key in m.outputs or any(fnmatch.fnmatchcase(key, p) for p in m.outputs)
 

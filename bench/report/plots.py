@@ -38,35 +38,76 @@ def quality_metric(records: list[RunRecord]) -> tuple[str, str] | None:
     return None
 
 
+def training_flops(record: RunRecord, point: dict, images: float | None) -> float | None:
+    """Training FLOPs spent up to an evaluation: counted under a flops budget, else images x the cost metric's
+    FLOPs per training image (None where neither was measured)."""
+    if point.get("flops"):
+        return float(point["flops"])
+    per_image = T.metric("train_flops_per_image")(record)
+    return per_image * images if per_image and images else None
+
+
+def compute_curve(records: list[RunRecord], name: str) -> pd.DataFrame:
+    """One row per (model, seed, budget fraction): the compute spent (FLOPs, images, seconds) and the quality there.
+    The final evaluation is fraction 1; diverged/failed runs keep their intermediate evaluations."""
+    rows = []
+    for r in records:
+        points = [(p.get("fraction"), p, T.value_in(p.get("metrics") or {}, name)) for p in r.curve]
+        if r.status == "ok":
+            points.append((1.0, {**r.train, "train_seconds": r.timings.get("train_seconds")}, T.metric(name)(r)))
+        for fraction, p, v in points:
+            if v is not None and fraction is not None:
+                rows.append({"model": r.model, "family": r.family, "seed": r.seed, "fraction": float(fraction),
+                             "images": p.get("images"), "flops": training_flops(r, p, p.get("images")),
+                             "seconds": p.get("train_seconds"), "quality": v})
+    return pd.DataFrame(rows)
+
+
 def quality_vs_compute(records: list[RunRecord], path: Path) -> tuple[Path | None, str]:
+    """Quality against training compute (FLOPs where every trained model has them, else images) and against wall
+    time, both on log axes: per model the mean over seeds at each budget fraction, with a ±sd band (seeds at one
+    fraction spent nearly the same compute, so they are averaged there instead of drawn as a zigzag). The real-data
+    row is a horizontal floor; the `reference` model, whose cheap steps would stretch the x-axis, is a horizontal
+    line at its final value instead of a curve."""
     q = quality_metric(records)
     if q is None:
         return None, "quality vs training compute: no FID or bits/dim in the records"
     name, label = q
-    rows = []
-    for r in records:  # diverged/failed runs keep their intermediate evaluations
-        for p in r.curve:
-            v = T.value_in(p.get("metrics") or {}, name)
-            if v is not None:
-                rows.append({"model": r.model, "seed": r.seed, "images seen": p.get("images"),
-                             "training seconds": p.get("train_seconds"), label: v})
-        v = T.metric(name)(r) if r.status == "ok" else None
-        tr = r.train
-        if v is not None:
-            rows.append({"model": r.model, "seed": r.seed, "images seen": tr.get("images"),
-                         "training seconds": r.timings.get("train_seconds"), label: v})
-    df = pd.DataFrame(rows)
-    if df.empty or df.groupby("model")["images seen"].nunique().max() < 2:
+    df = compute_curve(records, name)
+    if df.empty:
+        return None, "quality vs training compute: no evaluations in the records"
+    flat = df[df["family"].isin(["real-data", "reference"])]
+    curves = df[~df["family"].isin(["real-data", "reference"])]
+    if curves.empty or curves.groupby("model")["fraction"].nunique().max() < 2:
         return None, ("quality vs training compute: fewer than two evaluations per model "
                       "(set train.eval_fractions, e.g. [0.25, 0.5, 1.0], to evaluate during training)")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, x in zip(axes, ("images seen", "training seconds")):
-        sns.lineplot(data=df, x=x, y=label, hue="model", hue_order=sorted(df["model"].unique()), marker="o", ax=ax,
-                     errorbar="sd")
-        ax.set_title(f"{label} vs {x}")
-        xs = df[x].dropna()
-        if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 20:
-            ax.set_xscale("log")
+    xcol, xlabel = (("flops", "training FLOPs (counted matmul/conv/attention)") if curves["flops"].notna().all()
+                    else ("images", "training images seen"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    n_models = curves["model"].nunique()
+    colours = sns.color_palette("tab10" if n_models <= 10 else "husl", n_models)
+    palette = dict(zip(sorted(curves["model"].unique()), colours))
+    for ax, x, xl in zip(axes, (xcol, "seconds"), (xlabel, "training seconds (wall clock, this machine)")):
+        for model, g in curves.groupby("model"):
+            agg = g.groupby("fraction").agg(x=(x, "mean"), mean=("quality", "mean"), sd=("quality", "std"),
+                                            n=("seed", "nunique")).dropna(subset=["x"]).sort_index()
+            if agg.empty:
+                continue
+            n = int(agg["n"].max())
+            ax.plot(agg["x"], agg["mean"], marker="o", color=palette[model], label=f"{model} (n={n})")
+            sd = agg["sd"].fillna(0.0)
+            ax.fill_between(agg["x"], agg["mean"] - sd, agg["mean"] + sd, color=palette[model], alpha=0.2, lw=0)
+        for model, g in flat.groupby("model"):
+            real = g["family"].iloc[0] == "real-data"
+            ax.axhline(g["quality"].mean(), color="black" if real else "grey", ls="--" if real else ":", lw=1.2,
+                       label=f"{model} ({'floor' if real else 'final value'})")
+        ax.set_xscale("log")
+        if label == "FID" and (df["quality"] > 0).all() and df["quality"].max() / df["quality"].min() > 20:
+            ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} vs {xl.split(' (')[0]} (mean ± sd over seeds)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path), ""
 
 

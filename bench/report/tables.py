@@ -269,8 +269,9 @@ def missing_cell(recs: list[RunRecord], name: str | None = None) -> str:
 SAMPLE_BATCH = 128
 SAMPLE_BATCH_HEADER = f"sample s / {SAMPLE_BATCH} img"
 
-# The main table's columns after bits/dim, in order: a record key (its header from the metric's declaration,
-# see bench.metrics.describe) or (header, key, getter) for a cell computed from several values.
+# The main table's columns after bits/dim, in this order first: a record key (its header from the metric's
+# declaration, see bench.metrics.describe) or (header, key, getter) for a cell computed from several values. Every
+# other declared output with a `column` follows (bench.metrics.columns), so a new metric needs no edit here.
 MAIN_COLUMNS: list[str | tuple[str, str, Getter]] = [
     "fid", "is", "kid", "precision", "recall", "coverage_kl",
     ("train img/s", "train_images_per_second", timing("train_images_per_second")),
@@ -288,7 +289,9 @@ def metric_columns() -> list[tuple[str, str, Getter]]:
     `bench` command does not need for anything but running and reporting."""
     from bench import metrics
 
-    return [c if isinstance(c, tuple) else (metrics.describe(c).column, c, metric(c)) for c in MAIN_COLUMNS]
+    ordered = [c if isinstance(c, tuple) else (metrics.describe(c).column, c, metric(c)) for c in MAIN_COLUMNS]
+    listed = {key for _, key, _ in ordered} | {"bits_per_dim"}
+    return ordered + [(header, key, metric(key)) for key, header in metrics.columns() if key not in listed]
 
 
 def in_feature_space(name: str) -> bool:
