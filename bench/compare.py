@@ -83,69 +83,93 @@ def _fmt(v: float | None) -> str:
 
 def compare_metric(suite: str, model: str, metric: str, base: dict[str, Any], fresh: dict[str, Any],
                    base_run: dict[str, Any], fresh_run: dict[str, Any], tol: Tolerances) -> Row:
+    """One metric of one model, judged by the first rule that applies: absent values, values that cannot be
+    compared (:func:`not_comparable`), then the timing/memory rule (by a factor) or the quality rule (additive)."""
     rule = tol.rule(suite, metric)
-    direction, kind = rule["direction"], rule["kind"]
     b, f = base.get("mean"), fresh.get("mean")
     row = Row(suite, model, metric, "held", b, f)
+    skip = absent(b, f) or not_comparable(metric, rule, base, fresh, base_run, fresh_run)
+    if skip:
+        row.status, row.note = skip
+        return row
+    if rule["kind"] in ("timing", "memory"):
+        return judge_by_factor(row, rule, base_run, fresh_run)
+    return judge_additively(row, rule, base, fresh, base_run, fresh_run)
+
+
+def absent(b: float | None, f: float | None) -> tuple[str, str] | None:
+    """(status, note) when either side has no value."""
     if b is None and f is None:
-        row.status, row.note = "skipped", "not defined in either"
-        return row
+        return "skipped", "not defined in either"
     if f is None:
-        row.status, row.note = "missing", "no value in the fresh record (baseline had one)"
-        return row
+        return "missing", "no value in the fresh record (baseline had one)"
     if b is None:
-        row.status, row.note = "new", "baseline had no value"
-        return row
-    if direction == "none":
-        row.status, row.note = "skipped", "direction unknown (informational; set it in a tolerance file)"
-        return row
+        return "new", "baseline had no value"
+    return None
+
+
+def not_comparable(metric: str, rule: dict[str, Any], base: dict[str, Any], fresh: dict[str, Any],
+                   base_run: dict[str, Any], fresh_run: dict[str, Any]) -> tuple[str, str] | None:
+    """(status, note) for values that exist but say nothing against each other: no direction, two feature spaces,
+    a throughput timed over a few steps."""
+    if rule["direction"] == "none":
+        return "skipped", "direction unknown (informational; set it in a tolerance file)"
     bs, fs = base.get("feature_space"), fresh.get("feature_space")
     if bs and fs and bs != fs:
-        row.status = "skipped"
-        row.note = (f"measured in another feature space (extractor weights {bs} vs {fs}): FID/KID/IS of two "
-                    "feature extractors are not comparable; regenerate the baseline with the same weights")
-        return row
-    sign = 1.0 if direction == "higher" else -1.0
+        return "skipped", (f"measured in another feature space (extractor weights {bs} vs {fs}): FID/KID/IS of two "
+                           "feature extractors are not comparable; regenerate the baseline with the same weights")
     if metric in TRAIN_THROUGHPUT_KEYS:
         short = [s for s in (base_run.get("train_seconds"), fresh_run.get("train_seconds"))
                  if s is not None and s < MIN_TRAIN_SECONDS_FOR_THROUGHPUT]
         if short:
+            return "skipped", (f"training lasted {min(short):.2g} s (< {MIN_TRAIN_SECONDS_FOR_THROUGHPUT:g} s): its "
+                               "throughput is a few steps timed on a shared machine; shown, not gated")
+    return None
+
+
+def judge_by_factor(row: Row, rule: dict[str, Any], base_run: dict[str, Any], fresh_run: dict[str, Any]) -> Row:
+    """Timing and memory: worse or better by more than a factor (1 + rel); on other hardware, timings only as
+    ratios to the matmul peak each run measured, memory not at all."""
+    direction, kind = rule["direction"], rule["kind"]
+    b, f = row.baseline, row.fresh
+    bk, fk = base_run.get("hardware_key"), fresh_run.get("hardware_key")
+    rel = float(rule["rel"])
+    if bk != fk:
+        br, fr = base_run.get("reference_flops"), fresh_run.get("reference_flops")
+        if kind == "timing" and br and fr:
+            # normalise by the device's measured matmul peak: images/s per FLOP/s, seconds * FLOP/s
+            b, f = (b / br, f / fr) if direction == "higher" else (b * br, f * fr)
+            rel = float(rule["cross_hardware_rel"])
+            row.note = f"ratio to matmul peak measured in the same run ({bk} vs {fk})"
+        else:
             row.status = "skipped"
-            row.note = (f"training lasted {min(short):.2g} s (< {MIN_TRAIN_SECONDS_FOR_THROUGHPUT:g} s): its throughput "
-                        "is a few steps timed on a shared machine; shown, not gated")
+            row.note = f"{kind} measured on different hardware (baseline: {bk}; fresh: {fk}); not comparable"
             return row
-    if kind in ("timing", "memory"):
-        bk, fk = base_run.get("hardware_key"), fresh_run.get("hardware_key")
-        rel = float(rule["rel"])
-        if bk != fk:
-            br, fr = base_run.get("reference_flops"), fresh_run.get("reference_flops")
-            if kind == "timing" and br and fr:
-                # normalise by the device's measured matmul peak: images/s per FLOP/s, seconds * FLOP/s
-                b, f = (b / br, f / fr) if direction == "higher" else (b * br, f * fr)
-                rel = float(rule["cross_hardware_rel"])
-                row.note = f"ratio to matmul peak measured in the same run ({bk} vs {fk})"
-            else:
-                row.status = "skipped"
-                row.note = f"{kind} measured on different hardware (baseline: {bk}; fresh: {fk}); not comparable"
-                return row
-        if b <= 0 or f <= 0:
-            row.status, row.note = "skipped", "non-positive timing"
-            return row
-        worse_by = (b / f) if direction == "higher" else (f / b)  # > 1: fresh is worse
-        row.delta = sign * (f - b) if not row.note else None
-        row.tolerance = f"x{1 + rel:.3g}"
-        floor = float(rule["abs"]) if not row.note else 0.0
-        if floor and abs(f - b) <= floor:
-            row.tolerance += f" (changes below {floor:g} ignored)"
-            return row
-        if worse_by > 1 + rel:
-            row.status = "regressed"
-            row.note = (row.note + "; " if row.note else "") + f"{worse_by:.2f}x worse"
-        elif 1 / worse_by > 1 + rel:
-            row.status = "improved"
-            row.note = (row.note + "; " if row.note else "") + f"{1 / worse_by:.2f}x better"
+    if b <= 0 or f <= 0:
+        row.status, row.note = "skipped", "non-positive timing"
         return row
-    # quality: additive tolerance from abs, rel and the noise over seeds
+    sign = 1.0 if direction == "higher" else -1.0
+    worse_by = (b / f) if direction == "higher" else (f / b)  # > 1: fresh is worse
+    row.delta = sign * (f - b) if not row.note else None
+    row.tolerance = f"x{1 + rel:.3g}"
+    floor = float(rule["abs"]) if not row.note else 0.0
+    if floor and abs(f - b) <= floor:
+        row.tolerance += f" (changes below {floor:g} ignored)"
+        return row
+    if worse_by > 1 + rel:
+        row.status = "regressed"
+        row.note = (row.note + "; " if row.note else "") + f"{worse_by:.2f}x worse"
+    elif 1 / worse_by > 1 + rel:
+        row.status = "improved"
+        row.note = (row.note + "; " if row.note else "") + f"{1 / worse_by:.2f}x better"
+    return row
+
+
+def judge_additively(row: Row, rule: dict[str, Any], base: dict[str, Any], fresh: dict[str, Any],
+                     base_run: dict[str, Any], fresh_run: dict[str, Any]) -> Row:
+    """Quality: worse or better by more than the largest of the absolute floor, the relative share and the noise
+    (the seed spread, else the recorded standard errors) times the rule's sigmas."""
+    b, f = row.baseline, row.fresh
     nb, nf = max(1, base.get("n_seeds") or 1), max(1, fresh.get("n_seeds") or 1)
     spread = base.get("seed_std")
     if spread is None and (fresh.get("n_seeds") or 0) > 1:
@@ -159,17 +183,21 @@ def compare_metric(suite: str, model: str, metric: str, base: dict[str, Any], fr
         noise_src = "recorded stderr"
     parts = {"abs": float(rule["abs"]), "rel": float(rule["rel"]) * abs(b), "noise": float(rule["sigmas"]) * noise}
     t = max(parts.values())
-    row.tolerance = f"±{t:.3g}" + (f" ({max(parts, key=parts.get)}{', ' + noise_src if max(parts, key=parts.get) == 'noise' else ''})" if t > 0 else "")
-    row.delta = sign * (f - b)
+    widest = max(parts, key=parts.get)
+    row.tolerance = f"±{t:.3g}" + (f" ({widest}{', ' + noise_src if widest == 'noise' else ''})" if t > 0 else "")
+    row.delta = (1.0 if rule["direction"] == "higher" else -1.0) * (f - b)
     if row.delta < -t:
         row.status = "regressed"
     elif row.delta > t:
         row.status = "improved"
     bt, ft = (r.get("hardware", {}).get("torch_threads") for r in (base_run, fresh_run))
     if bt and ft and bt != ft:  # judged all the same: the tolerance is the seed spread, which this sits inside
-        row.note = (f"trained with {ft} torch threads, baseline {bt}: the reduction order, hence the last bits of "
-                    "every step, differs (fix it with --threads for bit-identical runs)")
+        row.note = THREADS_NOTE.format(fresh=ft, base=bt)
     return row
+
+
+THREADS_NOTE = ("trained with {fresh} torch threads, baseline {base}: the reduction order, hence the last bits of every "
+                "step, differs (fix it with --threads for bit-identical runs)")
 
 
 def compare(baseline: dict[str, Any], fresh_recs: list[dict[str, Any]], tol: Tolerances,
@@ -247,6 +275,27 @@ def print_rows(rows: list[Row], title: str) -> None:
     Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
+def print_condensed(rows: list[Row]) -> None:
+    """The default output: per suite one summary line, the rows that changed (regressed, missing, improved, new),
+    then each distinct note once with how many rows it applies to. ``--verbose`` prints every row."""
+    for suite in dict.fromkeys(r.suite for r in rows):
+        mine = [r for r in rows if r.suite == suite]
+        counts = summary(mine)
+        print(f"{suite}: {'REGRESSION' if failed(mine) else 'ok'}: "
+              + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing compared"))
+    changed = [r for r in rows if r.status not in ("held", "skipped")]
+    if changed:
+        print_rows(changed, "rows that changed (all rows: --verbose)")
+    notes: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.note and r.status in ("held", "skipped"):
+            notes.setdefault(r.note, []).append(r)
+    for note, which in notes.items():
+        models = sorted({r.model for r in which})
+        print(f"note ({len(which)} row(s) of {', '.join(models[:4])}{' ...' if len(models) > 4 else ''}; "
+              f"{which[0].status}): {note}")
+
+
 def _signed(d: float | None) -> str:
     if d is not None and d == 0:
         return "0"
@@ -294,8 +343,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     title = "bench compare: " + ", ".join(str(p) for p in files)
     if args.json:
         print(json.dumps([r.as_dict() for r in all_rows], indent=1))
-    else:
+    elif args.verbose:
         print_rows(all_rows, title)
+    else:
+        print(title)
+        print_condensed(all_rows)
     counts = summary(all_rows)
     verdict = failed(all_rows, args.allow_missing)
     print(("REGRESSION: " if verdict else "OK: ") + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -321,6 +373,7 @@ def register_cli(sub) -> None:
     p.add_argument("--model", dest="models", action="append", default=None, help="compare only this model (repeatable)")
     p.add_argument("--allow-missing", action="store_true", help="do not fail on models/metrics absent from the fresh records")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.add_argument("--verbose", action="store_true", help="print every row, not only the ones that changed")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("baseline", help="write or update results/baseline/<suite>.json from result records",

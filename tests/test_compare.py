@@ -455,3 +455,19 @@ def test_a_different_thread_count_is_noted_on_quality_rows_not_judged_differentl
     assert "1 torch threads, baseline 2" in rows[("ddpm", "fid")]["note"]
     code, rows, _, _, _ = run_compare(tmp_path / "same", capsys, base, rec(hw=two, fid=10.05))
     assert "torch threads" not in rows[("ddpm", "fid")]["note"]
+
+
+def test_the_default_output_is_condensed_and_verbose_prints_every_row(tmp_path, capsys):
+    """One summary line per suite, only the rows that changed, each distinct note once with its row count."""
+    base = make_baseline(tmp_path, capsys, [rec(fid=10.0, bpd=2.0)])
+    res = tmp_path / "fresh"
+    write(res, rec(fid=12.0, bpd=2.0))
+    code, out, _ = run_cli(["compare", "--baseline", str(base), "--results", str(res)], capsys)
+    assert code == 1
+    lines = out.splitlines()
+    assert any(line.startswith("digits: REGRESSION: 1 regressed") for line in lines)
+    assert any(" fid " in line and "regressed" in line for line in lines)
+    assert not any(" bits_per_dim " in line for line in lines)  # held: only in --verbose
+    code, verbose, _ = run_cli(["compare", "--baseline", str(base), "--results", str(res), "--verbose"], capsys)
+    assert any(" bits_per_dim " in line and "held" in line for line in verbose.splitlines())
+    assert len(verbose.splitlines()) > len(lines) - 2
