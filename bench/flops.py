@@ -27,9 +27,26 @@ COUNT_SEED = 12345  # the generator of the counted steps' random draws (timestep
 MAX_COUNT_BATCH = 64  # a larger global batch is counted at this size and scaled (FLOPs are linear in the batch)
 
 
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker: only the total is read here, and the tracker's backward
+    hooks break an ``autograd.grad`` taken inside a forward (the residual flow's log-det estimator raises "A leaf node
+    was passed to _will_engine_execute_node"), which left the residual flow uncounted."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def count(fn: Callable[[], Any]) -> tuple[int, Any]:
     """(FLOPs counted while ``fn`` runs, its result)."""
-    with FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False)
+    if hasattr(counter, "mod_tracker"):
+        counter.mod_tracker = _GlobalOnly()
+    with counter:
         out = fn()
     return int(counter.get_total_flops()), out
 

@@ -307,6 +307,8 @@ def _resolve(raw: dict[str, Any], merged: dict[str, Any], path: Path, profile: s
             if not isinstance(options, dict) or "@" in label:
                 raise BenchError(f"{where}: models.{run_name}.samplers.{label} must be a table of sampler options "
                                  f"under a label without '@' (e.g. ddim-10 = {{ steps = 10 }})")
+        if budget is not None:  # --budget: every run trains to it, its own budget included
+            cfg.pop("budget", None)
         if "budget" in cfg:
             Budget.parse(cfg["budget"], f"{where}: models.{run_name}.budget")
         bs = cfg.get("batch_size", 1)

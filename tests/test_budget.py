@@ -206,3 +206,32 @@ def test_a_flops_budget_for_a_model_that_counts_no_flops_is_a_one_line_error(tmp
     tr = make_trainer(tmp_path, "{ flops = 1e9 }")
     with pytest.raises(BenchError, match=r"counts no FLOPs.*models.reference.budget = \{ steps"):
         tr.resolve_budget()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in __import__("bench.registry", fromlist=["available"]).available()
+                                         if not n.startswith("test-")))
+def test_every_registered_model_but_the_reference_counts_its_training_step(name):
+    """A flops budget needs every model's step counted; the counter's module tracker once broke the residual flow's
+    autograd.grad inside its log-det Function, so resflow had no count (and no cost metric)."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from bench import registry
+    from bench.flops import training_step_flops
+    from bench.registry import DataSpec
+
+    cls = registry.get(name)
+    torch.manual_seed(0)
+    model = cls(dict(cls.tiny), DataSpec(1, 16, 16, 10))
+    model.optimizers = model.configure_optimizers()
+    x = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
+    fps = training_step_flops(model, x, torch.arange(4) % 10, 4, torch.device("cpu"), nullcontext)
+    assert (fps == 0) if name == "reference" else (fps > 0 and math.isfinite(fps))
+
+
+def test_the_command_lines_budget_overrides_a_runs_own_budget_too(tmp_path):
+    text = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n    budget = { steps = 9 }")
+    path = str(write_suite(tmp_path / "s.toml", text))
+    assert load_suite(path, "smoke").budget_for("reference").value == 9
+    assert str(load_suite(path, "smoke", budget="steps=2").budget_for("reference")) == "2 steps"

@@ -118,12 +118,13 @@ def test_unknown_suite_and_profile_suggest_names():
     ('models.ddpm.unet=""', r"models.ddpm.unet must be one of 'ddpm-thesis', 'ddpm-ho', 'tiny' .*got ''"),
     ("models.daf.unet_channel_mults=2", r"models.daf.unet_channel_mults must be a list .*got 2"),
 ])
-def test_model_values_of_the_wrong_type_are_named_with_file_key_and_value(tmp_path, override, message):
+def test_model_values_of_the_wrong_type_are_named_with_flag_key_and_value(tmp_path, override, message):
+    """The value came from --set, so the error names that flag (the suite file never held it), key and value."""
     body = TINY_DIGITS.replace("[models.reference]", "[models.reference]\n[models.glow]\n[models.ddpm]\n[models.daf]")
     path = write_suite(tmp_path / "s.toml", body)
     with pytest.raises(BenchError, match=message) as e:
         load_suite(str(path), "smoke", [override])
-    assert str(path) in str(e.value) and "default" in str(e.value)
+    assert str(e.value).startswith(f"--set {override}: ") and "default" in str(e.value)
 
 
 def test_model_values_of_the_default_type_or_a_none_default_pass(tmp_path):
