@@ -124,28 +124,28 @@ class DiffusionAugmentedFlow(GenerativeModel):
 
     def __init__(self, config: dict[str, Any], data):
         super().__init__(config, data)
-        cfg = self.config
-        levels = int(cfg["levels"])
-        mults = [int(m) for m in cfg["unet_channel_mults"]]
+        cfg = self.cfg
+        levels = cfg.levels
+        mults = [int(m) for m in cfg.unet_channel_mults]
         for factor, what in ((2 ** levels, f"levels={levels}"), (2 ** (len(mults) - 1), f"unet_channel_mults={mults}")):
             if data.height % factor or data.width % factor:
                 raise BenchError(f"daf: {what} needs image sides divisible by {factor}, got "
                                  f"{data.height}x{data.width}; change image_size or the config")
-        self.flow = fl.MultiScaleFlow(data.channels, levels, int(cfg["steps_per_level"]), int(cfg["hidden_channels"]),
-                                      "spline", int(cfg["num_blocks"]), int(cfg["num_bins"]), float(cfg["tail_bound"]))
+        self.flow = fl.MultiScaleFlow(data.channels, levels, cfg.steps_per_level, cfg.hidden_channels,
+                                      "spline", cfg.num_blocks, cfg.num_bins, cfg.tail_bound)
         c = data.channels
-        self.learned_variance = cfg["variance"] == "learned"
-        self.unet = UNet(c, 2 * c if self.learned_variance else c, base_channels=int(cfg["unet_channels"]),
-                         channel_mults=mults, num_res_blocks=int(cfg["unet_res_blocks"]),
-                         attn_resolutions=[int(r) for r in cfg["unet_attn_resolutions"]],
-                         num_heads=int(cfg["unet_heads"]), time_embedding=cfg["unet_time_embedding"],
-                         dropout=float(cfg["unet_dropout"]), image_size=data.height)
-        T = int(cfg["timesteps"])
-        if cfg["beta_schedule"] == "linear":  # Ho et al.'s 1e-4..0.02 at T = 1000, rescaled by 1000/T (iDDPM code)
+        self.learned_variance = cfg.variance == "learned"
+        self.unet = UNet(c, 2 * c if self.learned_variance else c, base_channels=cfg.unet_channels,
+                         channel_mults=mults, num_res_blocks=cfg.unet_res_blocks,
+                         attn_resolutions=[int(r) for r in cfg.unet_attn_resolutions],
+                         num_heads=cfg.unet_heads, time_embedding=cfg.unet_time_embedding,
+                         dropout=cfg.unet_dropout, image_size=data.height)
+        T = cfg.timesteps
+        if cfg.beta_schedule == "linear":  # Ho et al.'s 1e-4..0.02 at T = 1000, rescaled by 1000/T (iDDPM code)
             betas = S.make_betas("linear", T, 1e-4 * 1000 / T, min(0.02 * 1000 / T, 0.999))  # capped for T < 21
         else:
             try:
-                betas = S.make_betas(cfg["beta_schedule"], T)
+                betas = S.make_betas(cfg.beta_schedule, T)
             except ValueError as e:
                 raise BenchError(f"daf: {e}") from None
         self.schedule = S.Schedule(betas)
@@ -162,7 +162,7 @@ class DiffusionAugmentedFlow(GenerativeModel):
     def _flow_forward(self, x, generator):
         """uint8 images -> (z0 float32, flow log-det, preprocessing log-det), per image."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            s, ld_pre = fl.preprocess(x, self.config["preprocessing"], float(self.config["alpha"]), generator)
+            s, ld_pre = fl.preprocess(x, self.cfg.preprocessing, self.cfg.alpha, generator)
         z0, ld = self.flow(s, generator)
         return z0.float(), ld.float(), ld_pre.float()
 
@@ -185,8 +185,8 @@ class DiffusionAugmentedFlow(GenerativeModel):
         out = self._eps_model(zt, self.schedule.model_t(t))
         c, d = z0.shape[1], self.data.dims * LN2
         l_simple = ((eps - out[:, :c]) ** 2).flatten(1).mean(1)
-        weight = float(self.config["vlb_weight"])
-        bound = self.config["flow_objective"] == "bound"
+        weight = self.cfg.vlb_weight
+        bound = self.cfg.flow_objective == "bound"
         l_vlb = torch.zeros_like(l_simple)
         latent_bound = torch.zeros_like(l_simple)
         if weight > 0:
@@ -194,21 +194,21 @@ class DiffusionAugmentedFlow(GenerativeModel):
             # with flow_objective = "bound" the flow gets its gradient from latent_bound instead
             z0_vlb = z0.detach() if bound else z0
             zt_vlb = self.schedule.q_sample(z0_vlb, t, eps)
-            l_vlb = T * self.schedule.vb_term(frozen, z0_vlb, zt_vlb, t, self.config["variance"],
+            l_vlb = T * self.schedule.vb_term(frozen, z0_vlb, zt_vlb, t, self.cfg.variance,
                                               decoder="continuous") / d
         if bound:
             # gradient into the flow only (through z0, z_t and the U-Net's input): the U-Net keeps the hybrid
             # loss (L_simple + lambda L_vlb) and the flow minimises the bound that is reported
             fixed = self._eps_model_frozen(zt, self.schedule.model_t(t))
-            l_t = self.schedule.vb_term(fixed, z0, zt, t, self.config["variance"], decoder="continuous")
+            l_t = self.schedule.vb_term(fixed, z0, zt, t, self.cfg.variance, decoder="continuous")
             latent_bound = (T * l_t + self.schedule.prior_kl(z0)) / d
         return l_simple + weight * l_vlb, l_simple, l_vlb, latent_bound
 
     def _joint(self, step: int | None) -> bool:
-        if self.config["prior"] == "gaussian":
+        if self.cfg.prior == "gaussian":
             return False
-        if self.config["training"] == "flow-first":
-            return step is None or step >= int(self.config["flow_first_steps"])
+        if self.cfg.training == "flow-first":
+            return step is None or step >= self.cfg.flow_first_steps
         return True
 
     # ---- training --------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ class DiffusionAugmentedFlow(GenerativeModel):
             l_diff, l_simple, l_vlb, latent_bound = self._diffusion_loss(z0, batch.generator)
             out = {"loss": (l_diff + latent_bound + flow_bits).mean(), "l_simple": l_simple.mean(),
                    "l_vlb": l_vlb.mean(), "flow_bits": flow_bits.mean()}
-            if self.config["flow_objective"] == "bound":
+            if self.cfg.flow_objective == "bound":
                 out["latent_bound"] = latent_bound.mean()
             return out
         # standard-normal prior (prior = "gaussian", or the flow-first phase): the bare flow's bits/dim
@@ -238,10 +238,10 @@ class DiffusionAugmentedFlow(GenerativeModel):
     @torch.no_grad()
     def latent_nll(self, z0: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-image upper bound on -log p(z0) in nats (continuous latent) and its prior-KL part."""
-        if self.config["prior"] == "gaussian":
+        if self.cfg.prior == "gaussian":
             nll = -fl.standard_normal_logprob(z0)
             return {"total": nll, "prior": torch.zeros_like(nll)}
-        return self.schedule.vlb(self._eps_model, z0.float(), self.config["variance"], generator,
+        return self.schedule.vlb(self._eps_model, z0.float(), self.cfg.variance, generator,
                                  decoder="continuous")
 
     @torch.no_grad()
@@ -250,7 +250,7 @@ class DiffusionAugmentedFlow(GenerativeModel):
         latent = self.latent_nll(z0, batch.generator)
         bpd = fl.bits_per_dim(-latent["total"], ld, ld_pre, self.data.dims)
         d = self.data.dims * LN2
-        gaussian = self.config["prior"] == "gaussian"
+        gaussian = self.cfg.prior == "gaussian"
         info = {"bound": ("dequantization bound; latent prior N(0, I), exact" if gaussian else
                           "dequantization bound + diffusion VLB on -log p(z0) (continuous Gaussian decoder at t=0), "
                           f"all {self.schedule.T} terms, one z_t draw each"),
@@ -272,12 +272,12 @@ class DiffusionAugmentedFlow(GenerativeModel):
         chain = self._sampler(sampler)
         dev = next(self.parameters()).device
         shape = (n, *self.data.shape)
-        if self.config["prior"] == "gaussian":
+        if self.cfg.prior == "gaussian":
             z0, steps, info = S.randn(shape, generator, dev), 0, {"sampler": "gaussian-prior"}
         else:
-            z0, steps, ran = chain.run(self._eps_model, self.schedule, shape, variance=self.config["variance"],
+            z0, steps, ran = chain.run(self._eps_model, self.schedule, shape, variance=self.cfg.variance,
                                        generator=generator, device=dev)
             info = chain.resolved(ran)
         s = self.flow.inverse(z0.float())
-        images = fl.postprocess(s, self.config["preprocessing"], float(self.config["alpha"]))
+        images = fl.postprocess(s, self.cfg.preprocessing, self.cfg.alpha)
         return Samples(images, nfe=steps + 1, info={**info, "diffusion_steps": steps, "flow_inverse_passes": 1})

@@ -103,34 +103,34 @@ class DDPM(EMAMixin, GenerativeModel):
 
     def __init__(self, config, data):
         super().__init__(config, data)
-        c = self.config
-        if c["loss"] == "hybrid" and c["variance"] != "learned":
+        c = self.cfg
+        if c.loss == "hybrid" and c.variance != "learned":
             raise BenchError(f"{self.name}: the hybrid loss trains learned variances; set variance = \"learned\"")
-        if (c["class_conditional"] or c["classifier"]) and data.num_classes < 2:
+        if (c.class_conditional or c.classifier) and data.num_classes < 2:
             raise BenchError(f"{self.name}: class conditioning / classifier guidance need a labelled dataset")
         try:
-            self.schedule = S.Schedule(S.make_betas(c["beta_schedule"], int(c["timesteps"]), float(c["beta_start"]),
-                                                    float(c["beta_end"])))
+            self.schedule = S.Schedule(S.make_betas(c.beta_schedule, c.timesteps, c.beta_start,
+                                                    c.beta_end))
         except ValueError as e:
             raise BenchError(f"{self.name}: {e}") from None
-        self.learned = c["variance"] == "learned"
-        self.num_classes = data.num_classes if c["class_conditional"] else 0
-        self.conditional = bool(c["class_conditional"] or c["classifier"])
+        self.learned = c.variance == "learned"
+        self.num_classes = data.num_classes if c.class_conditional else 0
+        self.conditional = bool(c.class_conditional or c.classifier)
         self.net = build_unet(c, data.channels, data.height, data.channels * (2 if self.learned else 1),
                               self.num_classes)
         self._init_ema()
         self.classifier = None
-        if c["classifier"]:
+        if c.classifier:
             self.classifier = NoiseAwareClassifier(data.channels, data.num_classes,
-                                                   base_channels=int(c["classifier_channels"]),
+                                                   base_channels=c.classifier_channels,
                                                    channel_mults=(1, 2, 2) if data.height >= 16 else (1, 2),
                                                    image_size=data.height)
 
     # ---- training -----------------------------------------------------------------------------------
     def configure_optimizers(self):
-        opts = {"model": torch.optim.Adam(self.net.parameters(), lr=float(self.config["lr"]))}
+        opts = {"model": torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)}
         if self.classifier is not None:
-            opts["classifier"] = torch.optim.Adam(self.classifier.parameters(), lr=float(self.config["classifier_lr"]))
+            opts["classifier"] = torch.optim.Adam(self.classifier.parameters(), lr=self.cfg.classifier_lr)
         return opts
 
     def _draw(self, batch: Batch, x0: torch.Tensor):
@@ -147,7 +147,7 @@ class DDPM(EMAMixin, GenerativeModel):
         y = batch.y.to(device).long()
         g = batch.generator
         drop = draw(torch.rand, y.shape, generator=g, device=device)
-        return torch.where(drop < float(self.config["label_dropout"]), torch.full_like(y, self.num_classes), y)
+        return torch.where(drop < self.cfg.label_dropout, torch.full_like(y, self.num_classes), y)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         x0 = to_signed(batch.x)
@@ -156,11 +156,11 @@ class DDPM(EMAMixin, GenerativeModel):
         out = self.net(xt, t, self._labels_for_training(batch, x0.device))
         c = x0.shape[1]
         loss = F.mse_loss(out[:, :c].float(), noise)
-        if self.config["loss"] == "hybrid":
+        if self.cfg.loss == "hybrid":
             # L_vlb with a stop-gradient on the mean: only the variance head learns from it (Nichol & Dhariwal).
             frozen = torch.cat([out[:, :c].detach(), out[:, c:]], 1).float()
             vb = self.schedule.vb_term(frozen, x0, xt, t, "learned") / (x0[0].numel() * math.log(2.0))
-            loss = loss + float(self.config["vlb_weight"]) * self.schedule.T * vb.mean()
+            loss = loss + self.cfg.vlb_weight * self.schedule.T * vb.mean()
         return loss
 
     def classifier_loss(self, batch: Batch) -> torch.Tensor:
@@ -213,7 +213,7 @@ class DDPM(EMAMixin, GenerativeModel):
         if extra["classifier_scale"] and self.classifier is None:
             raise BenchError(f"{self.name}: classifier_scale needs a model trained with classifier = true")
         cscale = extra["classifier_scale"]
-        cscale = float(self.config["classifier_scale"] if cscale is None else cscale) if self.classifier else 0.0
+        cscale = float(self.cfg.classifier_scale if cscale is None else cscale) if self.classifier else 0.0
         return chain, float(extra["guidance"]), cscale
 
     def check_sampler(self, options: dict[str, Any]) -> None:
@@ -234,7 +234,7 @@ class DDPM(EMAMixin, GenerativeModel):
             labels = class_labels(labels, n, self.data.num_classes, device, self.name)
         model_fn, per_step = self._eps_model(labels, guidance, cscale)
         # on a respaced process the ancestral step uses its own beta_t = 1 - abar_t / abar_prev
-        x, nfe, ran = chain.run(model_fn, self.schedule, (n, *self.data.shape), variance=self.config["variance"],
+        x, nfe, ran = chain.run(model_fn, self.schedule, (n, *self.data.shape), variance=self.cfg.variance,
                                 generator=generator, device=device)
         info = {**chain.resolved(ran), "guidance": guidance, "classifier_scale": cscale,
                 # classifier forward + backward per image, one per step; not in nfe (U-Net evaluations only)
@@ -249,11 +249,11 @@ class DDPM(EMAMixin, GenerativeModel):
         x0 = to_signed(batch.x)
         net = self.ema
         model_fn = (lambda x, t: net(x, t, None)) if self.num_classes else (lambda x, t: net(x, t))
-        out = self.schedule.vlb(model_fn, x0, self.config["variance"], batch.generator)
+        out = self.schedule.vlb(model_fn, x0, self.cfg.variance, batch.generator)
         d = x0[0].numel()
         return Likelihood(bits_per_dim(out["total"].double(), d).float(), kind="upper-bound",
                           info={"terms": self.schedule.T + 1, "prior_bpd": float(bits_per_dim(out["prior"], d).mean()),
-                                "variance": self.config["variance"]})
+                                "variance": self.cfg.variance})
 
 
 @register
@@ -285,17 +285,17 @@ class NCSN(EMAMixin, GenerativeModel):
 
     def __init__(self, config, data):
         super().__init__(config, data)
-        c = self.config
-        if not float(c["sigma_min"]) < float(c["sigma_max"]):
+        c = self.cfg
+        if not c.sigma_min < c.sigma_max:
             raise BenchError(f"ncsn: sigma_min={c['sigma_min']} must be below sigma_max={c['sigma_max']}")
-        sig = torch.exp(torch.linspace(math.log(float(c["sigma_max"])), math.log(float(c["sigma_min"])),
-                                       int(c["num_scales"]), dtype=torch.float64)).float()
+        sig = torch.exp(torch.linspace(math.log(c.sigma_max), math.log(c.sigma_min),
+                                       c.num_scales, dtype=torch.float64)).float()
         self.register_buffer("sigmas", sig, persistent=False)
         self.net = build_unet(c, data.channels, data.height)
         self._init_ema()
 
     def configure_optimizers(self):
-        return {"model": torch.optim.Adam(self.net.parameters(), lr=float(self.config["lr"]))}
+        return {"model": torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)}
 
     def score(self, net, x, idx):
         return net(x, idx) / self.sigmas[idx].view(-1, 1, 1, 1)

@@ -129,18 +129,18 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
 
     def __init__(self, config: dict[str, Any], data: DataSpec):
         super().__init__(config, data)
-        c = self.config
+        c = self.cfg
         if data.height != data.width:
             raise BenchError(f"{self.name} needs square images, got {data.height}x{data.width}")
         # Per instance: conditional only when configured so and the data has classes (unlabelled data: unconditional).
-        self.conditional = bool(c["class_conditional"]) and data.num_classes > 0
+        self.conditional = c.class_conditional and data.num_classes > 0
         self.num_classes = data.num_classes if self.conditional else 0
         self.net = build_unet(c, data.channels, data.height, num_classes=self.num_classes, time_scale=1000.0)
         levels = len(self.net.encoder.down)
         if data.height % 2 ** (levels - 1):
             raise BenchError(f"U-Net preset {c['unet']!r} has {levels} levels and needs an image size divisible by "
                              f"{2 ** (levels - 1)}, got {data.height}")
-        self._init_ema(enabled=float(c["ema_decay"]) > 0)
+        self._init_ema(enabled=c.ema_decay > 0)
 
     # ---- training -------------------------------------------------------------------------
     def _rand(self, shape, generator, device, kind="randn"):
@@ -156,7 +156,7 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
         if self.coupling == "ot":
             x0 = x0[ot_pairing(x0, x1)]
         t = self._rand((n,), gen, device, "rand")
-        sigma_min = float(self.config["sigma_min"])
+        sigma_min = self.cfg.sigma_min
         xt = ot_path(x0, x1, t, sigma_min)
         target = ot_target(x0, x1, sigma_min)
         y = None
@@ -164,7 +164,7 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
             if batch.y is None:
                 raise BenchError(f"{self.name}: the data spec has classes but the batch has no labels")
             y = batch.y.to(device).long()
-            p = float(self.config["label_dropout"])
+            p = self.cfg.label_dropout
             if p > 0:
                 drop = self._rand((n,), gen, device, "rand") < p
                 y = torch.where(drop, torch.full_like(y, self.net.null_class), y)
@@ -205,8 +205,8 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
         if given["name"] is not None and given["solver"] is not None and given["name"] != given["solver"]:
             raise BenchError(f"{self.name}: sampler name {given['name']!r} and solver {given['solver']!r} disagree")
         given["solver"] = given["solver"] or given["name"]
-        guidance = self.config["guidance"] if given["guidance"] is None else given["guidance"]
-        return ODESolve.parse(given, self.config), float(guidance)
+        guidance = self.cfg.guidance if given["guidance"] is None else given["guidance"]
+        return ODESolve.parse(given, self.cfg), float(guidance)
 
     def check_sampler(self, options: dict[str, Any]) -> None:
         self._sampler(options)
@@ -235,13 +235,13 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
         return Samples(conventions.from_signed(res.x), nfe=res.nfe * per_call, info=info)
 
     def divergence_mode(self) -> str:
-        mode = self.config["divergence"]
+        mode = self.cfg.divergence
         if mode == "auto":
-            mode = "exact" if self.data.dims <= int(self.config["exact_max_dims"]) else "hutchinson"
+            mode = "exact" if self.data.dims <= self.cfg.exact_max_dims else "hutchinson"
         return mode
 
     def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
-        c = self.config
+        c = self.cfg
         d = self.data.dims
         y01 = conventions.dequantize(batch.x, batch.generator)
         s = y01 * 2.0 - 1.0
@@ -250,20 +250,20 @@ class ConditionalFlowMatching(EMAMixin, GenerativeModel):
         # below bf16 resolution, and the exact divergence would otherwise carry bf16 rounding.
         with torch.autocast(s.device.type, enabled=False):
             res = ode.log_likelihood(lambda t, x: self.velocity(t, x, None).float(), s, divergence=mode,
-                                     probes=int(c["hutchinson_probes"]), generator=batch.generator,
-                                     solver=c["nll_solver"], steps=c["nll_steps"], rtol=float(c["nll_rtol"]),
-                                     atol=float(c["nll_atol"]), t_data=1.0, t_noise=0.0)
+                                     probes=c.hutchinson_probes, generator=batch.generator,
+                                     solver=c.nll_solver, steps=c.nll_steps, rtol=c.nll_rtol,
+                                     atol=c.nll_atol, t_data=1.0, t_noise=0.0)
         log_p_y = res.log_prob + d * math.log(2.0)  # [0,1] -> [-1,1] has Jacobian 2 per dimension
         bpd = conventions.unit_density_to_bits_per_dim(log_p_y, d)
         nats_to_bpd = 1.0 / (d * math.log(2.0))
         stderr = None if res.stderr is None else res.stderr * nats_to_bpd
         solver_error = None if res.solver_error is None else res.solver_error * nats_to_bpd
-        info = {"divergence": mode, "likelihood_nfe": res.nfe, "likelihood_solver": c["nll_solver"],
+        info = {"divergence": mode, "likelihood_nfe": res.nfe, "likelihood_solver": c.nll_solver,
                 "hutchinson_probes": res.probes}
         if res.steps is not None:
             info["likelihood_steps"] = res.steps
         else:  # the stated tolerances of the adaptive solve, recorded with the value
-            info.update(likelihood_rtol=float(c["nll_rtol"]), likelihood_atol=float(c["nll_atol"]))
+            info.update(likelihood_rtol=c.nll_rtol, likelihood_atol=c.nll_atol)
         # Only an adaptive solve at its tolerances is the dequantization bound; a fixed-step solve is that
         # bound plus a discretisation error of either sign, so its value is an estimate with a measured error.
         kind = "upper-bound" if solver_error is None else "estimate"

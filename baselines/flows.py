@@ -34,6 +34,7 @@ from bench.conventions import draw
 from bench.errors import BenchError
 from bench.registry import Batch, GenerativeModel, Likelihood, Option, Samples, parse_options, register
 from baselines.nn import flow_layers as fl
+from baselines.nn import residual_layers as rl
 
 
 # the sampling temperature every flow here takes (the latent's standard deviation)
@@ -53,7 +54,7 @@ class _Flow(GenerativeModel):
 
     def _preprocess(self, x, generator):
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return fl.preprocess(x, self.config["preprocessing"], float(self.config["alpha"]), generator)
+            return fl.preprocess(x, self.cfg.preprocessing, self.cfg.alpha, generator)
 
     def _bpd(self, x, generator):
         s, ld_pre = self._preprocess(x, generator)
@@ -78,7 +79,7 @@ class _Flow(GenerativeModel):
         if opts.get("name") == self.name:
             opts["name"] = "default"
         temperature = parse_options(opts, self.sampler_options, self.name)["temperature"]
-        return float(self.config["temperature"] if temperature is None else temperature)
+        return float(self.cfg.temperature if temperature is None else temperature)
 
     def check_sampler(self, options: dict[str, Any]) -> None:
         self._sampler_options(options)
@@ -91,7 +92,7 @@ class _Flow(GenerativeModel):
     def sample(self, n, *, labels=None, generator=None, **sampler) -> Samples:
         temperature = self._sampler_options(sampler)
         s = self.flow.inverse(self._draw_latent(n, generator, temperature))
-        images = fl.postprocess(s, self.config["preprocessing"], float(self.config["alpha"]))
+        images = fl.postprocess(s, self.cfg.preprocessing, self.cfg.alpha)
         return Samples(images, nfe=1, info={"temperature": temperature})
 
 
@@ -100,11 +101,11 @@ class _MultiScale(_Flow):
 
     def __init__(self, config, data):
         super().__init__(config, data)
-        cfg = self.config
-        self._check_divisible(2 ** int(cfg["levels"]), f"levels={cfg['levels']}")
-        self.flow = fl.MultiScaleFlow(data.channels, int(cfg["levels"]), int(cfg["steps_per_level"]),
-                                      int(cfg["hidden_channels"]), self.coupling, int(cfg["num_blocks"]),
-                                      int(cfg.get("num_bins", 8)), float(cfg.get("tail_bound", 3.0)))
+        cfg = self.cfg
+        self._check_divisible(2 ** cfg.levels, f"levels={cfg.levels}")
+        self.flow = fl.MultiScaleFlow(data.channels, cfg.levels, cfg.steps_per_level,
+                                      cfg.hidden_channels, self.coupling, cfg.num_blocks,
+                                      int(getattr(cfg, "num_bins", 8)), float(getattr(cfg, "tail_bound", 3.0)))
 
     @torch.no_grad()
     def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
@@ -194,20 +195,20 @@ class ResFlow(_Flow):
 
     def __init__(self, config, data):
         super().__init__(config, data)
-        cfg = self.config
-        blocks = [int(b) for b in cfg["blocks_per_scale"]]
+        cfg = self.cfg
+        blocks = [int(b) for b in cfg.blocks_per_scale]
         if not blocks:
             raise BenchError("resflow: blocks_per_scale must list at least one scale's block count, e.g. [16, 16, 16]")
-        if int(cfg["eval_draws"]) < 2 and not cfg["exact_logdet"]:
+        if cfg.eval_draws < 2 and not cfg.exact_logdet:
             raise BenchError("resflow: eval_draws must be >= 2 to report a standard error")
         self._check_divisible(2 ** (len(blocks) - 1), f"{len(blocks) - 1} squeezes")
-        self.flow = fl.ResidualFlow(
-            data.channels, blocks, int(cfg["hidden_channels"]), float(cfg["lipschitz_coeff"]), bool(cfg["actnorm"]),
-            int(cfg["sn_iterations"]), n_exact_terms=int(cfg["n_exact_terms"]),
-            n_exact_terms_eval=int(cfg["n_exact_terms_eval"]), geom_p=float(cfg["geom_p"]),
-            neumann_grad=bool(cfg["neumann_grad"]), memory_efficient=bool(cfg["memory_efficient"]),
-            fixed_point_atol=float(cfg["fixed_point_atol"]),
-            fixed_point_rtol=float(cfg["fixed_point_rtol"]), fixed_point_max_iters=int(cfg["fixed_point_max_iters"]))
+        self.flow = rl.ResidualFlow(
+            data.channels, blocks, cfg.hidden_channels, cfg.lipschitz_coeff, cfg.actnorm,
+            cfg.sn_iterations, n_exact_terms=cfg.n_exact_terms,
+            n_exact_terms_eval=cfg.n_exact_terms_eval, geom_p=cfg.geom_p,
+            neumann_grad=cfg.neumann_grad, memory_efficient=cfg.memory_efficient,
+            fixed_point_atol=cfg.fixed_point_atol,
+            fixed_point_rtol=cfg.fixed_point_rtol, fixed_point_max_iters=cfg.fixed_point_max_iters)
 
     def _latent_shape(self):
         return self.flow.latent_shape(*self.data.shape)
@@ -216,7 +217,7 @@ class ResFlow(_Flow):
         """The estimate (``exact=False``) or the brute-force value (``exact=True``); ``None`` follows the
         ``exact_logdet`` config. The dequantization noise is the generator's first draw in both, so two
         calls with equally seeded generators see the same dequantized images."""
-        exact = bool(self.config["exact_logdet"]) if exact is None else exact
+        exact = self.cfg.exact_logdet if exact is None else exact
         with torch.autocast(device_type=batch.x.device.type, enabled=False), torch.no_grad():
             s, ld_pre = self._preprocess(batch.x, batch.generator)  # one dequantization draw per image
             if exact:
@@ -228,7 +229,7 @@ class ResFlow(_Flow):
                 bpd = fl.bits_per_dim(fl.standard_normal_logprob(z), ld, ld_pre, self.data.dims)
                 return Likelihood(bpd, kind="upper-bound", info={"logdet": "exact (brute-force Jacobian)"})
             draws = []
-            for _ in range(int(self.config["eval_draws"])):
+            for _ in range(self.cfg.eval_draws):
                 z, ld = self.flow(s, batch.generator)
                 draws.append(fl.bits_per_dim(fl.standard_normal_logprob(z), ld, ld_pre, self.data.dims))
             d = torch.stack(draws)
@@ -244,12 +245,12 @@ class ResFlow(_Flow):
         temperature = self._sampler_options(sampler)
         s = self.flow.inverse(self._draw_latent(n, generator, temperature))
         its = self.flow.last_inverse_iterations
-        images = fl.postprocess(s, self.config["preprocessing"], float(self.config["alpha"]))
+        images = fl.postprocess(s, self.cfg.preprocessing, self.cfg.alpha)
         mean_it = sum(its) / max(len(its), 1)
         return Samples(images, nfe=max(1, round(mean_it)),
                        info={"temperature": temperature, "fixed_point_iterations_total": int(sum(its)),
                              "fixed_point_iterations_mean": mean_it,
                              "fixed_point_iterations_max": int(max(its, default=0)),
-                             "fixed_point_atol": float(self.config["fixed_point_atol"]),
-                             "fixed_point_rtol": float(self.config["fixed_point_rtol"]),
+                             "fixed_point_atol": self.cfg.fixed_point_atol,
+                             "fixed_point_rtol": self.cfg.fixed_point_rtol,
                              "fixed_point_unconverged_blocks": self.flow.last_inverse_unconverged})

@@ -130,7 +130,7 @@ class DCGAN(GenerativeModel):
 
     def __init__(self, config: dict[str, Any], data: DataSpec):
         super().__init__(config, data)
-        c = self.config
+        c = self.cfg
         stages = _check_size(data)
         num_classes = 0
         if self.conditional:
@@ -138,22 +138,22 @@ class DCGAN(GenerativeModel):
                 raise BenchError(f"{self.name} is class-conditional but the dataset has no labels; use dcgan instead")
             num_classes = data.num_classes
         self.num_classes = num_classes
-        self.generator = Generator(int(c["latent_dim"]), data.channels, stages, int(c["g_channels"]),
-                                   num_classes, int(c["embed_dim"]))
-        self.discriminator = Discriminator(data.channels, stages, int(c["d_channels"]), num_classes)
+        self.generator = Generator(c.latent_dim, data.channels, stages, c.g_channels,
+                                   num_classes, c.embed_dim)
+        self.discriminator = Discriminator(data.channels, stages, c.d_channels, num_classes)
         self.apply(_dcgan_init)
         self.register_buffer("_won_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("_collapsed_steps", torch.zeros((), dtype=torch.long))
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        betas = (float(c["beta1"]), float(c["beta2"]))
-        return {"discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=float(c["lr"]), betas=betas),
-                "generator": torch.optim.Adam(self.generator.parameters(), lr=float(c["lr"]), betas=betas)}
+        c = self.cfg
+        betas = (c.beta1, c.beta2)
+        return {"discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=betas),
+                "generator": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=betas)}
 
     # ---- helpers --------------------------------------------------------------------------
     def _latent(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        return conventions.draw(torch.randn, n, int(self.config["latent_dim"]), generator=generator, device=device)
+        return conventions.draw(torch.randn, n, self.cfg.latent_dim, generator=generator, device=device)
 
     def _labels(self, n: int, labels: torch.Tensor | None, generator: torch.Generator | None,
                 device: torch.device) -> torch.Tensor | None:
@@ -206,15 +206,15 @@ class DCGAN(GenerativeModel):
 
     def _check_divergence(self, d: float, g: float, diversity: float) -> None:
         """Raise FloatingPointError('diverged: ...') when the run is beyond saving (rule in the module docstring)."""
-        c = self.config
+        c = self.cfg
         if not (math.isfinite(d) and math.isfinite(g)):
             raise FloatingPointError(f"diverged: non-finite loss (D {d}, G {g})")
-        patience = int(c["diverge_patience"])
+        patience = c.diverge_patience
         if patience <= 0:
             return
-        won = d < float(c["diverge_d_loss"]) and g > float(c["diverge_g_loss"])
+        won = d < c.diverge_d_loss and g > c.diverge_g_loss
         self._won_steps.fill_(int(self._won_steps) + 1 if won else 0)
-        collapsed = diversity < float(c["collapse_ratio"])
+        collapsed = diversity < c.collapse_ratio
         self._collapsed_steps.fill_(int(self._collapsed_steps) + 1 if collapsed else 0)
         if int(self._won_steps) >= patience:
             raise FloatingPointError(f"diverged: discriminator won for {patience} steps (D loss {d:.2e}, G loss {g:.1f})")

@@ -83,26 +83,27 @@ def run_options(args: argparse.Namespace):
 
 
 def list_entries() -> dict[str, list[dict]]:
-    """Registered models and shipped suites as plain data (what `bench list` shows)."""
-    from bench import registry, suite
+    """Registered models and shipped suites as plain data (what `bench list` shows; the models from
+    :mod:`bench.catalog`, so listing needs no torch)."""
+    from bench import catalog, suite
 
-    models = [{"name": name, "family": cls.family, "likelihood": bool(cls.has_likelihood),
-               "conditional": bool(cls.conditional), "summary": registry.summary(cls)}
-              for name, cls in registry.available().items()]
     suites = []
     for name in suite.suite_names():
         raw = suite.read_toml(suite.suite_path(name))
         suites.append({"name": name, "profiles": list(raw.get("profiles", {})), "models": list(raw.get("models", {})),
                        "description": raw.get("description", "")})
-    return {"models": models, "suites": suites}
+    return {"models": catalog.load()["models"], "suites": suites}
 
 
 def model_options(name: str) -> list[dict]:
-    """A wrapper's config schema as plain data (what `bench list --model NAME` shows)."""
-    from bench import registry
+    """A wrapper's config schema as plain data (what `bench list --model NAME` shows), from :mod:`bench.catalog`."""
+    from bench import catalog
+    from bench.errors import did_you_mean
 
-    cls = registry.get(name)
-    tables = (("", cls.options), ("sampler.", cls.sampler_options))
+    tables = [(prefix, catalog.schema(name, table)) for prefix, table in (("", "options"), ("sampler.", "sampler_options"))]
+    if tables[0][1] is None:
+        names = [m["name"] for m in catalog.load()["models"]]
+        raise BenchError(f"unknown model {name!r}{did_you_mean(name, names)}; `bench list` shows the registered models")
     return [{"key": prefix + key, "type": opt.kind.__name__ + (f"[{opt.items.__name__}]" if opt.items else ""),
              "default": opt.default, "allowed": opt.describe(), "meaning": opt.help}
             for prefix, table in tables for key, opt in table.items()]
@@ -153,8 +154,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import records
-    from bench.runner import run_suite
     from bench.suite import DEFAULT_SUITE, load_suite
 
     if args.like:
@@ -171,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         opts.models = list(suite.models)  # the record's run alone, not the real-data row
     if not args.no_report:
         opts.reports_dir = paths.reports_dir(args.results, args.reports)  # checked before training, not after
+    from bench import records  # after the suite loaded: a mistake in it is reported without importing torch
+    from bench.runner import run_suite
+
     print(f"suite {suite.name} [{suite.profile}], budget {suite.budget}, "
           f"models: {', '.join(opts.models or suite.models)}, seeds: {opts.seeds or suite.train['seeds']}")
     written_paths = run_suite(suite, opts)

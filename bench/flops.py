@@ -79,5 +79,4 @@ def training_step_flops(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor
 
     step(0)  # warm-up, not counted
     flops, _ = count(lambda: step(1))
-    del clone
     return flops / n * batch_size

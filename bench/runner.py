@@ -321,6 +321,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     record.hardware = {**environment.hardware(str(trainer.device)), **threads.describe()}
     try:
         trainer.build()
+        record.config = trainer.model.config  # the typed config object's values (bench.registry.build_config)
         record.parameters = trainer.model.num_parameters()
         record.conditional = bool(trainer.model.conditional)  # the instance's, not the class's
         if opts.resume:

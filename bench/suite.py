@@ -324,15 +324,18 @@ def _resolve(raw: dict[str, Any], merged: dict[str, Any], path: Path, profile: s
 
 def validate_models(models: dict[str, dict[str, Any]], where: str) -> None:
     """Every model is registered and its config fits the wrapper's schema (``options``: known keys, types,
-    choices, bounds; see :class:`bench.registry.Option`), so a typo is a one-line error before training
-    rather than a ``failed`` record after it."""
-    from bench import registry
+    choices, bounds; see :class:`bench.options.Option`), so a typo is a one-line error before training
+    rather than a ``failed`` record after it. The schemas come from :mod:`bench.catalog`, so a mistake costs no
+    torch import."""
+    from bench import catalog, options
 
+    names = [m["name"] for m in catalog.load()["models"]]
     for run_name, cfg in models.items():
-        if cfg["model"] not in registry.available():
+        schema = catalog.schema(cfg["model"]) if isinstance(cfg["model"], str) else None
+        if schema is None:
             raise BenchError(f"{where}: models.{run_name}: unknown model {cfg['model']!r}"
-                             f"{did_you_mean(cfg['model'], registry.available())}; `bench list` shows the registered models")
-        registry.check_config(registry.get(cfg["model"]), model_config(cfg), f"models.{run_name}", where)
+                             f"{did_you_mean(str(cfg['model']), names)}; `bench list` shows the registered models")
+        options.check_config(cfg["model"], schema, model_config(cfg), f"models.{run_name}", where)
 
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:

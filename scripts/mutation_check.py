@@ -58,7 +58,7 @@ MUTATIONS = (
     Mutation("throughput-counts-warm-up", "bench/runner.py",
              "if steps_this_process > warmup:", "if steps_this_process > 0:",
              ("tests/test_scripted_clock.py::test_throughput_counts_steady_steps_only",)),
-    Mutation("roulette-weight-off-by-one", "baselines/nn/flow_layers.py",
+    Mutation("roulette-weight-off-by-one", "baselines/nn/residual_layers.py",
              "** -(k - n_exact - 1)", "** -(k - n_exact)",
              ("tests/test_flow_layers.py::test_residual_block_estimator_is_unbiased",
               "tests/test_flows.py::test_resflow_whole_model_estimate_is_unbiased")),

@@ -387,3 +387,36 @@ def test_like_refuses_model_seed_and_budget_flags(workdirs, capsys, tmp_path):
     rec.write_text('{"suite": "digits", "profile": "smoke", "model": "glow", "seed": 0, "status": "ok"}')
     code, _, err = run_cli(args(workdirs, "--like", str(rec), "--seed", "2"), capsys)
     assert code == cli.EXIT_USER_ERROR and "drop --model, --seed and --budget" in err
+
+
+def test_list_and_suite_errors_do_not_import_torch_once_the_catalog_is_cached(tmp_path):
+    """`bench list` and the errors of a bad suite answer from bench.catalog (start-up ~0.1 s instead of ~2-4 s for
+    importing torch); the cached catalog says what the live registry says."""
+    import json
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "GENBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(repo)}
+    env.pop("GENBENCH_PLUGINS", None)
+    probe = ("import sys, contextlib, io\nfrom bench import cli\nbuf = io.StringIO()\n"
+             "with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):\n"
+             "    code = cli.main(sys.argv[1:])\n"
+             "print(repr((code, 'torch' in sys.modules, buf.getvalue())))")
+
+    def run(*argv):
+        out = subprocess.run([sys.executable, "-c", probe, *argv], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return eval(out.stdout.strip().splitlines()[-1])
+
+    first = run("list", "--json")  # builds the catalog (imports the registry)
+    second = run("list", "--json")
+    assert second[:2] == (0, False) and json.loads(second[2]) == json.loads(first[2])
+    live = {m: sorted(cls.options) for m, cls in __import__("bench.registry", fromlist=["x"]).available().items()
+            if not m.startswith("test-")}
+    assert {m["name"] for m in json.loads(second[2])["models"]} == set(live)
+    code, torch_loaded, text = run("run", "--set", "models.ddpm.lr=-1")
+    assert (code, torch_loaded) == (cli.EXIT_USER_ERROR, False) and "--set models.ddpm.lr=-1" in text
+    code, torch_loaded, text = run("list", "--model", "ddpm")
+    assert (code, torch_loaded) == (0, False) and "timesteps" in text

@@ -125,12 +125,14 @@ def test_the_ode_solve_integrates_a_linear_field_to_its_closed_form_and_records_
     from baselines.nn.samplers import ODESolve
 
     x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
-    config = {"solver": "euler", "steps": 50, "rtol": 1e-5, "atol": 1e-5}
-    rk4 = ODESolve.parse({"solver": "rk4", "steps": 20, "rtol": None, "atol": None}, config)
+    from types import SimpleNamespace
+
+    config = {"solver": "euler", "steps": 50, "rtol": 1e-5, "atol": 1e-5}  # a wrapper config object's fields
+    rk4 = ODESolve.parse({"solver": "rk4", "steps": 20, "rtol": None, "atol": None}, SimpleNamespace(**config))
     res = rk4.run(lambda t, x: -0.7 * x, x0)
     torch.testing.assert_close(res.x, x0 * math.exp(-0.7), rtol=1e-6, atol=1e-7)
     assert res.nfe == 20 * 4 and rk4.resolved() == {"sampler": "ode", "solver": "rk4", "steps": 20}
-    assert ODESolve.parse({}, {**config, "solver": "dopri5"}).resolved() == {
+    assert ODESolve.parse({}, SimpleNamespace(**{**config, "solver": "dopri5"})).resolved() == {
         "sampler": "ode", "solver": "dopri5", "rtol": 1e-5, "atol": 1e-5}
     model = registry.get("cfm")({**registry.get("cfm").tiny}, DataSpec(1, 8, 8))
     out = model.sample(2, generator=torch.Generator().manual_seed(0), solver="midpoint", steps=3)

@@ -1,5 +1,6 @@
 """The diffusion wrappers: training, EMA, samplers and their options, guidance, bits/dim."""
 
+import dataclasses
 import math
 
 import pytest
@@ -127,10 +128,10 @@ def test_hybrid_loss_vlb_part_trains_only_the_variance_head():
     captured = {}
     orig = m.net.forward
     m.net.forward = lambda *a, **k: captured.setdefault("out", orig(*a, **k))
-    m.config["vlb_weight"] = 1.0
+    m.cfg = dataclasses.replace(m.cfg, vlb_weight=1.0)
     total = m.loss(b)
     out = captured["out"]
-    m.config["loss"] = "simple"
+    m.cfg = dataclasses.replace(m.cfg, loss="simple")
     captured.clear()
     simple = m.loss(_batch())
     captured["out"].retain_grad()

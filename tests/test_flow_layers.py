@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from baselines.nn import flow_layers as fl
+from baselines.nn import residual_layers as rl
 
 torch.set_default_dtype(torch.float32)
 
@@ -130,7 +131,7 @@ def test_multiscale_latent_layout_is_identity_without_steps():
 
 
 def test_lipswish_is_1_lipschitz():
-    act = fl.LipSwish()
+    act = rl.LipSwish()
     with torch.no_grad():
         act.b.fill_(3.0)
     x = torch.linspace(-8, 8, 20001, requires_grad=True)
@@ -141,7 +142,7 @@ def test_lipswish_is_1_lipschitz():
 @pytest.mark.parametrize("k", [1, 3])
 def test_spectral_norm_bounds_operator_norm(k):
     torch.manual_seed(0)  # weights and power-iteration start; unseeded, ~1 run in 10 ended 0.2% above the bound
-    conv = fl.SNConv2d(3, 5, k, coeff=0.7, n_iterations=2)
+    conv = rl.SNConv2d(3, 5, k, coeff=0.7, n_iterations=2)
     with torch.no_grad():
         conv.weight.mul_(10)
     x = data((4, 3, 6, 6))
@@ -163,7 +164,7 @@ def test_spectral_norm_sigma_and_its_gradient_match_the_direct_formula(k):
     """sigma is computed as <W, G> (G its gradient in W, taken without a graph) to keep less for backward; value and
     gradient must equal those of the direct sigma = <u, conv(v, W)> that autograd differentiates itself."""
     torch.manual_seed(0)
-    conv = fl.SNConv2d(3, 5, k, coeff=0.5, n_iterations=3).double()
+    conv = rl.SNConv2d(3, 5, k, coeff=0.5, n_iterations=3).double()
     with torch.no_grad():
         conv.weight.mul_(10)  # sigma above coeff: the weight is divided by sigma / coeff, so sigma carries gradient
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
@@ -186,11 +187,11 @@ def residual_block(c=2, hidden=4, coeff=0.9, noise=0.1, last_sign=1.0, **kw):
     term tr(J^k)/k has the same sign and a truncated or unreweighted series is visibly biased.
     """
     torch.manual_seed(0)
-    net = fl.ResidualNet(c, hidden, coeff=coeff, n_iterations=5)
-    convs = [m for m in net.modules() if isinstance(m, fl.SNConv2d)]
+    net = rl.ResidualNet(c, hidden, coeff=coeff, n_iterations=5)
+    convs = [m for m in net.modules() if isinstance(m, rl.SNConv2d)]
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, fl.LipSwish):
+            if isinstance(m, rl.LipSwish):
                 m.b.fill_(3.0)
         for j, m in enumerate(convs):
             k = m.weight.shape[-1]
@@ -199,7 +200,7 @@ def residual_block(c=2, hidden=4, coeff=0.9, noise=0.1, last_sign=1.0, **kw):
                 eye[i, i, k // 2, k // 2] = 1.0
             sign = last_sign if j == len(convs) - 1 else 1.0
             m.weight.copy_(sign * eye + noise * torch.randn_like(m.weight))
-    blk = fl.ResidualBlock(net, **kw).double()
+    blk = rl.ResidualBlock(net, **kw).double()
     x = (data((3, c, 3, 3)).abs() * 2 + 0.5).double()
     blk(x)  # training-mode spectral-norm iterations
     blk.eval()
@@ -212,7 +213,7 @@ def near_limit_block(**kw):
     variance. Spectral-norm iterations off, so the function is fixed between calls."""
     blk, x = residual_block(coeff=0.97, noise=0.05, last_sign=-1.0, **kw)
     for conv in blk.modules():
-        if isinstance(conv, fl.SNConv2d):
+        if isinstance(conv, rl.SNConv2d):
             conv.n_iterations = 0
     return blk, x
 
@@ -334,7 +335,7 @@ def test_memory_efficient_gradient_refuses_unequal_per_image_weights():
 
 def test_residual_flow_whole_model_roundtrip_and_exact_logdet():
     torch.manual_seed(0)
-    flow = fl.ResidualFlow(1, blocks_per_scale=(1, 1), hidden_channels=8, coeff=0.9).double()
+    flow = rl.ResidualFlow(1, blocks_per_scale=(1, 1), hidden_channels=8, coeff=0.9).double()
     x = data((2, 1, 4, 4)).double()
     flow(x)  # ActNorm init + spectral-norm warm-up
     perturb(flow, 0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -108,7 +109,7 @@ def test_a_fixed_step_likelihood_is_an_estimate_with_its_measured_solver_error()
     err = (lik.bits_per_dim.double() - truth).abs()
     assert err.max() > 1e-5  # the grid is coarse enough to matter
     assert (err <= lik.solver_error.double()).all()
-    model.config["nll_steps"] = 4
+    model.cfg = dataclasses.replace(model.cfg, nll_steps=4)
     finer = model.nll_bits_per_dim(Batch(x, None, torch.Generator().manual_seed(5)))
     ratio = lik.solver_error.double() / finer.solver_error.double()
     assert 6 < float(ratio.median()) < 40

@@ -271,7 +271,8 @@ def _mnist_suite(tmp_path, name: str, metrics: list[str], extractor: str, models
 
 
 def test_paper_profile_note_names_what_the_paper_profile_does_not_measure(tmp_path):
-    from bench.report import _paper_profile_text, published
+    from bench.report import published
+    from bench.report.document import _paper_profile_text
 
     # the shipped main job: its paper profile computes FID, IS and KID through Inception, as the table
     gaps = published.profile_gaps("mnist-flow-vs-ddpm", "seed000-table4.4")

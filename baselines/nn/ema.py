@@ -49,4 +49,4 @@ class EMAMixin:
     def after_optimizer_step(self, optimizer: str) -> None:
         if optimizer == "model" and self.ema is not None:
             self.ema_steps += 1
-            update_ema(self.ema, self.net, float(self.config["ema_decay"]), int(self.ema_steps))
+            update_ema(self.ema, self.net, self.cfg.ema_decay, int(self.ema_steps))

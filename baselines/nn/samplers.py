@@ -112,9 +112,10 @@ class ODESolve:
     atol: float
 
     @classmethod
-    def parse(cls, values: dict[str, Any], defaults: dict[str, Any]) -> "ODESolve":
-        """From parsed sampler options (:data:`ODE_OPTIONS`, None where not given) over the wrapper's config."""
-        pick = {k: defaults[k] if values.get(k) is None else values[k] for k in ODE_OPTIONS}
+    def parse(cls, values: dict[str, Any], defaults: Any) -> "ODESolve":
+        """From parsed sampler options (:data:`ODE_OPTIONS`, None where not given) over the wrapper's config object
+        (its fields of the same names)."""
+        pick = {k: getattr(defaults, k) if values.get(k) is None else values[k] for k in ODE_OPTIONS}
         return cls(str(pick["solver"]), int(pick["steps"]), float(pick["rtol"]), float(pick["atol"]))
 
     def run(self, velocity: ode.Velocity, x0: torch.Tensor) -> ode.ODEResult:

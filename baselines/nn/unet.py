@@ -88,15 +88,16 @@ UNET_OPTIONS: dict[str, Option] = {
 }
 
 
-def build_unet(config: dict[str, Any], in_channels: int, image_size: int, out_channels: int | None = None,
+def build_unet(cfg: Any, in_channels: int, image_size: int, out_channels: int | None = None,
                num_classes: int = 0, time_scale: float | None = None) -> "UNet":
-    """The U-Net of ``config``'s :data:`UNET_OPTIONS` keys: its preset with every non-None override applied."""
-    over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()
-            if k in UNET_OPTIONS and k != "unet" and v is not None}
+    """The U-Net of a wrapper config object's :data:`UNET_OPTIONS` fields: its preset with every non-None override
+    applied."""
+    over = {k: (tuple(v) if isinstance(v, list) else v) for k in UNET_OPTIONS if k != "unet"
+            for v in (getattr(cfg, k),) if v is not None}
     if time_scale is not None:
         over["time_scale"] = time_scale
     try:
-        return UNet.from_preset(config["unet"], in_channels, out_channels=out_channels, num_classes=num_classes,
+        return UNet.from_preset(cfg.unet, in_channels, out_channels=out_channels, num_classes=num_classes,
                                 image_size=image_size, **over)
     except ValueError as e:
         raise BenchError(f"bad U-Net config: {e}") from None
