@@ -514,3 +514,31 @@ def test_quality_vs_compute_averages_seeds_per_budget_fraction_and_keeps_flat_ro
     assert ddpm.loc[1.0, "x"] == 440 * 1e6 and ddpm.loc[1.0, "m"] == 25.0
     assert ddpm.loc[0.25, "sd"] == pytest.approx(((90 - 85) ** 2 * 2 / 1) ** 0.5)
     assert df[df.model == "reference"]["flops"].isna().all()
+
+
+def test_html_tables_fit_a_1400px_page_in_headless_chromium(tmp_path):
+    """Every table of a wide report (19 columns, long findings) lays out within the page at a 1400 px window: no
+    table wider than the body, no inner scroll bar. Measured by the browser's layout: a script in a copy of the
+    report writes the widths into the DOM that --dump-dom prints."""
+    import re
+    import shutil
+    import subprocess
+
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
+    from bench.report import render
+
+    render("digits", REPO / "results" / "cpu", tmp_path / "rep", profile="cpu", formats=["html"])
+    html = (tmp_path / "rep" / "digits" / "cpu" / "report.html").read_text()
+    probe = ("<script>window.addEventListener('load', () => { const b = document.body.clientWidth;"
+             " const w = [...document.querySelectorAll('table')].map(t => t.scrollWidth);"
+             " document.body.setAttribute('data-widths', b + ':' + Math.max(...w) + ':' + w.length); });</script>")
+    (tmp_path / "probe.html").write_text(html.replace("</body>", probe + "</body>"))
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                           "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                           (tmp_path / "probe.html").as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-widths="(\d+):(\d+):(\d+)"', proc.stdout)
+    assert found, proc.stderr[-1000:]
+    body, widest, tables = map(int, found.groups())
+    assert tables >= 3 and 1000 < body <= 1400 and widest <= body, (body, widest)

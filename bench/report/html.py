@@ -17,8 +17,9 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
        color: #1f2328; line-height: 1.45; padding: 0 1em; }
 h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3em; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; margin-top: 1.8em; }
-table { border-collapse: collapse; margin: .8em 0 1.2em; font-size: 13px; display: block; overflow-x: auto; }
-th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: right; white-space: nowrap; }
+table { border-collapse: collapse; margin: .8em 0 1.2em; font-size: 12.5px; width: 100%; }
+th, td { border: 1px solid #d0d7de; padding: 3px 6px; text-align: right; white-space: normal; overflow-wrap: break-word;
+         hyphens: auto; }
 th { text-align: left; }
 th { background: #f6f8fa; position: sticky; top: 0; }
 td:first-child, th:first-child { text-align: left; }
@@ -26,7 +27,7 @@ tr:nth-child(even) td { background: #fafbfc; }
 td.status-diverged { background: #fff1e5 !important; color: #953800; }
 td.status-failed { background: #ffebe9 !important; color: #cf222e; }
 td.txt { text-align: left; }
-td.wrap { white-space: normal; text-align: left; min-width: 16em; max-width: 30em; }
+td.wrap { text-align: left; min-width: 12em; }
 .caption { font-style: italic; color: #57606a; margin-bottom: .2em; }
 .note { border-left: 4px solid #bf8700; background: #fff8c5; padding: .4em .8em; margin: .6em 0; }
 figure { display: inline-block; margin: .5em 1em .8em 0; vertical-align: top; }
