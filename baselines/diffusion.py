@@ -87,6 +87,9 @@ class DDPM(EMAMixin, GenerativeModel):
         "beta_end": Option(0.02, "linear schedule: beta_T", gt=0, lt=1),
         "variance": Option("fixedlarge", "reverse-process variance: beta_t, the posterior's, or learned (iDDPM)",
                            choices=S.VARIANCES),
+        "prediction": Option("eps", "what the network predicts: the noise eps (Ho et al.'s choice) or the posterior "
+                             "mean mu of q(x_{t-1} | x_t, x_0) (their baseline, trained by MSE to it)",
+                             choices=("eps", "mu")),
         "loss": Option("simple", "'simple' eps-MSE, or 'hybrid' (+ vlb_weight x VLB; needs learned variances)",
                        choices=("simple", "hybrid")),
         "vlb_weight": Option(0.001, "weight of the VLB term in the hybrid loss", ge=0),
@@ -106,6 +109,9 @@ class DDPM(EMAMixin, GenerativeModel):
         c = self.cfg
         if c.loss == "hybrid" and c.variance != "learned":
             raise BenchError(f"{self.name}: the hybrid loss trains learned variances; set variance = \"learned\"")
+        if c.prediction == "mu" and c.variance == "learned":
+            raise BenchError(f"{self.name}: prediction = \"mu\" is the fixed-variance baseline; use variance = "
+                             "\"fixedlarge\" or \"fixedsmall\"")
         if (c.class_conditional or c.classifier) and data.num_classes < 2:
             raise BenchError(f"{self.name}: class conditioning / classifier guidance need a labelled dataset")
         try:
@@ -155,7 +161,8 @@ class DDPM(EMAMixin, GenerativeModel):
         xt = self.schedule.q_sample(x0, t, noise)
         out = self.net(xt, t, self._labels_for_training(batch, x0.device))
         c = x0.shape[1]
-        loss = F.mse_loss(out[:, :c].float(), noise)
+        target = self.schedule.q_posterior(x0, xt, t)[0] if self.cfg.prediction == "mu" else noise
+        loss = F.mse_loss(out[:, :c].float(), target)
         if self.cfg.loss == "hybrid":
             # L_vlb with a stop-gradient on the mean: only the variance head learns from it (Nichol & Dhariwal).
             frozen = torch.cat([out[:, :c].detach(), out[:, c:]], 1).float()
@@ -184,9 +191,22 @@ class DDPM(EMAMixin, GenerativeModel):
     # ---- sampling -----------------------------------------------------------------------------------
     sampler_options = {**DiffusionChain.schema(), **GUIDANCE_OPTIONS}
 
+    def as_eps(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's output with its first C channels as eps: a mu-prediction mu = c1 x0 + c2 x_t (the
+        posterior mean) gives x0 = (mu - c2 x_t) / c1 and eps from x0, so every sampler and the bound read eps."""
+        if self.cfg.prediction == "eps":
+            return out
+        c = self.data.channels
+        s = self.schedule
+        x0 = (out[:, :c].float() - s._at("posterior_mean_coef2", t, xt) * xt) / s._at("posterior_mean_coef1", t, xt)
+        return torch.cat([s.x0_to_eps(xt, t, x0).to(out.dtype), out[:, c:]], 1)
+
     def _eps_model(self, labels, guidance: float, classifier_scale: float):
-        net, c = self.ema, self.data.channels
+        c = self.data.channels
         use_cfg = self.num_classes > 0 and labels is not None and guidance != 1.0
+
+        def net(x, t, y=None):
+            return self.as_eps(self.ema(x, t, y) if y is not None else self.ema(x, t), x, t)
 
         def model_fn(x, t):
             if use_cfg:
@@ -248,7 +268,10 @@ class DDPM(EMAMixin, GenerativeModel):
     def nll_bits_per_dim(self, batch: Batch) -> Likelihood:
         x0 = to_signed(batch.x)
         net = self.ema
-        model_fn = (lambda x, t: net(x, t, None)) if self.num_classes else (lambda x, t: net(x, t))
+
+        def model_fn(x, t):
+            return self.as_eps(net(x, t, None) if self.num_classes else net(x, t), x, t)
+
         out = self.schedule.vlb(model_fn, x0, self.cfg.variance, batch.generator)
         d = x0[0].numel()
         return Likelihood(bits_per_dim(out["total"].double(), d).float(), kind="upper-bound",

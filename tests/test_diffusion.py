@@ -286,3 +286,37 @@ def test_bits_per_dim_of_the_exact_eps_of_gaussian_pixels_is_their_bin_mass(name
     assert float(diff.mean()) > -4 * se  # an upper bound, in bits (nats would land 31 % below the truth)
     if name == "iddpm":
         assert float(diff.mean()) < 4 * se + 0.01 * float(true.mean())  # tight with the true variances
+
+
+def test_mu_prediction_reads_as_the_true_noise_and_trains_to_the_posterior_mean():
+    """prediction = "mu" (Ho et al.'s baseline): the network's mu is turned into eps through the posterior mean's
+    closed form mu = c1 x0 + c2 x_t, so the true posterior mean reads as the true noise; its loss is the MSE to that
+    mean, zero for a network that outputs it exactly (and not zero for an eps-model with the same network)."""
+    from bench.conventions import to_signed
+
+    m = get("ddpm")({**TINY, "prediction": "mu"}, SPEC)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(6, 1, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
+    t = torch.randint(0, m.schedule.T, (6,), generator=g)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    xt = m.schedule.q_sample(x0, t, noise)
+    mu = m.schedule.q_posterior(x0, xt, t)[0]
+    torch.testing.assert_close(m.as_eps(mu, xt, t).double(), noise, rtol=1e-4, atol=1e-4)
+
+    batch = _batch(6)
+    x0b = to_signed(batch.x)
+
+    class TruePosteriorMean(torch.nn.Module):
+        def forward(self, x, tt, y=None):
+            return m.schedule.q_posterior(x0b, x, tt)[0]
+
+    for prediction, zero in (("mu", True), ("eps", False)):
+        model = get("ddpm")({**TINY, "prediction": prediction}, SPEC)
+        model.net = TruePosteriorMean()
+        loss = float(model.loss(Batch(batch.x, None, torch.Generator().manual_seed(4))))
+        assert (loss < 1e-10) == zero, (prediction, loss)
+
+
+def test_mu_prediction_refuses_learned_variances():
+    with pytest.raises(BenchError, match="prediction = \"mu\" is the fixed-variance baseline"):
+        get("ddpm")({**TINY, "prediction": "mu", "variance": "learned", "loss": "hybrid"}, SPEC)

@@ -24,7 +24,7 @@ def rec(model, family, seed, profile="cpu", registered=None, **metrics):
         if k == "train_images_per_second":
             out["timings"][k] = v
         else:
-            out["metrics"][k.replace("__", "@")] = v if isinstance(v, dict) else {"value": v}
+            out["metrics"][k.replace("__", "@").replace("ddim_", "ddim-")] = v if isinstance(v, dict) else {"value": v}
     return run_record(**out)
 
 
@@ -88,9 +88,18 @@ def test_the_shipped_claims_file_names_the_issue_claims_and_parses():
             "seed001-daf-samples-faster-than-ddpm", "seed001-daf-half-ddpm-sampling", "seed001-daf-nll-below-nsf",
             "seed000-ddpm-trains-38x-faster"} <= set(claims)
     for c in claims.values():
-        assert c["relation"] in ("<", "~") and c["source"] and c["published"]
-        if c["relation"] == "~":
-            assert c["value"] > 0 and c["tolerance"] > 1
+        kind = c.get("kind", "ratio")
+        assert kind in ("ratio", "trend", "nfe_at_quality") and c["source"] and c["published"]
+        if kind == "ratio":
+            assert c["relation"] in ("<", "~")
+            if c["relation"] == "~":
+                assert c["value"] > 0 and c["tolerance"] > 1
+        elif kind == "trend":
+            assert c["direction"] in ("increasing", "decreasing") and len(c["sweep"]) >= 2
+        else:
+            assert len(c["sweep"]) >= 2 and c["numerator"] != c["denominator"]
+    assert len(claims) >= 15 and {c["source"][:9] for c in claims.values()} >= {
+        "seeds/000", "seeds/001", "seeds/002", "seeds/003", "seeds/004"}
 
 
 def test_fences_flag_worse_than_noise_and_worse_than_the_reference_floor_outside_smoke():
@@ -120,3 +129,87 @@ def test_models_outside_the_sample_regime_are_named_with_the_reason_outside_smok
     assert any(n.startswith("`ddpm`: its samples") for n in findings.fence_notes(g))
     smoke = groups(*[dataclasses.replace(r, profile="smoke") for recs in g.values() for r in recs])
     assert not any("regime" in n for n in findings.fence_notes(smoke))
+
+
+# ---- every claim kind: a ✓, a ✗ and a ~ each, on hand-made records --------------------------------------------
+
+APPROX = {"id": "t", "statement": "a about half of b", "source": "test", "metric": "sample_seconds_per_image",
+          "numerator": "daf", "denominator": "ddpm", "relation": "~", "value": 0.5, "tolerance": 1.5}
+
+
+@pytest.mark.parametrize("a, err, verdict", [
+    (0.5, 0.01, findings.REPRODUCED),       # 0.5 ± 0.02·2 inside [1/3, 3/4]
+    (1.5, 0.01, findings.NOT_REPRODUCED),   # far outside
+    (0.72, 0.05, findings.INCONCLUSIVE),    # 0.72 inside, but 0.72 + 2·0.05 crosses 0.75
+])
+def test_an_approximate_ratio_claim_has_all_three_verdicts(a, err, verdict):
+    g = groups(rec("daf", "hybrid", 0, sample_seconds_per_image={"value": a, "stderr": err}),
+               rec("ddpm", "diffusion", 0, sample_seconds_per_image={"value": 1.0, "stderr": 0.0}))
+    (v,) = findings.judge(APPROX, g)
+    assert v.verdict == verdict and v.ratio == pytest.approx(a)
+
+
+def test_a_ratio_claim_reads_sweep_entries_of_one_run():
+    """"DDIM-20 comes close to the full chain": the same run under two samplers (fid@ddim-20 / fid)."""
+    claim = {**APPROX, "metric": "fid", "numerator": "ddpm", "numerator_sampler": "ddim-20", "denominator": "ddpm",
+             "value": 1.0}
+    g = groups(rec("ddpm", "diffusion", 0, fid=10.0, fid__ddim_20=12.0))
+    (v,) = findings.judge(claim, g)
+    assert v.pair == "ddpm@ddim-20 / ddpm" and v.ratio == pytest.approx(1.2) and v.verdict == findings.REPRODUCED
+    assert findings.judge(claim, groups(rec("ddpm", "diffusion", 0, fid=10.0)))[0].verdict == findings.NOT_MEASURABLE
+
+
+TREND = {"id": "t", "statement": "precision rises with w", "source": "test", "kind": "trend", "run": "cfm-cfg",
+         "metric": "precision", "sweep": ["w0", "w1", "w3"], "direction": "increasing", "parameter": "guidance w"}
+
+
+def trend_records(values, err):
+    metrics = {f"precision__{label}": {"value": v, "stderr": err} for label, v in zip(("w0", "w1", "w3"), values)}
+    return groups(rec("cfm-cfg", "flow-matching", 0, **metrics))
+
+
+@pytest.mark.parametrize("values, err, verdict", [
+    ((0.5, 0.6, 0.7), 0.01, findings.REPRODUCED),
+    ((0.7, 0.6, 0.5), 0.01, findings.NOT_REPRODUCED),
+    ((0.5, 0.8, 0.7), 0.01, findings.NOT_REPRODUCED),   # up overall, but one step falls by far more than its noise
+    ((0.50, 0.51, 0.52), 0.02, findings.INCONCLUSIVE),  # 0.02 up end to end, 2 SE of the difference is 0.057
+])
+def test_a_trend_claim_has_all_three_verdicts(values, err, verdict):
+    (v,) = findings.judge(TREND, trend_records(values, err))
+    assert v.verdict == verdict, v.why
+    assert v.shown().startswith(" → ".join(T.fmt(x) for x in values))
+
+
+def test_a_trend_over_seeds_uses_their_spread_and_a_missing_entry_is_not_measurable():
+    two = [rec("cfm-cfg", "flow-matching", s, precision__w0=0.5 + d, precision__w1=0.6 + d, precision__w3=0.7 + d)
+           for s, d in ((0, 0.0), (1, 0.01))]
+    assert findings.judge(TREND, groups(*two))[0].verdict == findings.REPRODUCED
+    short = groups(rec("cfm-cfg", "flow-matching", 0, precision__w0=0.5, precision__w1=0.6))
+    v = findings.judge(TREND, short)[0]
+    assert v.verdict == findings.NOT_MEASURABLE and "w3" in v.why
+
+
+FEWER = {"id": "t", "statement": "OT needs fewer steps", "source": "test", "kind": "nfe_at_quality",
+         "numerator": "ot-cfm", "denominator": "cfm", "metric": "fid", "sweep": ["euler-2", "euler-4", "euler-8"]}
+
+
+def nfe_run(model, fids, err):
+    metrics = {}
+    for label, nfe, fid in zip(("euler_2", "euler_4", "euler_8"), (2, 4, 8), fids):
+        metrics[f"fid__{label.replace('_', '-')}"] = {"value": fid, "stderr": err}
+        metrics[f"nfe__{label.replace('_', '-')}"] = nfe
+    return rec(model, "flow-matching", 0, **metrics)
+
+
+@pytest.mark.parametrize("ot, ind, err, verdict, shown", [
+    # OT reaches FID 10 (the best both reach) at 4 NFE even at +2 SE, the independent path only at 8 even at -2 SE
+    ((20.0, 8.0, 7.0), (40.0, 25.0, 10.0), 0.5, findings.REPRODUCED, "4 vs 8 NFE"),
+    ((40.0, 25.0, 10.0), (20.0, 8.0, 7.0), 0.5, findings.NOT_REPRODUCED, "8 vs 4 NFE"),
+    # at 4 NFE both sit within 2 SE of the level 10 (10.4 and 10.6, SE 0.5): either could reach it first
+    ((20.0, 10.4, 7.0), (40.0, 10.6, 10.0), 0.5, findings.INCONCLUSIVE, "8 vs 8 NFE"),
+])
+def test_an_nfe_at_quality_claim_has_all_three_verdicts(ot, ind, err, verdict, shown):
+    """The level is the best FID both runs reach; with per-point standard errors a difference of one sweep step
+    whose values are within noise is inconclusive."""
+    (v,) = findings.judge(FEWER, groups(nfe_run("ot-cfm", ot, err), nfe_run("cfm", ind, err)))
+    assert v.verdict == verdict and v.shown().startswith(shown), (v.verdict, v.shown())

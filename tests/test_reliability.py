@@ -124,7 +124,7 @@ def test_plain_progress_prints_at_most_one_line_per_interval_and_the_last_step()
     progress = PlainProgress(lines.append, every=30.0, clock=lambda: now[0])
     state = SimpleNamespace(step=0)
     done = [False]
-    tr = SimpleNamespace(state=state, suite=SimpleNamespace(budget="100 steps"), finished=lambda: done[0],
+    tr = SimpleNamespace(state=state, budget="100 steps", finished=lambda: done[0],
                          progress=lambda: state.step / 100, throughput=lambda: 50.0)
     for step in range(1, 101):
         state.step, now[0] = step, step * 1.0  # one step per second
@@ -188,6 +188,6 @@ def test_a_held_out_split_is_named_in_the_record_and_the_report(tmp_path, capsys
     assert code == 0, err
     (rec,) = records.load_records(results)
     assert rec.data["train_size"] == 45 and rec.data["eval_size"] == 5
-    assert "held-out split: 10% of mine.npz (no x_train/x_test), seed 0" in rec.data["eval"]
+    assert "held-out split: 10% of mine.npz ('x', no x_test), seed 0" in rec.data["eval"]
     report = next(reports.rglob("README.md")).read_text()
-    assert "held-out split: 10% of mine.npz (no x_train/x_test), seed 0" in report
+    assert "held-out split: 10% of mine.npz ('x', no x_test), seed 0" in report

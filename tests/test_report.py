@@ -542,3 +542,16 @@ def test_html_tables_fit_a_1400px_page_in_headless_chromium(tmp_path):
     assert found, proc.stderr[-1000:]
     body, widest, tables = map(int, found.groups())
     assert tables >= 3 and 1000 < body <= 1400 and widest <= body, (body, widest)
+
+
+def test_the_runs_table_states_the_compute_spent_and_the_wall_time():
+    """Issue 31: budget, steps, images, counted training FLOPs and training seconds side by side, per run."""
+    from bench.report import tables as T
+
+    r = run_record(model="ddpm", seed=1, budget={"kind": "flops", "value": 7e12},
+                   train={"steps": 2993, "images": 191552, "flops": 7.0001e12, "loss_last": 0.05},
+                   timings={"train_seconds": 212.5})
+    headers, rows = T.runs_table([r])
+    row = dict(zip(headers, rows[0]))
+    assert row["budget"] == "7e+12 flops" and row["steps"] == "2,993" and row["images seen"] == "191,552"
+    assert row["training FLOPs"] == "7e+12" and row["train s"] == T.fmt(212.5)

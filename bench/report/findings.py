@@ -1,17 +1,28 @@
 """The seeds' claims, checked against the measured records.
 
-``results/reference/claims.toml`` holds the qualitative findings of the mirrored documents as data
-(a metric, which runs are divided by which, and the relation that makes the claim hold). Each claim is
-judged on a report's records as one of
+``results/reference/claims.toml`` holds the qualitative findings of the mirrored documents as data. Each claim
+has a ``kind``:
 
-- ✓ reproduced: the measured ratio is on the claimed side of 1 by more than 2 standard errors ("<"), or
-  within the claim's factor of the published ratio ("~");
+- ``ratio`` (the default): a metric of one run divided by another's (``numerator`` / ``denominator``, each
+  optionally read under one of its ``samplers`` sweep entries: ``numerator_sampler``), with ``relation`` "<" (the
+  ratio is below 1) or "~" (within a factor ``tolerance`` of ``value``);
+- ``trend``: a metric of one ``run`` along an ordered ``sweep`` of its sampler entries (e.g. guidance weights)
+  moves in ``direction`` "increasing" or "decreasing";
+- ``nfe_at_quality``: the ``numerator`` run reaches a quality level with fewer network evaluations than the
+  ``denominator`` run, both read along the same ``sweep`` of step counts (each entry's NFE from its record); the
+  level is the best ``metric`` value (lower is better) that both reach.
+
+Each is judged on a report's records as one of
+
+- ✓ reproduced: the claimed effect is larger than 2 standard errors (for "~": the ratio's ±2 SE interval lies
+  inside the factor; for a trend: the end-to-end change, with no step reversed by more than 2 SE; for NFE: even
+  the pessimistic reading of the numerator needs fewer evaluations than the optimistic one of the denominator);
 - ✗ not reproduced: the same tests fail the other way;
-- ~ inconclusive: a "<" claim whose ratio is within 2 standard errors of 1;
-- — not measurable here: the suite lacks a run the claim needs (or its metric, or the sampler's NFE).
+- ~ inconclusive: the effect is within 2 standard errors;
+- — not measurable here: the suite lacks a run the claim needs (or its metric, a sweep entry, the sampler's NFE).
 
-The ratio's standard error comes from the seed spread (standard error of the mean over seeds) where a run
-has several seeds, else from the metric's own standard error; relative errors add in quadrature.
+Standard errors come from the seed spread (standard error of the mean over seeds) where a run has several seeds,
+else from the metric's own standard error; relative errors of a ratio add in quadrature.
 """
 
 from __future__ import annotations
@@ -37,6 +48,12 @@ class Verdict:
     ratio: float | None = None
     stderr: float | None = None
     why: str = ""
+    measured: str = ""  # what the table shows where a ratio does not say it (a trend's values, NFE counts)
+
+    def shown(self) -> str:
+        if self.measured:
+            return self.measured
+        return "—" if self.ratio is None else T.fmt(self.ratio) + (f" ± {T.fmt(self.stderr)}" if self.stderr is not None else "")
 
 
 def load_claims(ref_dir: Path | None) -> list[dict[str, Any]]:
@@ -48,25 +65,28 @@ def load_claims(ref_dir: Path | None) -> list[dict[str, Any]]:
 
 
 def select(groups: dict[str, list[RunRecord]], spec: str) -> list[str]:
-    """Runs named by ``spec`` (``|`` alternatives: run name, registered wrapper, or ``family:X``), in report order."""
+    """Runs named by ``spec``, in report order: ``|`` alternatives, each a run name or registered wrapper (every run
+    of it), ``family:X``, or ``run:NAME`` for that one run only (where other runs share its wrapper)."""
     out: list[str] = []
     for alt in (a.strip() for a in spec.split("|") if a.strip()):
         if alt.startswith("family:"):
             fam = alt.split(":", 1)[1]
             hits = [k for k, recs in groups.items() if recs[0].family == fam]
+        elif alt.startswith("run:"):
+            hits = [k for k in groups if k == alt[4:]]
         else:
             hits = [k for k, recs in groups.items() if k == alt or recs[0].registered == alt]
         out += [k for k in hits if k not in out]
     return out
 
 
-def _entry(record: RunRecord, metric: str, nfe: int | None) -> tuple[float | None, float | None]:
+def _entry(record: RunRecord, metric: str, nfe: int | None, sampler: str = "") -> tuple[float | None, float | None]:
     """(value, its own standard error) of ``metric`` in one record; with ``nfe``, the main sampler's or the
-    sweep entry's value whose NFE equals it."""
+    sweep entry's value whose NFE equals it; with ``sampler``, that sweep entry's value (``metric@sampler``)."""
     if metric == "train_images_per_second":
         return T.first_of(T.timing(metric), T.metric(metric))(record), None
     metrics = record.metrics
-    keys = [metric]
+    keys = [metric + (f"@{sampler}" if sampler else "")]
     if nfe is not None:  # the main sampler ("") or a sweep entry ("@label") that used exactly `nfe` evaluations
         suffixes = [""] + ["@" + k.split("@", 1)[1] for k in metrics if k.startswith("nfe@")]
         keys = [metric + sfx for sfx in suffixes if T.metric("nfe" + sfx)(record) == nfe]
@@ -77,9 +97,10 @@ def _entry(record: RunRecord, metric: str, nfe: int | None) -> tuple[float | Non
     return None, None
 
 
-def run_value(recs: list[RunRecord], metric: str, nfe: int | None) -> tuple[float | None, float | None, str]:
+def run_value(recs: list[RunRecord], metric: str, nfe: int | None, sampler: str = ""
+              ) -> tuple[float | None, float | None, str]:
     """Mean over a run's ok seeds, its standard error, and how that error was obtained."""
-    got = [_entry(r, metric, nfe) for r in T.ok(recs)]
+    got = [_entry(r, metric, nfe, sampler) for r in T.ok(recs)]
     vals = [v for v, _ in got if v is not None]
     if not vals:
         return None, None, ""
@@ -92,8 +113,21 @@ def run_value(recs: list[RunRecord], metric: str, nfe: int | None) -> tuple[floa
 
 
 def judge(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
+    """The claim's verdicts on these records, by its kind (see the module docstring)."""
+    kind = claim.get("kind", "ratio")
+    if kind == "trend":
+        return judge_trend(claim, groups)
+    if kind == "nfe_at_quality":
+        return judge_nfe_at_quality(claim, groups)
+    if kind != "ratio":
+        raise ValueError(f"claim {claim.get('id')}: unknown kind {kind!r} (use ratio, trend or nfe_at_quality)")
+    return judge_ratio(claim, groups)
+
+
+def judge_ratio(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
     """One verdict per (numerator run, denominator run) pair the records hold, or one 'not measurable'."""
     nums, dens = select(groups, claim["numerator"]), select(groups, claim["denominator"])
+    ns, ds = claim.get("numerator_sampler", ""), claim.get("denominator_sampler", "")
     if not nums or not dens:
         need = claim["numerator"] if not nums else claim["denominator"]
         return [Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {need.replace('|', ' or ')}")]
@@ -101,15 +135,15 @@ def judge(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Ver
     out = []
     for a in nums:
         for b in dens:
-            if a == b:
+            if a == b and ns == ds:
                 continue
-            va, ea, how_a = run_value(groups[a], claim["metric"], nfe)
-            vb, eb, how_b = run_value(groups[b], claim["metric"], None)
-            pair = f"{a} / {b}"
+            va, ea, how_a = run_value(groups[a], claim["metric"], nfe, ns)
+            vb, eb, how_b = run_value(groups[b], claim["metric"], None, ds)
+            pair = f"{a}{'@' + ns if ns else ''} / {b}{'@' + ds if ds else ''}"
             if va is None or vb is None or vb == 0:
-                missing = a if va is None else b
-                why = (f"{missing} has no {claim['metric']}" +
-                       (f" at NFE {nfe} (add a `samplers` entry with that many steps)" if nfe and missing == a else ""))
+                missing = (a, ns) if va is None else (b, ds)
+                why = (f"{missing[0]} has no {claim['metric']}" + (f" under sampler {missing[1]!r}" if missing[1] else "") +
+                       (f" at NFE {nfe} (add a `samplers` entry with that many steps)" if nfe and missing[0] == a else ""))
                 out.append(Verdict(claim, pair, NOT_MEASURABLE, why=why))
                 continue
             ratio = va / vb
@@ -132,19 +166,112 @@ def _verdict(claim: dict[str, Any], pair: str, ratio: float, se: float | None, h
         return Verdict(claim, pair, INCONCLUSIVE, ratio, se, f"within 2 standard errors of 1 ({how})")
     if claim["relation"] == "~":
         target, factor = float(claim["value"]), float(claim.get("tolerance", 2.0))
-        inside = target / factor <= ratio <= target * factor
-        return Verdict(claim, pair, REPRODUCED if inside else NOT_REPRODUCED, ratio, se,
-                       f"claimed ≈ {T.fmt(target)} (within a factor {T.fmt(factor)}); {how}")
+        lo, hi = target / factor, target * factor
+        spread = 2 * se if se is not None else 0.0
+        text = f"claimed ≈ {T.fmt(target)} (within a factor {T.fmt(factor)}); {how}"
+        if lo <= ratio - spread and ratio + spread <= hi:
+            return Verdict(claim, pair, REPRODUCED, ratio, se, text)
+        if ratio + spread < lo or ratio - spread > hi:
+            return Verdict(claim, pair, NOT_REPRODUCED, ratio, se, text)
+        return Verdict(claim, pair, INCONCLUSIVE, ratio, se, f"within 2 standard errors of the factor's edge; {text}")
     raise ValueError(f"claim {claim.get('id')}: unknown relation {claim['relation']!r} (use '<' or '~')")
 
 
+def _diff_se(*errors: float | None) -> float:
+    return math.sqrt(sum((e or 0.0) ** 2 for e in errors))
+
+
+def judge_trend(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
+    """One verdict per run named by ``run``: does ``metric`` move in ``direction`` along the ``sweep``?"""
+    runs = select(groups, claim["run"])
+    if not runs:
+        return [Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {claim['run'].replace('|', ' or ')}")]
+    sign = 1.0 if claim["direction"] == "increasing" else -1.0
+    out = []
+    for run in runs:
+        points = [run_value(groups[run], claim["metric"], None, label) for label in claim["sweep"]]
+        missing = [label or "the main sampler" for label, (v, _, _) in zip(claim["sweep"], points) if v is None]
+        if missing:
+            out.append(Verdict(claim, run, NOT_MEASURABLE,
+                               why=f"{run} has no {claim['metric']} under {', '.join(missing)} (add them to its `samplers`)"))
+            continue
+        vals, errs = [v for v, _, _ in points], [e for _, e, _ in points]
+        shown = " → ".join(T.fmt(v) for v in vals) + f" ({', '.join(label or 'main' for label in claim['sweep'])})"
+        total, total_se = sign * (vals[-1] - vals[0]), _diff_se(errs[0], errs[-1])
+        reversed_steps = [i for i in range(len(vals) - 1)
+                          if sign * (vals[i + 1] - vals[i]) < -2 * _diff_se(errs[i], errs[i + 1])
+                          or (sign * (vals[i + 1] - vals[i]) < 0 and errs[i] is None and errs[i + 1] is None)]
+        how = f"{claim['direction']} along {claim.get('parameter', 'the sweep')}; {points[0][2]}"
+        if reversed_steps:
+            i = reversed_steps[0]
+            verdict = NOT_REPRODUCED
+            how = f"step {claim['sweep'][i] or 'main'} → {claim['sweep'][i + 1] or 'main'} goes the other way; {how}"
+        elif total > 2 * total_se:
+            verdict = REPRODUCED
+        elif total < -2 * total_se:
+            verdict = NOT_REPRODUCED
+        else:
+            verdict = INCONCLUSIVE
+            how = f"end-to-end change within 2 standard errors; {how}"
+        out.append(Verdict(claim, run, verdict, vals[-1] / vals[0] if vals[0] else None, None, how, measured=shown))
+    return out
+
+
+def _nfe_needed(points: list[tuple[float, float, float | None]], level: float, shift: float) -> float:
+    """The fewest NFE whose value (moved by ``shift`` standard errors) reaches ``level``; inf when none does."""
+    hits = [nfe for nfe, v, e in points if v + shift * (e or 0.0) <= level]
+    return min(hits) if hits else math.inf
+
+
+def judge_nfe_at_quality(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
+    """Does the numerator reach the quality level both runs reach with fewer network evaluations?"""
+    nums, dens = select(groups, claim["numerator"]), select(groups, claim["denominator"])
+    if not nums or not dens:
+        need = claim["numerator"] if not nums else claim["denominator"]
+        return [Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {need.replace('|', ' or ')}")]
+
+    def curve(run: str) -> list[tuple[float, float, float | None]] | None:
+        pts = []
+        for label in claim["sweep"]:
+            v, e, _ = run_value(groups[run], claim["metric"], None, label)
+            n, _, _ = run_value(groups[run], "nfe", None, label)
+            if v is None or n is None:
+                return None
+            pts.append((n, v, e))
+        return sorted(pts)
+
+    out = []
+    for a in nums:
+        for b in dens:
+            if a == b:
+                continue
+            ca, cb = curve(a), curve(b)
+            if ca is None or cb is None:
+                out.append(Verdict(claim, f"{a} / {b}", NOT_MEASURABLE,
+                                   why=f"{a if ca is None else b} lacks {claim['metric']} or NFE under the sweep "
+                                       f"{', '.join(claim['sweep'])}"))
+                continue
+            level = max(min(v for _, v, _ in ca), min(v for _, v, _ in cb))  # the best quality both reach
+            na, nb = _nfe_needed(ca, level, 0), _nfe_needed(cb, level, 0)
+            shown = f"{T.fmt(na)} vs {T.fmt(nb)} NFE to {claim['metric']} ≤ {T.fmt(level)}"
+            how = f"NFE to the best {claim['metric']} both reach; ±2 standard errors of each point decide"
+            if _nfe_needed(ca, level, +2) < _nfe_needed(cb, level, -2):
+                verdict = REPRODUCED
+            elif _nfe_needed(ca, level, -2) > _nfe_needed(cb, level, +2):
+                verdict = NOT_REPRODUCED
+            else:
+                verdict = INCONCLUSIVE
+            out.append(Verdict(claim, f"{a} / {b}", verdict, na / nb if math.isfinite(na) and nb else None, None,
+                               how, measured=shown))
+    return out or [Verdict(claim, "", NOT_MEASURABLE, why="numerator and denominator are the same run")]
+
+
 def findings_table(groups: dict[str, list[RunRecord]], ref_dir: Path | None) -> tuple[list[str], list[list[str]]]:
-    headers = ["claim", "source", "published", "runs (ratio = first / second)", "measured ratio", "verdict", "how"]
+    headers = ["claim", "source", "published", "runs (ratio = first / second)", "measured", "verdict", "how"]
     rows = []
     for claim in load_claims(ref_dir):
         for v in judge(claim, groups):
-            measured = "—" if v.ratio is None else T.fmt(v.ratio) + (f" ± {T.fmt(v.stderr)}" if v.stderr is not None else "")
-            rows.append([claim["statement"], claim["source"], claim.get("published", ""), v.pair or "—", measured,
+            rows.append([claim["statement"], claim["source"], claim.get("published", ""), v.pair or "—", v.shown(),
                          v.verdict, v.why])
     return headers, rows
 

@@ -111,13 +111,12 @@ def profile_gaps(suite_name: str, table_id: str, profile: str = "paper", ref_dir
 
 
 def matching_runs(groups: dict[str, list[RunRecord]], genbench_model: str) -> list[str]:
+    """The runs a published row stands for, by ``genbench_model``'s alternatives: a run name, then a registered
+    wrapper (every run of it); ``run:NAME`` names one run only (a suite's `ddpm-ho` run is a `ddpm` wrapper too)."""
     names = [n.strip() for n in genbench_model.split("|") if n.strip()]
-    out = []
-    for n in names:  # run name first, then registered wrapper name
-        out += [k for k in groups if k == n and k not in out]
-    for n in names:
-        out += [k for k, recs in groups.items() if recs[0].registered == n and k not in out]
-    return out
+    out = [k for n in names for k in groups if k == n.removeprefix("run:")]
+    out += [k for n in names if not n.startswith("run:") for k, recs in groups.items() if recs[0].registered == n]
+    return list(dict.fromkeys(out))
 
 
 def _batch(row: dict) -> int | None:
@@ -170,6 +169,8 @@ def comparability(row: dict, recs: list[RunRecord], metric_name: str) -> list[st
     """Reasons the measured value is not comparable to the published one (empty: comparable)."""
     reasons = []
     r = T.ok(recs)[0] if T.ok(recs) else recs[0]
+    if metric_name == "parameters":  # a count of the built model: no budget, hardware or feature space
+        return reasons
     if r.profile != "paper" and r.family != "real-data":  # real images have no training budget
         reasons.append(f"{r.profile} budget ({T.describe_budget(r)}) vs published {row.get('budget') or 'full training'}")
     ds = r.data.get("dataset")
@@ -200,7 +201,8 @@ def compare_table(table_id: str, groups: dict[str, list[RunRecord]], ref_dir: Pa
     info = {"source": rows_in[0]["source"] if rows_in else "", "matched": 0}
     for row in rows_in:
         bound = {"<=": "≤ ", "~": "≈ ", "=": ""}.get(row.get("bound", "="), "")
-        published = bound + T.fmt(T.finite(float(row["value"])) if row.get("value") else None)
+        value = T.finite(float(row["value"])) if row.get("value") else None
+        published = bound + (T.fmt_int(value) if row["metric"] == "parameters" else T.fmt(value))
         unit = row.get("unit") or ""
         if row.get("batch"):
             unit += f", batch {row['batch']}"
@@ -242,7 +244,8 @@ def compare_table(table_id: str, groups: dict[str, list[RunRecord]], ref_dir: Pa
                     if row["metric"] in ("bits_per_dim", "nll"):
                         kinds = {T.protocol(r, "bits_per_dim").get("kind") for r in T.ok(recs)}
                         prefix = "≤ " if "upper-bound" in kinds else ("≈ " if "estimate" in kinds else "")
-                    measured = T.fmt_mean_std(vals, prefix)
+                    measured = (T.fmt_int(vals[0]) if row["metric"] == "parameters" and len(set(vals)) == 1
+                                else T.fmt_mean_std(vals, prefix))
                     info["matched"] += 1
                 elif row["metric"] in ("bits_per_dim", "nll") and not T.has_likelihood(recs):
                     measured = T.NOT_DEFINED

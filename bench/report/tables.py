@@ -348,14 +348,18 @@ def model_table(groups: "OrderedDict[str, list[RunRecord]]") -> tuple[list[str],
 
 
 def runs_table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
-    """One row per run (model × seed): status, budget reached, final loss, error."""
-    headers = ["model", "seed", "status", "steps", "images seen", "train s", "final loss", "error"]
+    """One row per run (model × seed): status, its budget, the compute it spent (steps, images, counted training
+    FLOPs) and the wall time that took, final loss, error."""
+    headers = ["model", "seed", "status", "budget", "steps", "images seen", "training FLOPs", "train s", "final loss",
+               "error"]
     rows = []
     for r in sorted(records, key=lambda r: (r.model, r.seed or 0)):
         tr = r.train
-        rows.append([r.model, str(r.seed), str(r.status), fmt_int(finite(tr.get("steps"))),
-                     fmt_int(finite(tr.get("images"))), fmt(timing("train_seconds")(r)),
-                     fmt(finite(tr.get("loss_last"))), short(r.error, 120) if r.error else "—"])
+        flops = finite(tr.get("flops"))
+        rows.append([r.model, str(r.seed), str(r.status), describe_budget(r), fmt_int(finite(tr.get("steps"))),
+                     fmt_int(finite(tr.get("images"))), f"{flops:.3g}" if flops else NA,
+                     fmt(timing("train_seconds")(r)), fmt(finite(tr.get("loss_last"))),
+                     short(r.error, 120) if r.error else "—"])
     return headers, rows
 
 
@@ -364,6 +368,8 @@ def describe_budget(record: RunRecord) -> str:
     v = finite(b.get("value"))
     if v is None:
         return "unknown budget"
+    if b.get("kind") == "flops":
+        return f"{v:.3g} flops"
     return f"{int(v) if v.is_integer() else v} {b.get('kind')}"
 
 
