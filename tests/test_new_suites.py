@@ -98,3 +98,11 @@ def test_the_claims_suite_measures_every_claim_of_seeds_002_to_004(tmp_path, cap
     for claim in claims:
         verdicts = findings.judge(claim, groups)
         assert verdicts and all(v.verdict != NOT_MEASURABLE for v in verdicts), (claim["id"], verdicts[0].why)
+
+
+def test_the_main_jobs_ladder_is_the_cpu_profile_at_eight_times_the_compute():
+    """One ladder run per model evaluates at x1, x2, x4 and x8 of the cpu profile's compute, with its models."""
+    cpu, ladder = load_suite("mnist-flow-vs-ddpm", "cpu"), load_suite("mnist-flow-vs-ddpm", "ladder")
+    assert ladder.models == cpu.models and ladder.budget.kind == cpu.budget.kind == "flops"
+    assert ladder.budget.value == 8 * cpu.budget.value
+    assert [f * ladder.budget.value / cpu.budget.value for f in ladder.train["eval_fractions"]] == [1, 2, 4, 8]

@@ -65,3 +65,15 @@ def test_a_run_record_reads_old_and_odd_files_and_writes_back_what_it_does_not_k
     (back,) = records.load_records(tmp_path)
     assert back.path == str(path) and back.extra == {"user_note": "rerun on the A100"}
     assert back.to_json() == on_disk  # a second rewrite changes nothing
+
+
+def test_a_metric_value_of_the_wrong_type_is_a_warning_naming_record_and_key(tmp_path):
+    """A hand edit that wrote "0.5" (a string) or [0.5] as a value used to become a silently blank cell."""
+    path = records.write_record(rec(metrics={"fid": {"value": "12.5"}, "is": [3.0], "kid": {"value": 0.1},
+                                             "bits_per_dim": {"value": None}}), tmp_path)
+    warnings = []
+    (loaded,) = records.load_records(tmp_path, warn=warnings.append)
+    assert len(warnings) == 2
+    assert any(str(path) in w and "'fid'" in w and "'12.5'" in w and "not a number" in w for w in warnings)
+    assert any(str(path) in w and "'is'" in w and "not an object" in w for w in warnings)
+    assert loaded.metric_value("kid") == 0.1  # the rest of the record stays usable
