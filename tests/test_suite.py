@@ -27,7 +27,8 @@ def test_every_mirrored_table_exists_and_maps_to_a_run_of_the_suite():
         runs = set(s.models) | {str(cfg.get("model")) for cfg in s.models.values()}
         for tid in s.mirrors:
             assert tid in ids, (name, tid)
-            models = {m.strip() for row in published.load_table(tid) for m in row["genbench_model"].split("|")}
+            models = {m.strip().removeprefix("run:") for row in published.load_table(tid)
+                      for m in row["genbench_model"].split("|")}
             assert models & runs, (name, tid)
     assert "seed000-speed" in load_suite("mnist-flow-vs-ddpm", "smoke").mirrors
     assert "seed001-table5.2" in load_suite("mnist-daf-vs-ddpm-vs-nsf", "smoke").mirrors
