@@ -112,6 +112,11 @@ def run_value(recs: list[RunRecord], metric: str, nfe: int | None, sampler: str 
     return mean, (own[0] if own else None), ("1 seed, the metric's own standard error" if own else "1 seed, no error estimate")
 
 
+def needs_run(claim: dict[str, Any], spec: str) -> Verdict:
+    """The verdict of a claim whose suite has no run named by ``spec``."""
+    return Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {spec.replace('|', ' or ')}")
+
+
 def judge(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
     """The claim's verdicts on these records, by its kind (see the module docstring)."""
     kind = claim.get("kind", "ratio")
@@ -129,8 +134,7 @@ def judge_ratio(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> li
     nums, dens = select(groups, claim["numerator"]), select(groups, claim["denominator"])
     ns, ds = claim.get("numerator_sampler", ""), claim.get("denominator_sampler", "")
     if not nums or not dens:
-        need = claim["numerator"] if not nums else claim["denominator"]
-        return [Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {need.replace('|', ' or ')}")]
+        return [needs_run(claim, claim["numerator"] if not nums else claim["denominator"])]
     nfe = int(claim["nfe"]) if claim.get("nfe") is not None else None
     out = []
     for a in nums:
@@ -185,7 +189,7 @@ def judge_trend(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> li
     """One verdict per run named by ``run``: does ``metric`` move in ``direction`` along the ``sweep``?"""
     runs = select(groups, claim["run"])
     if not runs:
-        return [Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {claim['run'].replace('|', ' or ')}")]
+        return [needs_run(claim, claim["run"])]
     sign = 1.0 if claim["direction"] == "increasing" else -1.0
     out = []
     for run in runs:
@@ -227,8 +231,7 @@ def judge_nfe_at_quality(claim: dict[str, Any], groups: dict[str, list[RunRecord
     """Does the numerator reach the quality level both runs reach with fewer network evaluations?"""
     nums, dens = select(groups, claim["numerator"]), select(groups, claim["denominator"])
     if not nums or not dens:
-        need = claim["numerator"] if not nums else claim["denominator"]
-        return [Verdict(claim, "", NOT_MEASURABLE, why=f"needs a run of {need.replace('|', ' or ')}")]
+        return [needs_run(claim, claim["numerator"] if not nums else claim["denominator"])]
 
     def curve(run: str) -> list[tuple[float, float, float | None]] | None:
         pts = []
