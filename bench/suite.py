@@ -3,8 +3,11 @@
 A suite file (``bench/suites/<name>.toml``) holds the shared settings at top level and named
 profiles under ``[profiles.<name>]``. A profile is a partial suite deep-merged over the base
 (so ``[profiles.paper.models.ddpm]`` can swap the tiny smoke U-Net for the thesis one) and must
-give a ``budget``. ``--set key.path=value`` overrides (TOML literals) are applied last and
-recorded. See ``bench/suites/digits.toml`` for a commented example.
+give a ``budget``; ``extends = "<profile>"`` merges it over another profile instead of repeating it.
+``--set key.path=value`` overrides (TOML literals) are applied last and recorded. A ``[search.<run>]``
+table (``lr = [3e-4, 1e-3]``) replaces that run by one run per point of the grid, the same number of
+points for every searched run (equal tuning effort). See ``bench/suites/digits.toml`` for a commented
+example.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -29,7 +33,7 @@ DEFAULT_SUITE = "digits"
 BUDGET_KINDS = ("epochs", "steps", "images", "seconds", "flops")
 WHOLE_BUDGETS = ("epochs", "steps", "images")
 
-TOP_KEYS = {"name", "description", "mirrors", "data", "train", "eval", "models", "profiles", "budget"}
+TOP_KEYS = {"name", "description", "mirrors", "data", "train", "eval", "models", "profiles", "budget", "search"}
 DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "root", "path", "limit_train", "limit_eval",
              "eval_fraction", "split_seed"}
 # Keys of a [models.<run>] table that the harness reads itself (never passed to the wrapper): the
@@ -240,7 +244,7 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
     if profile not in profiles:
         raise BenchError(f"{where}: no profile {profile!r}{did_you_mean(profile, profiles)}; "
                          f"this suite has: {', '.join(sorted(profiles)) or 'none'}")
-    merged = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles[profile])
+    merged = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profile_table(profiles, profile, where))
     overrides = list(overrides or [])
     for text in overrides:
         keypath, value = parse_override(text)
@@ -249,6 +253,61 @@ def load_suite(name_or_path: str = DEFAULT_SUITE, profile: str = "smoke", overri
         return _resolve(raw, merged, path, profile, overrides, budget, check_models)
     except BenchError as e:
         raise blame_flag(e, str(path), overrides) from None
+
+
+def profile_table(profiles: dict[str, Any], name: str, where: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The profile's table with what it ``extends`` merged under it (a chain of profiles, no cycles)."""
+    table = profiles[name]
+    if not isinstance(table, dict):
+        raise BenchError(f"{where}: [profiles.{name}] must be a table")
+    own = {k: v for k, v in table.items() if k != "extends"}
+    parent = table.get("extends")
+    if parent is None:
+        return own
+    if not isinstance(parent, str) or parent not in profiles:
+        raise BenchError(f"{where}: profile {name!r} extends unknown profile {parent!r}"
+                         f"{did_you_mean(str(parent), profiles)}; this suite has: {', '.join(sorted(profiles))}")
+    if parent in chain + (name,):
+        raise BenchError(f"{where}: profiles extend each other in a cycle: {' -> '.join(chain + (name, parent))}")
+    return deep_merge(profile_table(profiles, parent, where, chain + (name,)), own)
+
+
+def _label(value: Any) -> str:
+    """A grid value as it appears in a run name: ``0.001`` -> ``0.001``, ``[2, 2]`` -> ``2x2``."""
+    if isinstance(value, list):
+        return "x".join(_label(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value).lower()
+
+
+def expand_search(models: dict[str, Any], search: Any, where: str) -> dict[str, Any]:
+    """Each searched run replaced, in place, by one run per point of its grid (``<run>-<key><value>...``).
+
+    Every searched run gets the same number of points: a comparison is fair only with equal tuning effort
+    (Lucic et al. 2018, "Are GANs Created Equal?")."""
+    if not isinstance(search, dict):
+        raise BenchError(f"{where}: [search] must hold one table per run, e.g. [search.ddpm] lr = [3e-4, 1e-3]")
+    sizes = {}
+    for run, grid in search.items():
+        if run not in models:
+            raise BenchError(f"{where}: search.{run}: the suite has no run {run!r}{did_you_mean(run, models)}; "
+                             f"it has: {', '.join(models)}")
+        if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+            raise BenchError(f"{where}: search.{run} must map config keys to non-empty lists of values, "
+                             f"e.g. lr = [3e-4, 1e-3, 3e-3]")
+        sizes[run] = math.prod(len(v) for v in grid.values())
+    if len(set(sizes.values())) > 1:
+        raise BenchError(f"{where}: search: every searched run needs the same number of configurations (equal tuning "
+                         f"effort), got " + ", ".join(f"{run} {n}" for run, n in sizes.items()))
+    out: dict[str, Any] = {}
+    for run, cfg in models.items():
+        if run not in search or not isinstance(cfg, dict):
+            out[run] = cfg
+            continue
+        keys = list(search[run])
+        for point in itertools.product(*(search[run][k] for k in keys)):
+            name = run + "".join(f"-{k}{_label(v)}" for k, v in zip(keys, point))
+            out[name] = {"model": run, **cfg, **dict(zip(keys, point))}
+    return out
 
 
 def blame_flag(error: BenchError, where: str, overrides: list[str]) -> BenchError:
@@ -292,6 +351,8 @@ def _resolve(raw: dict[str, Any], merged: dict[str, Any], path: Path, profile: s
     parsed_budget = Budget.parse(budget_spec, where if budget is None else "--budget")
 
     models = merged.get("models", {})
+    if "search" in merged and isinstance(models, dict):
+        models = expand_search(models, merged["search"], where)
     if not isinstance(models, dict) or not models:
         raise BenchError(f"{where}: the suite lists no models (add a [models.<name>] table)")
     resolved: dict[str, dict[str, Any]] = {}

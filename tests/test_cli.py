@@ -420,3 +420,17 @@ def test_list_and_suite_errors_do_not_import_torch_once_the_catalog_is_cached(tm
     assert (code, torch_loaded) == (cli.EXIT_USER_ERROR, False) and "--set models.ddpm.lr=-1" in text
     code, torch_loaded, text = run("list", "--model", "ddpm")
     assert (code, torch_loaded) == (0, False) and "timesteps" in text
+
+
+def test_a_search_runs_one_record_per_grid_point_and_each_can_be_picked(workdirs, capsys, tmp_path):
+    body = TINY_DIGITS + "\n    [search]\n    reference = { lr = [0.01, 0.3] }\n"
+    suite = write_suite(tmp_path / "s.toml", body)
+    code, out, err = run_cli(args(workdirs, "--suite", str(suite)), capsys)
+    assert code == 0, err
+    recs = {r.model: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
+    assert set(recs) == {"reference-lr0.01", "reference-lr0.3"}
+    assert recs["reference-lr0.3"].config["lr"] == 0.3 and recs["reference-lr0.01"].config["lr"] == 0.01
+    assert recs["reference-lr0.3"].metrics["bits_per_dim"]["value"] != recs["reference-lr0.01"].metrics["bits_per_dim"]["value"]
+    code, out, err = run_cli(args(workdirs, "--suite", str(suite), "--model", "reference-lr0.3", "--rerun", "--resume"), capsys)
+    assert code == 0, err
+    assert [r.model for r in records.load_records(workdirs["results"], "tiny", "smoke")].count("reference-lr0.3") == 2

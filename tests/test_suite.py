@@ -133,3 +133,90 @@ def test_model_values_of_the_default_type_or_a_none_default_pass(tmp_path):
     s = load_suite(str(path), "smoke", ["models.reference.lr=1", "models.ddpm.vlb_weight=0",  # ints for floats
                                         "models.ddpm.channel_mults=[1, 2]", "models.ddpm.dropout=0.1"])  # None defaults
     assert s.models["reference"]["lr"] == 1 and s.models["ddpm"]["channel_mults"] == [1, 2]
+
+
+EXTENDING = TINY_DIGITS.replace("[models.reference]", "[models.reference]\nlr = 0.1") + """
+    [profiles.cpu]
+    budget = { steps = 7 }
+    train = { batch_size = 16, eval_fractions = [0.5, 1.0] }
+    models.reference = { lr = 0.2 }
+    [profiles.long]
+    extends = "cpu"
+    budget = { steps = 70 }
+    train = { eval_fractions = [0.25, 1.0] }
+    [profiles.longer]
+    extends = "long"
+    models.reference = { lr = 0.3 }
+    """
+
+
+def test_a_profile_extends_another_which_may_extend_a_third(tmp_path):
+    path = write_suite(tmp_path / "s.toml", EXTENDING)
+    long, longer = load_suite(str(path), "long"), load_suite(str(path), "longer")
+    assert long.budget == Budget("steps", 70.0) == longer.budget  # its own beats the parent's
+    assert long.train["batch_size"] == 16 == longer.train["batch_size"]  # the parent's where it says nothing
+    assert long.train["eval_fractions"] == [0.25, 1.0] and long.models["reference"]["lr"] == 0.2
+    assert longer.models["reference"]["lr"] == 0.3
+    assert load_suite(str(path), "long").config_hash("reference") == load_suite(
+        str(path), "cpu", ["budget={ steps = 70 }", "train.eval_fractions=[0.25, 1.0]"]).config_hash("reference")
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('extends = "cpu"', 'extends = "cpuu"', "profile 'long' extends unknown profile 'cpuu'.*did you mean 'cpu'"),
+    ("train = { batch_size = 16", 'extends = "longer"\n    train = { batch_size = 16',
+     "cycle: cpu -> long -> cpu|cycle: .*longer -> long -> cpu -> longer"),
+])
+def test_a_bad_extends_is_one_line(tmp_path, old, new, message):
+    path = write_suite(tmp_path / "s.toml", EXTENDING.replace(old, new))
+    with pytest.raises(BenchError, match=message):
+        load_suite(str(path), "longer")
+
+
+SEARCHED = TINY_DIGITS.replace("[models.reference]", """[models.reference]
+    lr = 0.1
+    [models.also]
+    model = "reference"
+    [models.last]
+    model = "reference"
+    """)
+
+
+def test_a_search_replaces_each_searched_run_by_its_grid_in_place(tmp_path):
+    path = write_suite(tmp_path / "s.toml", SEARCHED + """
+    [search]
+    reference = { lr = [0.01, 0.3], batch_size = [8, 16] }
+    last = { lr = [0.5, 1, 2, 3] }
+    """)
+    s = load_suite(str(path), "smoke")
+    assert list(s.models) == ["reference-lr0.01-batch_size8", "reference-lr0.01-batch_size16",
+                              "reference-lr0.3-batch_size8", "reference-lr0.3-batch_size16", "also",
+                              "last-lr0.5", "last-lr1", "last-lr2", "last-lr3"]
+    assert s.models["reference-lr0.3-batch_size16"] == {"model": "reference", "lr": 0.3, "batch_size": 16}
+    assert s.models["last-lr2"] == {"model": "reference", "lr": 2}
+    hashes = {s.config_hash(run) for run in s.models}
+    assert len(hashes) == len(s.models)  # every point is its own configuration
+
+
+@pytest.mark.parametrize("search, message", [
+    ("reference = { lr = [0.01, 0.3] }\nlast = { lr = [1.0] }", "same number of configurations.*reference 2, last 1"),
+    ("refrence = { lr = [0.01] }", "search.refrence: the suite has no run 'refrence'.*did you mean 'reference'"),
+    ("reference = { lr = 0.01 }", "search.reference must map config keys to non-empty lists"),
+    ("reference = { lr = [] }", "search.reference must map config keys to non-empty lists"),
+    ("reference = { lrr = [0.01] }", "models.reference-lrr0.01.lrr.*did you mean 'lr'"),
+])
+def test_a_bad_search_is_one_line(tmp_path, search, message):
+    path = write_suite(tmp_path / "s.toml", SEARCHED + "\n    [search]\n    " + search.replace("\n", "\n    ") + "\n")
+    with pytest.raises(BenchError, match=message):
+        load_suite(str(path), "smoke")
+
+
+def test_the_main_jobs_ladder_and_tuning_share_the_cpu_profiles_models():
+    cpu, ladder, tune = (load_suite("mnist-flow-vs-ddpm", p) for p in ("cpu", "ladder", "tune"))
+    assert ladder.models == cpu.models and ladder.budget.value == 8 * cpu.budget.value
+    grids = {}
+    for run, cfg in tune.models.items():
+        if run != "reference":
+            grids.setdefault(cfg["model"], []).append(cfg)
+    assert set(grids) == {"ddpm", "resflow"} and len(grids["ddpm"]) == len(grids["resflow"]) == 6
+    assert {c["lr"] for c in grids["ddpm"]} == {c["lr"] for c in grids["resflow"]} and tune.budget == cpu.budget
+    assert all(c["unet"] == "tiny" for c in grids["ddpm"])  # the cpu profile's model, not the paper's
