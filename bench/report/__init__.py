@@ -4,7 +4,8 @@
 retrained or re-evaluated, so a report is reproducible from the records alone. Partial results
 render with their status; a section whose data is absent is replaced by a note.
 
-Layout: ``<reports>/<suite>/<profile>/README.md``, ``report.html`` and ``img/*.png``. The document is built in
+Layout: ``<reports>/<suite>/<profile>/README.md``, ``report.html`` and ``img/*.png``; rendering every suite also
+writes ``<reports>/claims/<profile>/``, the seeds' claims judged across those suites (:mod:`bench.report.claims_page`). The document is built in
 :mod:`bench.report.document`; this module holds only the command and imports it (pandas, matplotlib, seaborn)
 when a report is rendered, so `bench --help` and `bench list` start without them.
 """
@@ -40,12 +41,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         p.name for p in (Path(args.results) / RUNS_SUBDIR).glob("*") if p.is_dir())
     if not suites:
         raise BenchError(f"no result records under {args.results}; run `bench run` first (or pass --results DIR)")
+    reports = paths.reports_dir(args.results, args.reports)
+    written = []
+    if not args.suite and args.profile:  # every suite that has records of this profile
+        from bench.records import load_records
+
+        suites = [name for name in suites if load_records(Path(args.results), name, args.profile)]
     for name in suites:
         mirrors = [m.strip() for m in args.mirrors.split(",") if m.strip()] if args.mirrors is not None else None
-        for p in render(name, Path(args.results), paths.reports_dir(args.results, args.reports), args.profile, formats,
-                        args.data_root,
-                        mirrors=mirrors, all_records=args.all):
-            print(f"report: {p}")
+        written += render(name, Path(args.results), reports, args.profile, formats, args.data_root, mirrors=mirrors,
+                          all_records=args.all)
+    if not args.suite:  # every suite: also the claims of all of them, one page per profile
+        from bench.report import claims_page
+
+        for profile in sorted({p.parent.name for p in written}):
+            written += claims_page.render(Path(args.results), reports, profile, suites, formats)
+    for p in written:
+        print(f"report: {p}")
     return 0
 
 

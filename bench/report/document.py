@@ -12,10 +12,11 @@ from bench.report import FORMATS, findings, grids, plots, published
 from bench.report import tables as T
 from bench.report.doc import Document, Image, Note, Para, Section, Table
 
-__all__ = ["render", "build_document"]
+__all__ = ["render", "build_document", "write_formats", "safe_name"]
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A name as a file or folder name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "x"
 
 
@@ -201,13 +202,13 @@ def _sample_section(s: Section, groups, out_dir: Path, img: Path, results_dir: P
         except Exception as e:
             s.add(Note(f"{model}: samples unreadable ({type(e).__name__}: {T.short(e, 120)})."))
             continue
-        p = grids.sample_grid(images, img / f"grid_{_safe(model)}.png")
+        p = grids.sample_grid(images, img / f"grid_{safe_name(model)}.png")
         sampler = rec.sampler
         extra = f", sampler {sampler}" if sampler else ""
         s.add(Image(p, f"{model} (seed {rec.seed}{extra})", p.relative_to(out_dir).as_posix()))
         any_grid = True
         if labels is not None and (rec.conditional or len(set(labels.tolist())) > 1):
-            p = grids.class_grid(images, labels, img / f"grid_{_safe(model)}_by_class.png")
+            p = grids.class_grid(images, labels, img / f"grid_{safe_name(model)}_by_class.png")
             s.add(Image(p, f"{model}: one row per class label", p.relative_to(out_dir).as_posix()))
     if not any_grid:
         return
@@ -241,17 +242,24 @@ def render(suite_name: str, results_dir: Path, reports_dir: Path, profile: str |
     written = []
     for prof in sorted({r.profile for r in recs}):
         prof_recs = [r for r in recs if r.profile == prof]
-        out_dir = Path(reports_dir) / _safe(suite_name) / _safe(prof)
+        out_dir = Path(reports_dir) / safe_name(suite_name) / safe_name(prof)
         out_dir.mkdir(parents=True, exist_ok=True)
         doc = build_document(prof_recs, out_dir, Path(results_dir), suite_name, prof, mirrors, data_root, reference_dir)
-        if "md" in formats:
-            from bench.report import markdown
+        written += write_formats(doc, out_dir, formats)
+    return written
 
-            written.append(_write(out_dir / "README.md", markdown.render(doc)))
-        if "html" in formats:
-            from bench.report import html
 
-            written.append(_write(out_dir / "report.html", html.render(doc)))
+def write_formats(doc: Document, out_dir: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
+    """``out_dir/README.md`` and/or ``out_dir/report.html`` of one document."""
+    written = []
+    if "md" in formats:
+        from bench.report import markdown
+
+        written.append(_write(out_dir / "README.md", markdown.render(doc)))
+    if "html" in formats:
+        from bench.report import html
+
+        written.append(_write(out_dir / "report.html", html.render(doc)))
     return written
 
 
