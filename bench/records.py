@@ -54,6 +54,7 @@ class RunRecord:
     samplers: dict = dataclasses.field(default_factory=dict)
     sampler_resolved: dict = dataclasses.field(default_factory=dict)
     overrides: list = dataclasses.field(default_factory=list)
+    search: dict = dataclasses.field(default_factory=dict)  # {of, point}: the [search] grid point this run is
     budget: dict = dataclasses.field(default_factory=dict)  # {kind, value}
     data: dict = dataclasses.field(default_factory=dict)
     train_settings: dict = dataclasses.field(default_factory=dict)

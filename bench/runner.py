@@ -316,6 +316,7 @@ def run_one(suite: Suite, run_name: str, seed: int, opts: RunOptions, train_data
     record = record_header(suite, run_name, seed, train_data, eval_data, cls,
                            config={**cls.defaults, **model_config(cfg)}, config_hash=suite.config_hash(run_name))
     record.sampler, record.samplers = dict(cfg.get("sampler") or {}), dict(cfg.get("samplers") or {})
+    record.search = dict(cfg.get("search") or {})
     trainer = Trainer(suite, run_name, seed, opts, train_data, eval_data)
     reset_peak_memory(trainer.device)
     record.hardware = {**environment.hardware(str(trainer.device)), **threads.describe()}

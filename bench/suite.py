@@ -43,7 +43,8 @@ DATA_KEYS = {"dataset", "train_split", "eval_split", "image_size", "channels", "
 # each merged over `sampler`, recorded as <metric>@<label>.
 # `budget`: a run's own budget, for a row that cannot be held to the shared one (the `reference` floor counts no
 # FLOPs, so a flops budget cannot be turned into its steps); recorded like the shared one.
-HARNESS_MODEL_KEYS = ("model", "sampler", "samplers", "batch_size", "budget")
+# `search`: {of, point} of a run that a [search] grid made (set by expand_search, recorded for the report).
+HARNESS_MODEL_KEYS = ("model", "sampler", "samplers", "batch_size", "budget", "search")
 TRAIN_KEYS = {"batch_size", "seeds", "precision", "device", "eval_fractions", "warmup_steps", "log_every",
               "checkpoint_every_s", "grad_clip", "eval_batch_size", "threads"}
 EVAL_KEYS = {"metrics", "num_samples", "repeats", "feature_extractor", "sample_batch_size", "speed_batch",
@@ -306,7 +307,7 @@ def expand_search(models: dict[str, Any], search: Any, where: str) -> dict[str, 
         keys = list(search[run])
         for point in itertools.product(*(search[run][k] for k in keys)):
             name = run + "".join(f"-{k}{_label(v)}" for k, v in zip(keys, point))
-            out[name] = {"model": run, **cfg, **dict(zip(keys, point))}
+            out[name] = {"model": run, **cfg, **dict(zip(keys, point)), "search": {"of": run, "point": dict(zip(keys, point))}}
     return out
 
 

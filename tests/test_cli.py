@@ -430,6 +430,7 @@ def test_a_search_runs_one_record_per_grid_point_and_each_can_be_picked(workdirs
     recs = {r.model: r for r in records.load_records(workdirs["results"], "tiny", "smoke")}
     assert set(recs) == {"reference-lr0.01", "reference-lr0.3"}
     assert recs["reference-lr0.3"].config["lr"] == 0.3 and recs["reference-lr0.01"].config["lr"] == 0.01
+    assert recs["reference-lr0.3"].search == {"of": "reference", "point": {"lr": 0.3}}
     assert recs["reference-lr0.3"].metrics["bits_per_dim"]["value"] != recs["reference-lr0.01"].metrics["bits_per_dim"]["value"]
     code, out, err = run_cli(args(workdirs, "--suite", str(suite), "--model", "reference-lr0.3", "--rerun", "--resume"), capsys)
     assert code == 0, err

@@ -16,6 +16,7 @@ import pytest
 
 from bench.records import write_record
 from bench.report import render
+from bench.report import tables as T
 from tests.helpers import run_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -555,3 +556,22 @@ def test_the_runs_table_states_the_compute_spent_and_the_wall_time():
     row = dict(zip(headers, rows[0]))
     assert row["budget"] == "7e+12 flops" and row["steps"] == "2,993" and row["images seen"] == "191,552"
     assert row["training FLOPs"] == "7e+12" and row["train s"] == T.fmt(212.5)
+
+
+def test_a_search_grid_is_ranked_by_mean_fid_and_its_lowest_point_named(tmp_path):
+    from bench.report import search
+
+    def point(run, lr, ema, seed, fid, status="ok"):
+        return run_record(model=run, registered="ddpm", family="diffusion", seed=seed, status=status,
+                          search={"of": "ddpm", "point": {"lr": lr, "ema_decay": ema}},
+                          metrics={} if fid is None else {"fid": {"value": fid}, "coverage_kl": {"value": fid / 100}})
+
+    recs = [point("ddpm-lr0.001", 1e-3, 0.99, 0, 30.0), point("ddpm-lr0.001", 1e-3, 0.99, 1, 50.0),  # mean 40
+            point("ddpm-lr0.003", 3e-3, 0.99, 0, 35.0), point("ddpm-lr0.003", 3e-3, 0.99, 1, 39.0),  # mean 37
+            point("ddpm-lr0.01", 1e-2, 0.99, 0, None, status="diverged"),
+            run_record(model="resflow", registered="resflow", family="flow", seed=0, metrics={"fid": {"value": 1.0}})]
+    (caption, headers, rows), = search.search_tables(T.group_by_model(recs))
+    assert headers == ["run", "lr", "ema_decay", "FID", "class-coverage KL", "seeds"]
+    assert [r[0] for r in rows] == ["**ddpm-lr0.003**", "ddpm-lr0.001", "ddpm-lr0.01"]  # resflow is not a point
+    assert rows[0][1:4] == ["0.003", "0.99", T.fmt(37.0)] and rows[2][-1] == "none ok"
+    assert caption.endswith("lowest: ddpm-lr0.003") and "3 points" in caption

@@ -1,7 +1,7 @@
 import pytest
 
 from bench.errors import BenchError
-from bench.suite import Budget, load_suite, suite_names
+from bench.suite import Budget, load_suite, model_config, suite_names
 from tests.helpers import TINY_DIGITS, write_suite
 
 
@@ -191,8 +191,11 @@ def test_a_search_replaces_each_searched_run_by_its_grid_in_place(tmp_path):
     assert list(s.models) == ["reference-lr0.01-batch_size8", "reference-lr0.01-batch_size16",
                               "reference-lr0.3-batch_size8", "reference-lr0.3-batch_size16", "also",
                               "last-lr0.5", "last-lr1", "last-lr2", "last-lr3"]
-    assert s.models["reference-lr0.3-batch_size16"] == {"model": "reference", "lr": 0.3, "batch_size": 16}
-    assert s.models["last-lr2"] == {"model": "reference", "lr": 2}
+    assert s.models["reference-lr0.3-batch_size16"] == {
+        "model": "reference", "lr": 0.3, "batch_size": 16,
+        "search": {"of": "reference", "point": {"lr": 0.3, "batch_size": 16}}}
+    assert s.models["last-lr2"] == {"model": "reference", "lr": 2, "search": {"of": "last", "point": {"lr": 2}}}
+    assert "search" not in model_config(s.models["last-lr2"])  # the harness's, not the wrapper's
     hashes = {s.config_hash(run) for run in s.models}
     assert len(hashes) == len(s.models)  # every point is its own configuration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.records import RunRecord
-from bench.report import FORMATS, findings, grids, plots, published
+from bench.report import FORMATS, findings, grids, plots, published, search
 from bench.report import tables as T
 from bench.report.doc import Document, Image, Note, Para, Section, Table
 
@@ -66,6 +66,14 @@ def build_document(records: list[RunRecord], out_dir: Path, results_dir: Path, s
     for note in _guard(s, "the fences", findings.fence_notes, groups) or []:
         s.add(Note(note))
     fes = _guard(s, "the models table", _models_section, s, groups, records, n_bad) or []
+
+    # -- the points of a [search] grid, ranked --
+    tables = _guard(s, "the search tables", search.search_tables, groups) or []
+    if tables:
+        s = Section("Search")
+        doc.sections.append(s)
+        for caption, headers, rows in tables:
+            s.add(Table(headers, rows, caption))
 
     # -- published vs measured --
     s = Section("Published vs measured")
