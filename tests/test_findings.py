@@ -131,6 +131,32 @@ def test_models_outside_the_sample_regime_are_named_with_the_reason_outside_smok
     assert not any("regime" in n for n in findings.fence_notes(smoke))
 
 
+def test_a_verdict_between_runs_that_have_not_learned_the_metric_carries_a_caveat():
+    """A ✓ on a likelihood worse than the reference floor, or on samples out of the regime, is no finding: the
+    verdict keeps its sign but is marked, naming the run and why; a run that learned gets no mark."""
+    nll = {"id": "n", "statement": "a below b", "source": "test", "metric": "bits_per_dim", "numerator": "iddpm",
+           "denominator": "ddpm", "relation": "<"}
+    g = groups(rec("reference", "reference", 0, bits_per_dim=5.0), rec("iddpm", "diffusion", 0, bits_per_dim=7.5),
+               rec("ddpm", "diffusion", 0, bits_per_dim=8.5), rec("glow", "flow", 0, bits_per_dim=4.0),
+               rec("real-data", "real-data", 0, fid=6.0, coverage_kl=0.01),
+               rec("cfm", "flow-matching", 0, fid=20.0, coverage_kl=0.02), rec("dcgan", "gan", 0, fid=90.0, coverage_kl=0.05))
+    (v,) = findings.judge(nll, g)
+    assert v.verdict == findings.REPRODUCED and v.shown_verdict() == findings.REPRODUCED + " ⚠"
+    assert "iddpm: bits/dim 7.5 is worse than the independent-pixel `reference` floor (5)" in v.caveat
+    assert "ddpm: 8.5 bits/dim is worse than uniform noise" in v.caveat and v.shown_why().startswith("⚠ ")
+    (learned,) = findings.judge(dict(nll, numerator="glow", denominator="reference"), g)
+    assert learned.caveat == "" and learned.shown_verdict() == findings.REPRODUCED
+    (fid,) = findings.judge(dict(LESS, numerator="cfm", denominator="dcgan"), g)
+    assert fid.caveat == "dcgan: not in the regime (FID 90 is 15x the real-data row's 6 (more than 10x))"
+    (cov,) = findings.judge(dict(LESS, metric="coverage_kl", numerator="cfm", denominator="glow"),
+                            groups(*[r for recs in g.values() for r in recs], rec("glow", "flow", 0, fid=30.0, coverage_kl=0.4)))
+    assert cov.caveat == ""  # a coverage claim measures the KL itself: only FID out of the regime would mark it
+    speed = dict(LESS, metric="train_images_per_second", numerator="iddpm", denominator="ddpm")
+    g_speed = groups(*[dataclasses.replace(r, timings={"train_images_per_second": 1.0 + r.seed})
+                       for recs in g.values() for r in recs])
+    assert all(v.caveat == "" for v in findings.judge(speed, g_speed))  # speed needs no learning
+
+
 # ---- every claim kind: a ✓, a ✗ and a ~ each, on hand-made records --------------------------------------------
 
 APPROX = {"id": "t", "statement": "a about half of b", "source": "test", "metric": "sample_seconds_per_image",

@@ -32,7 +32,7 @@ def claim_rows(suites: dict[str, list[RunRecord]], ref_dir: Path | None) -> list
                 if v.verdict == findings.NOT_MEASURABLE:
                     missing += [v.why] if v.why and v.why not in missing else []
                     continue
-                rows.append(head + [name, v.pair, v.shown(), v.verdict, v.why])
+                rows.append(head + [name, v.pair, v.shown(), v.shown_verdict(), v.shown_why()])
                 measured += 1
         if not measured:
             rows.append(head + ["—", "—", "—", findings.NOT_MEASURABLE, "; ".join(missing) or "no suite has its runs"])
@@ -49,7 +49,8 @@ def build(suites: dict[str, list[RunRecord]], profile: str, ref_dir: Path | None
         f"(✓, ✗ or ~) on the records of {len(suites)} suite(s) of profile `{profile}`; the others are not measurable "
         "here, for the reason given. A verdict is about the budget and scale below, not about the paper: a claim not "
         "reproduced here does not hold at this scale, which is a finding about its reach. ✓/✗ need the effect beyond "
-        "2 standard errors (seed spread where there are several seeds, else the metric's own error)."))
+        "2 standard errors (seed spread where there are several seeds, else the metric's own error). "
+        f"{findings.CAVEAT_TEXT}"))
     s = Section("Claims")
     doc.sections.append(s)
     s.add(Table(HEADERS, rows, "one row per claim and suite that measures it"))

@@ -125,7 +125,8 @@ def _findings_section(s: Section, groups, records: list[RunRecord], ref_dir) -> 
                f"(`{first.data.get('dataset', '?')}`), on {T.describe_hardware_of(records)}: a claim not "
                "reproduced here does not hold at this budget and scale, which is a finding about the claim's reach, "
                "not a verdict on the paper. ✓/✗ need the ratio on one side of 1 by more than 2 standard errors "
-               "(seed spread where there are several seeds, else the metric's own error); ~ marks a ratio within them."))
+               "(seed spread where there are several seeds, else the metric's own error); ~ marks a ratio within them. "
+               f"{findings.CAVEAT_TEXT}"))
 
 
 def _models_section(s: Section, groups, records: list[RunRecord], n_bad: int) -> list[str]:

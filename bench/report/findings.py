@@ -21,6 +21,9 @@ Each is judged on a report's records as one of
 - ~ inconclusive: the effect is within 2 standard errors;
 - — not measurable here: the suite lacks a run the claim needs (or its metric, a sweep entry, the sampler's NFE).
 
+A measured verdict carries a caveat (⚠) where one of its runs has not learned what the claim's metric measures
+(``run_caveats``): a likelihood worse than the `reference` floor, or samples out of the regime.
+
 Standard errors come from the seed spread (standard error of the mean over seeds) where a run has several seeds,
 else from the metric's own standard error; relative errors of a ratio add in quadrature.
 """
@@ -40,6 +43,11 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURABLE = "✓ reproduced", "�
     "— not measurable here"
 
 
+CAVEAT_TEXT = ("⚠ marks a verdict between runs of which one has not learned what the metric measures (bits/dim worse "
+               "than the independent-pixel floor, or samples out of the regime: class-coverage KL > 0.1 or FID > 10x "
+               "the real-data row's): it is no finding until a larger budget confirms it.")
+
+
 @dataclasses.dataclass
 class Verdict:
     claim: dict[str, Any]
@@ -49,6 +57,13 @@ class Verdict:
     stderr: float | None = None
     why: str = ""
     measured: str = ""  # what the table shows where a ratio does not say it (a trend's values, NFE counts)
+    caveat: str = ""  # a run of the verdict has not learned what the metric measures (see ``run_caveats``)
+
+    def shown_verdict(self) -> str:
+        return self.verdict + (" ⚠" if self.caveat else "")
+
+    def shown_why(self) -> str:
+        return "; ".join(x for x in (f"⚠ {self.caveat}" if self.caveat else "", self.why) if x)
 
     def shown(self) -> str:
         if self.measured:
@@ -118,15 +133,23 @@ def needs_run(claim: dict[str, Any], spec: str) -> Verdict:
 
 
 def judge(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
-    """The claim's verdicts on these records, by its kind (see the module docstring)."""
+    """The claim's verdicts on these records, by its kind (see the module docstring), each with a caveat where
+    one of its runs has not learned what the claim's metric measures: a ✓ between untrained models is no finding."""
     kind = claim.get("kind", "ratio")
     if kind == "trend":
-        return judge_trend(claim, groups)
-    if kind == "nfe_at_quality":
-        return judge_nfe_at_quality(claim, groups)
-    if kind != "ratio":
+        verdicts = judge_trend(claim, groups)
+    elif kind == "nfe_at_quality":
+        verdicts = judge_nfe_at_quality(claim, groups)
+    elif kind == "ratio":
+        verdicts = judge_ratio(claim, groups)
+    else:
         raise ValueError(f"claim {claim.get('id')}: unknown kind {kind!r} (use ratio, trend or nfe_at_quality)")
-    return judge_ratio(claim, groups)
+    caveats = run_caveats(groups, claim["metric"])
+    for v in verdicts:
+        if v.verdict != NOT_MEASURABLE:
+            runs = [part.split("@")[0].strip() for part in v.pair.split(" / ")]
+            v.caveat = "; ".join(f"{run}: {caveats[run]}" for run in dict.fromkeys(runs) if run in caveats)
+    return verdicts
 
 
 def judge_ratio(claim: dict[str, Any], groups: dict[str, list[RunRecord]]) -> list[Verdict]:
@@ -275,35 +298,94 @@ def findings_table(groups: dict[str, list[RunRecord]], ref_dir: Path | None) -> 
     for claim in load_claims(ref_dir):
         for v in judge(claim, groups):
             rows.append([claim["statement"], claim["source"], claim.get("published", ""), v.pair or "—", v.shown(),
-                         v.verdict, v.why])
+                         v.shown_verdict(), v.shown_why()])
     return headers, rows
+
+
+LIKELIHOOD_METRICS = {"bits_per_dim"}
+SAMPLE_METRICS = {"fid", "kid", "inception_score", "precision", "recall", "density", "coverage", "coverage_kl"}
+UNIFORM_BITS = 8.0  # bits/dim of uniform noise over 8-bit values
+
+
+def _mean(recs: list[RunRecord], name: str) -> float | None:
+    v = T.values(T.ok(recs), T.metric(name))
+    return T.mean_std(v)[0] if v else None
+
+
+def _is_floor_run(run: str, recs: list[RunRecord], reference_run: str) -> bool:
+    return run == reference_run or recs[0].family == "real-data"
+
+
+def likelihood_reasons(groups: dict[str, list[RunRecord]], reference_run: str = "reference") -> dict[str, str]:
+    """Runs whose bits/dim say they have not learned the data: worse than uniform noise (any profile), or worse than
+    the independent-pixel `reference` floor (outside smoke profiles, where nothing is expected to have learned)."""
+    profile = next((r.profile for recs in groups.values() for r in recs), None)
+    floor = _mean(groups.get(reference_run, []), "bits_per_dim") if profile != "smoke" else None
+    out = {}
+    for run, recs in groups.items():
+        v = _mean(recs, "bits_per_dim")
+        if v is None or _is_floor_run(run, recs, reference_run):
+            continue
+        if v > UNIFORM_BITS:
+            out[run] = f"{T.fmt(v)} bits/dim is worse than uniform noise over 8-bit values ({UNIFORM_BITS:g} bits/dim)"
+        elif floor is not None and v > floor:
+            out[run] = f"bits/dim {T.fmt(v)} is worse than the independent-pixel `{reference_run}` floor ({T.fmt(floor)})"
+    return out
+
+
+def regime_reasons(groups: dict[str, list[RunRecord]], reference_run: str = "reference") -> dict[str, str]:
+    """Sampling models not yet in the regime where a comparison of their samples says something: class-coverage
+    KL above 0.1, or FID more than 10x the real-data row's (the floor that many samples can reach)."""
+    real = [r for recs in groups.values() for r in T.ok(recs) if r.family == "real-data"]
+    real_fid = T.values(real, T.metric("fid"))
+    floor = T.mean_std(real_fid)[0] if real_fid else None
+    out = {}
+    for run, recs in groups.items():
+        if _is_floor_run(run, recs, reference_run):
+            continue
+        reasons = []
+        kl_mean, fid_mean = _mean(recs, "coverage_kl"), _mean(recs, "fid")
+        if kl_mean is not None and kl_mean > REGIME_MAX_KL:
+            reasons.append(f"class-coverage KL {T.fmt(kl_mean)} > {REGIME_MAX_KL}")
+        if fid_mean is not None and floor and fid_mean > REGIME_MAX_FID_FACTOR * floor:
+            reasons.append(f"FID {T.fmt(fid_mean)} is {T.fmt(fid_mean / floor)}x the real-data "
+                           f"row's {T.fmt(floor)} (more than {REGIME_MAX_FID_FACTOR:g}x)")
+        if reasons:
+            out[run] = "; ".join(reasons)
+    return out
+
+
+def run_caveats(groups: dict[str, list[RunRecord]], metric: str, reference_run: str = "reference") -> dict[str, str]:
+    """Why a run's ``metric`` cannot carry a finding, by run (empty for metrics such as speed, which any run has)."""
+    profile = next((r.profile for recs in groups.values() for r in recs), None)
+    if metric in LIKELIHOOD_METRICS:
+        return {run: f"{why}: not learned" for run, why in likelihood_reasons(groups, reference_run).items()}
+    if metric in SAMPLE_METRICS and profile != "smoke":
+        reasons = regime_reasons(groups, reference_run)
+        if metric == "coverage_kl":  # the claim measures coverage itself: only the FID criterion says "not learned"
+            reasons = {run: "; ".join(p for p in why.split("; ") if p.startswith("FID")) for run, why in reasons.items()}
+        return {run: f"not in the regime ({why})" for run, why in reasons.items() if why}
+    return {}
 
 
 def fence_notes(groups: dict[str, list[RunRecord]], reference_run: str = "reference") -> list[str]:
     """Visible warnings for numbers that cannot be a finding: a likelihood worse than uniform noise over 8-bit
     values (> 8 bits/dim), and, outside smoke profiles, a model worse than the `reference` floor."""
     notes = []
-    for run, recs in groups.items():
-        v = T.values(T.ok(recs), T.metric("bits_per_dim"))
-        if v and T.mean_std(v)[0] > 8:
-            notes.append(f"`{run}`: {T.fmt(T.mean_std(v)[0])} bits/dim is worse than uniform noise over 8-bit values "
-                         "(8 bits/dim): this model has not learned the data; its likelihood is no finding.")
+    for run, why in likelihood_reasons(groups, reference_run).items():
+        if "uniform noise" in why:
+            notes.append(f"`{run}`: {why}: this model has not learned the data; its likelihood is no finding.")
+        else:
+            notes.append(f"`{run}`: {why}: at this budget it has not learned more than per-pixel statistics.")
     ref = groups.get(reference_run)
     profile = next((r.profile for recs in groups.values() for r in recs), None)
     if ref and profile != "smoke":
-        for name, label, lower_is_better in (("bits_per_dim", "bits/dim", True), ("fid", "FID", True)):
-            floor = T.values(T.ok(ref), T.metric(name))
-            if not floor:
-                continue
-            f = T.mean_std(floor)[0]
-            for run, recs in groups.items():
-                if run == reference_run or recs[0].family == "real-data":
-                    continue
-                v = T.values(T.ok(recs), T.metric(name))
-                if v and (T.mean_std(v)[0] > f if lower_is_better else T.mean_std(v)[0] < f):
-                    notes.append(f"`{run}`: {label} {T.fmt(T.mean_std(v)[0])} is worse than the independent-pixel "
-                                 f"`{reference_run}` floor ({T.fmt(f)}): at this budget it has not learned more than "
-                                 "per-pixel statistics.")
+        f = _mean(ref, "fid")
+        for run, recs in groups.items():
+            v = _mean(recs, "fid")
+            if f is not None and v is not None and not _is_floor_run(run, recs, reference_run) and v > f:
+                notes.append(f"`{run}`: FID {T.fmt(v)} is worse than the independent-pixel `{reference_run}` floor "
+                             f"({T.fmt(f)}): at this budget it has not learned more than per-pixel statistics.")
     return notes + (regime_notes(groups, reference_run) if profile != "smoke" else [])
 
 
@@ -312,27 +394,8 @@ REGIME_MAX_FID_FACTOR = 10.0  # FID within this factor of the real-data row's
 
 
 def regime_notes(groups: dict[str, list[RunRecord]], reference_run: str = "reference") -> list[str]:
-    """Sampling models not yet in the regime where a comparison of their samples says something: class-coverage
-    KL above 0.1, or FID more than 10x the real-data row's (the floor that many samples can reach). Named so that
-    a ranking among them does not read as a finding; the quality-vs-compute curve shows whether each still improves."""
-    real = [r for recs in groups.values() for r in T.ok(recs) if r.family == "real-data"]
-    real_fid = T.values(real, T.metric("fid"))
-    floor = T.mean_std(real_fid)[0] if real_fid else None
-    notes = []
-    for run, recs in groups.items():
-        if run == reference_run or recs[0].family == "real-data":
-            continue
-        reasons = []
-        kl = T.values(T.ok(recs), T.metric("coverage_kl"))
-        kl_mean = T.mean_std(kl)[0] if kl else None
-        if kl_mean is not None and kl_mean > REGIME_MAX_KL:
-            reasons.append(f"class-coverage KL {T.fmt(kl_mean)} > {REGIME_MAX_KL}")
-        fid = T.values(T.ok(recs), T.metric("fid"))
-        fid_mean = T.mean_std(fid)[0] if fid else None
-        if fid_mean is not None and floor and fid_mean > REGIME_MAX_FID_FACTOR * floor:
-            reasons.append(f"FID {T.fmt(fid_mean)} is {T.fmt(fid_mean / floor)}x the real-data "
-                           f"row's {T.fmt(floor)} (more than {REGIME_MAX_FID_FACTOR:g}x)")
-        if reasons:
-            notes.append(f"`{run}`: its samples are not yet in the regime where they compare ({'; '.join(reasons)}); "
-                         "the quality-vs-compute curve shows whether it was still improving at the end of the budget.")
-    return notes
+    """Named so that a ranking among runs out of the regime does not read as a finding; the quality-vs-compute
+    curve shows whether each still improves."""
+    return [f"`{run}`: its samples are not yet in the regime where they compare ({why}); the quality-vs-compute "
+            "curve shows whether it was still improving at the end of the budget."
+            for run, why in regime_reasons(groups, reference_run).items()]
