@@ -102,6 +102,10 @@ def quality_vs_compute(records: list[RunRecord], path: Path) -> tuple[Path | Non
             ax.axhline(g["quality"].mean(), color="black" if real else "grey", ls="--" if real else ":", lw=1.2,
                        label=f"{model} ({'floor' if real else 'final value'})")
         ax.set_xscale("log")
+        # labels at 1, 2 and 5 of every decade: a range within one decade keeps labels, minor ones never overlap
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         if label == "FID" and (df["quality"] > 0).all() and df["quality"].max() / df["quality"].min() > 20:
             ax.set_yscale("log")
         ax.set_xlabel(xl)
