@@ -24,6 +24,9 @@ baseline metric by metric:
   (in the baseline or the fresh records) is skipped with a note: a few steps timed on a shared
   machine say nothing about the code.
 
+Fresh records of some of the baseline's seeds (a rerun of seed 0) are held to those seeds' own values, with the
+full baseline's seed spread as noise: deterministic runs then reproduce them exactly.
+
 Every row is one of: improved, held, regressed, missing (a model or metric of the baseline
 absent from the fresh records), skipped (not comparable; the note says why) or new. The exit code
 is 1 when anything regressed or is missing (``--allow-missing`` relaxes the latter).
@@ -196,6 +199,17 @@ def judge_additively(row: Row, rule: dict[str, Any], base: dict[str, Any], fresh
     return row
 
 
+def same_seeds(bm: dict[str, Any], base_seeds: list[int], fresh_seeds: list[int]) -> dict[str, Any]:
+    """The baseline metric over the seeds the fresh records hold, when they are a subset: a rerun of seed 0 is
+    then held to seed 0's value (the runs are deterministic), not to the mean of three seeds. The noise stays the
+    full baseline's seed spread. Unchanged where the per-seed values do not line up with the seeds."""
+    values, seeds = bm.get("values") or [], [int(x) for x in base_seeds]
+    shared = [v for seed, v in zip(seeds, values) if seed in {int(x) for x in fresh_seeds}]
+    if len(values) != len(seeds) or not shared:
+        return bm
+    return dict(bm, mean=sum(shared) / len(shared), values=shared, n_seeds=len(shared))
+
+
 THREADS_NOTE = ("trained with {fresh} torch threads, baseline {base}: the reduction order, hence the last bits of every "
                 "step, differs (fix it with --threads for bit-identical runs)")
 
@@ -228,6 +242,7 @@ def compare(baseline: dict[str, Any], fresh_recs: list[dict[str, Any]], tol: Tol
         if missing_seeds:
             notes.append(f"seeds {missing_seeds} of the baseline not in the fresh records")
         for metric, bm in brun.get("metrics", {}).items():
+            bm = same_seeds(bm, brun.get("seeds", []), frun["seeds"]) if missing_seeds else bm
             fm = frun["metrics"].get(metric)
             if fm is None:
                 if frun["status"] and all(st != "ok" for st in frun["status"].values()):

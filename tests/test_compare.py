@@ -123,6 +123,19 @@ def test_seed_spread_sets_the_tolerance(tmp_path, capsys):
     assert code == 1 and rows[("ddpm", "fid")]["status"] == "regressed"
 
 
+def test_a_rerun_of_some_seeds_is_held_to_those_seeds_values(tmp_path, capsys):
+    """Rerunning seed 0 of a 3-seed baseline compares with seed 0's own value (deterministic runs reproduce it),
+    not the 3-seed mean; an exact metric (covered classes, tolerance 0) holds then, and a changed seed 0 fails."""
+    cls = lambda n: {"coverage_classes": {"value": n, "protocol": {}}}  # noqa: E731
+    base = make_baseline(tmp_path, capsys, [rec(seed=0, fid=10.0, extra=cls(7)), rec(seed=1, fid=14.0, extra=cls(7)),
+                                            rec(seed=2, fid=18.0, extra=cls(8))])
+    code, rows, *_ = run_compare(tmp_path, capsys, base, rec(seed=0, fid=10.0, extra=cls(7)))
+    assert code == 0 and rows[("ddpm", "coverage_classes")]["status"] == "held"
+    assert rows[("ddpm", "fid")]["baseline"] == pytest.approx(10.0)  # seed 0's value, not the mean 14
+    code, rows, *_ = run_compare(tmp_path / "b", capsys, base, rec(seed=0, fid=10.0, extra=cls(6)))
+    assert code == 1 and rows[("ddpm", "coverage_classes")]["status"] == "regressed"
+
+
 def test_timing_on_other_hardware_is_skipped_with_note(tmp_path, capsys):
     base = make_baseline(tmp_path, capsys, [rec(ips=1000.0, sps=0.5, hw=HW_A)])
     code, rows, _, _, _ = run_compare(tmp_path, capsys, base, rec(ips=100.0, sps=5.0, hw=HW_B))
