@@ -290,13 +290,13 @@ def print_rows(rows: list[Row], title: str) -> None:
     Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
-def print_condensed(rows: list[Row]) -> None:
+def print_condensed(rows: list[Row], allow_missing: bool = False) -> None:
     """The default output: per suite one summary line, the rows that changed (regressed, missing, improved, new),
     then each distinct note once with how many rows it applies to. ``--verbose`` prints every row."""
     for suite in dict.fromkeys(r.suite for r in rows):
         mine = [r for r in rows if r.suite == suite]
         counts = summary(mine)
-        print(f"{suite}: {'REGRESSION' if failed(mine) else 'ok'}: "
+        print(f"{suite}: {'REGRESSION' if failed(mine, allow_missing) else 'ok'}: "
               + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing compared"))
     changed = [r for r in rows if r.status not in ("held", "skipped")]
     if changed:
@@ -317,9 +317,9 @@ def _signed(d: float | None) -> str:
     return "" if d is None else (f"+{d:.3g}" if d > 0 else f"{d:.3g}") + (" better" if d > 0 else " worse" if d < 0 else "")
 
 
-def markdown(rows: list[Row], title: str = "bench compare") -> str:
+def markdown(rows: list[Row], title: str = "bench compare", allow_missing: bool = False) -> str:
     counts = summary(rows)
-    verdict = "FAIL" if failed(rows) else "PASS"
+    verdict = "FAIL" if failed(rows, allow_missing) else "PASS"
     lines = [f"### {title}: {verdict}", "",
              ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing compared", "",
              "| suite | model | metric | baseline | fresh | change | tolerance | status | note |",
@@ -362,13 +362,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_rows(all_rows, title)
     else:
         print(title)
-        print_condensed(all_rows)
+        print_condensed(all_rows, args.allow_missing)
     counts = summary(all_rows)
     verdict = failed(all_rows, args.allow_missing)
     print(("REGRESSION: " if verdict else "OK: ") + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown(all_rows, "bench compare"))
+        Path(args.markdown).write_text(markdown(all_rows, "bench compare", args.allow_missing))
         print(f"markdown summary: {args.markdown}")
     return 1 if verdict else 0
 

@@ -176,8 +176,9 @@ def test_missing_model_and_metric_reported(tmp_path, capsys):
     assert rows[("glow", "(run)")]["status"] == "missing" and "absent" in rows[("glow", "(run)")]["note"]
     assert rows[("ddpm", "fid")]["status"] == "missing"
     assert "missing" in md
-    code, *_ = run_compare(tmp_path / "b", capsys, base, fresh, extra=["--allow-missing"])
-    assert code == 0
+    assert md.startswith("### bench compare: FAIL")
+    code, _, md, *_ = run_compare(tmp_path / "b", capsys, base, fresh, extra=["--allow-missing"])
+    assert code == 0 and md.startswith("### bench compare: PASS")  # the summary agrees with the exit code
 
 
 def test_failed_run_is_a_regression(tmp_path, capsys):
