@@ -575,3 +575,28 @@ def test_a_search_grid_is_ranked_by_mean_fid_and_its_lowest_point_named(tmp_path
     assert [r[0] for r in rows] == ["**ddpm-lr0.003**", "ddpm-lr0.001", "ddpm-lr0.01"]  # resflow is not a point
     assert rows[0][1:4] == ["0.003", "0.99", T.fmt(37.0)] and rows[2][-1] == "none ok"
     assert caption.endswith("lowest: ddpm-lr0.003") and "3 points" in caption
+
+
+def test_nfe_plot_draws_one_line_per_trained_model_not_per_wrapper(tmp_path):
+    """Two runs of one wrapper trained differently (cfm vs cfm-cfg) are two models: one NFE each draws no line.
+    Two runs of the same training config with different sampler tables are one model seen at two NFEs."""
+    from bench.report import plots
+    from tests.helpers import run_record
+
+    def rec(model, config, nfe, fid):
+        return run_record(model=model, registered="cfm", family="flow-matching", status="ok", config=config,
+                          metrics={"fid": {"value": fid}, "nfe": {"value": nfe}})
+
+    different = [rec("cfm", {"cond_drop": 0.0}, 16, 10.0), rec("cfm-cfg", {"cond_drop": 0.1}, 20, 60.0)]
+    path, why = plots.nfe_vs_quality(different, tmp_path / "a.png")
+    assert path is None and "two or more" in why
+    same = [rec("cfm-euler8", {"cond_drop": 0.0}, 8, 12.0), rec("cfm-euler16", {"cond_drop": 0.0}, 16, 10.0)]
+    path, why = plots.nfe_vs_quality(same, tmp_path / "b.png")
+    assert path is not None and path.is_file() and why == ""
+    # a guidance sweep (w = 5 doubles the evaluations) is not a point on the steps-vs-quality line
+    guided = run_record(model="cfm-cfg", registered="cfm", family="flow-matching", status="ok", config={},
+                        sampler={"name": "euler", "steps": 10, "guidance": 1.0},
+                        samplers={"w1": {"guidance": 1.0}, "w5": {"guidance": 5.0}},
+                        metrics={"fid": {"value": 6.0}, "nfe": {"value": 10}, "fid@w1": {"value": 6.0},
+                                 "nfe@w1": {"value": 10}, "fid@w5": {"value": 60.0}, "nfe@w5": {"value": 20}})
+    assert [(tag, nfe) for tag, nfe, _ in plots.nfe_points(guided, "fid")] == [("euler", 10), ("w1", 10)]

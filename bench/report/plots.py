@@ -3,8 +3,10 @@ or None and a note saying why the plot was skipped (its data is absent from the 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -142,15 +144,21 @@ def speed_quality(groups: dict[str, list[RunRecord]], path: Path) -> tuple[Path 
 
 def nfe_points(record: RunRecord, name: str) -> list[tuple[str, float, float]]:
     """(sampler, NFE, quality) points of one record: its main evaluation and any per-sampler metrics
-    named ``<metric>@<sampler>`` with ``nfe@<sampler>`` (as the metrics module records sampler sweeps)."""
+    named ``<metric>@<sampler>`` with ``nfe@<sampler>`` (as the metrics module records sampler sweeps). Entries with
+    a guidance weight other than 1 are left out: their NFE changes with guidance, not with the sampler's steps."""
+    def guided(settings: Any) -> bool:  # a guidance sweep trades fidelity for diversity, not steps for quality
+        return isinstance(settings, dict) and float(settings.get("guidance", 1.0) or 0.0) != 1.0
+
     out = []
     nfe, v = T.metric("nfe")(record), T.metric(name)(record)
-    if nfe is not None and v is not None:
+    if nfe is not None and v is not None and not guided(record.sampler):
         sampler = record.sampler
         out.append((str(sampler.get("name") or "default"), nfe, v))
     for key in record.metrics:
         if key.startswith(f"{name}@"):
             tag = key.split("@", 1)[1]
+            if guided((record.samplers or {}).get(tag)):
+                continue
             n2, v2 = T.metric(f"nfe@{tag}")(record), T.metric(key)(record)
             if n2 is not None and v2 is not None:
                 out.append((tag, n2, v2))
@@ -162,18 +170,26 @@ def nfe_vs_quality(records: list[RunRecord], path: Path) -> tuple[Path | None, s
     if q is None:
         return None, "NFE vs quality: no FID or bits/dim in the records"
     name, label = q
+    # one line per trained model: runs of one wrapper with the same training config (differing only in their
+    # sampler tables) share a line; runs trained differently (cfm vs cfm-cfg, ddpm vs ddpm-mu) never do
+    trained: dict[tuple[str, str], list[str]] = {}
+    for r in T.ok(records):
+        key = (r.registered or r.model, json.dumps(r.config, sort_keys=True, default=str))
+        trained.setdefault(key, []).append(r.model)
+    names = {key: " / ".join(dict.fromkeys(runs)) for key, runs in trained.items()}
     rows = []
     for r in T.ok(records):
+        line = names[(r.registered or r.model, json.dumps(r.config, sort_keys=True, default=str))]
         for sampler, nfe, v in nfe_points(r, name):
-            rows.append({"wrapper": r.registered or r.model, "sampler": sampler, "NFE": nfe, label: v})
+            rows.append({"trained model": line, "sampler": sampler, "NFE": nfe, label: v})
     df = pd.DataFrame(rows)
-    if df.empty or df.groupby("wrapper")["NFE"].nunique().max() < 2:
+    if df.empty or df.groupby("trained model")["NFE"].nunique().max() < 2:
         return None, ("NFE vs quality: no model was evaluated with two or more samplers/step counts "
                       "(add a sweep to a model, e.g. samplers = { ddim-5 = { steps = 5 } } in its [models.X] table, "
                       "or several runs of one wrapper with different sampler tables)")
-    df = df[df.groupby("wrapper")["NFE"].transform("nunique") >= 2]
+    df = df[df.groupby("trained model")["NFE"].transform("nunique") >= 2]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    sns.lineplot(data=df.sort_values("NFE"), x="NFE", y=label, hue="wrapper", marker="o", ax=ax, errorbar="sd")
+    sns.lineplot(data=df.sort_values("NFE"), x="NFE", y=label, hue="trained model", marker="o", ax=ax, errorbar="sd")
     ax.set_xscale("log")
     ax.set_title(f"NFE vs {label} per model")
     return _save(fig, path), ""
