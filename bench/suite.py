@@ -145,14 +145,18 @@ class Suite:
                also: tuple[str, ...] = ()) -> tuple[list[str], list[int]]:
         """The runs (in suite order) and seeds a command asks for: ``models`` picks among the suite's runs (names in
         ``also``, rows that are not models such as the real-data row, are accepted too), ``seeds`` replaces
-        ``train.seeds``. One place for `bench run`, an array task and `bench submit`'s plan."""
+        ``train.seeds``; the name of a searched run picks every point of its grid. One place for `bench run`, an
+        array task and `bench submit`'s plan."""
         runs = list(self.models)
         if models:
-            unknown = [m for m in models if m not in self.models and m not in also]
+            of = {run: (cfg.get("search") or {}).get("of") if isinstance(cfg, dict) else None
+                  for run, cfg in self.models.items()}
+            searched = set(of.values()) - {None}
+            unknown = [m for m in models if m not in self.models and m not in also and m not in searched]
             if unknown:
                 raise BenchError(f"suite {self.name} has no model {unknown[0]!r}{did_you_mean(unknown[0], runs)}; "
                                  f"it has: {', '.join(runs)}")
-            runs = [m for m in runs if m in models]
+            runs = [m for m in runs if m in models or of[m] in models]
         return runs, [int(s) for s in (seeds or self.train["seeds"])]
 
     def budget_for(self, run_name: str) -> Budget:

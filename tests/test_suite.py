@@ -200,6 +200,18 @@ def test_a_search_replaces_each_searched_run_by_its_grid_in_place(tmp_path):
     assert len(hashes) == len(s.models)  # every point is its own configuration
 
 
+def test_the_name_of_a_searched_run_picks_its_whole_grid(tmp_path):
+    path = write_suite(tmp_path / "s.toml", SEARCHED + """
+    [search]
+    last = { lr = [0.5, 1] }
+    """)
+    s = load_suite(str(path), "smoke")
+    assert s.select(["last"])[0] == ["last-lr0.5", "last-lr1"]
+    assert s.select(["last-lr1", "also"])[0] == ["also", "last-lr1"]  # one point still picks itself
+    with pytest.raises(BenchError, match="no model 'lst'"):
+        s.select(["lst"])
+
+
 @pytest.mark.parametrize("search, message", [
     ("reference = { lr = [0.01, 0.3] }\nlast = { lr = [1.0] }", "same number of configurations.*reference 2, last 1"),
     ("refrence = { lr = [0.01] }", "search.refrence: the suite has no run 'refrence'.*did you mean 'reference'"),
