@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import math
 import statistics
 import zlib
 from html.parser import HTMLParser
@@ -600,3 +601,66 @@ def test_nfe_plot_draws_one_line_per_trained_model_not_per_wrapper(tmp_path):
                         metrics={"fid": {"value": 6.0}, "nfe": {"value": 10}, "fid@w1": {"value": 6.0},
                                  "nfe@w1": {"value": 10}, "fid@w5": {"value": 60.0}, "nfe@w5": {"value": 20}})
     assert [(tag, nfe) for tag, nfe, _ in plots.nfe_points(guided, "fid")] == [("euler", 10), ("w1", 10)]
+
+
+def _ladder_run(model, family, fids, kls=None, bpds=None, flops=(1e9, 2e9, 4e9), profile="ladder", seed=0):
+    """A run evaluated at 1/4, 1/2 and all of its budget, its values given per evaluation (the last = the final)."""
+    from tests.helpers import run_record
+
+    def metrics(i):
+        out = {"fid": {"value": fids[i]}}
+        if kls:
+            out["coverage_kl"] = {"value": kls[i]}
+        if bpds:
+            out["bits_per_dim"] = {"value": bpds[i]}
+        return out
+
+    fractions = (0.25, 0.5, 1.0)[-len(fids):]
+    curve = [{"fraction": f, "flops": c, "images": 1, "metrics": metrics(i)}
+             for i, (f, c) in enumerate(zip(fractions[:-1], flops[:-1]))]
+    return run_record(model=model, family=family, seed=seed, profile=profile, curve=curve,
+                      metrics=metrics(len(fids) - 1), train={"flops": flops[len(fids) - 1], "images": 1},
+                      has_likelihood=bpds is not None)
+
+
+def test_the_regime_table_reads_the_crossing_off_the_evaluations_or_extrapolates_the_trend():
+    """Issue 31: FID = 1000 (C / 1e9)^-1/2 reaches 10x the real-data row's 1.0 at C = 1e13 (closed form); bits/dim =
+    6 - log10(C / 1e9) reaches the reference floor 3.0 at C = 1e12; a model within every limit at its second
+    evaluation entered there; a rising curve has no crossing; two evaluations are too few for a trend."""
+    from bench.report import regime
+
+    power = [1000 * (c / 1e9) ** -0.5 for c in (1e9, 2e9, 4e9)]
+    recs = [_ladder_run("real-data", "real-data", [1.0]),
+            _ladder_run("reference", "reference", [300.0], bpds=[3.0]),
+            _ladder_run("gan", "gan", power, kls=[0.05, 0.05, 0.05]),
+            _ladder_run("flow", "flow", [5.0, 5.0, 5.0], kls=[0.01] * 3, bpds=[6 - math.log10(c / 1e9) for c in (1e9, 2e9, 4e9)]),
+            _ladder_run("good", "diffusion", [50.0, 9.0, 8.0], kls=[0.5, 0.08, 0.05], bpds=[2.9, 2.8, 2.7]),
+            _ladder_run("worse", "diffusion", [50.0, 60.0, 70.0], kls=[0.2, 0.3, 0.4], bpds=[2.0, 2.0, 2.0]),
+            _ladder_run("short", "diffusion", [50.0, 40.0], kls=[0.2, 0.1], bpds=[2.0, 2.0])]
+    caption, headers, rows = regime.regime_table(recs)
+    verdict = {row[0]: row[-1] for row in rows}
+    assert set(verdict) == {"gan", "flow", "good", "worse", "short"}  # the floors are not rows
+    assert verdict["gan"] == f"no; trend crosses at ≈ {1e13:.2g} ({1e13 / 4e9:.2g}× the last)"
+    assert verdict["flow"] == f"no; trend crosses at ≈ {1e12:.2g} ({1e12 / 4e9:.2g}× the last)"
+    assert verdict["good"] == f"yes, from {T.fmt(2e9)}"
+    assert "not improving" in verdict["worse"] and "FID" in verdict["worse"] and "KL" in verdict["worse"]
+    assert "too few" in verdict["short"]
+    row = dict(zip(headers, rows[[r[0] for r in rows].index("gan")]))
+    assert row["FID (limit)"] == f"{T.fmt(power[-1])} (≤ {T.fmt(10.0)})" and row["bits/dim (limit)"] == "not defined"
+    smoke = [_ladder_run(r.model, r.family, [1.0], profile="smoke") for r in recs[:1]] + \
+        [_ladder_run("gan", "gan", power, kls=[0.05] * 3, profile="smoke")]
+    assert regime.regime_table(smoke) is None  # nothing is expected to have learned in a smoke run
+
+
+def test_the_regime_averages_seeds_per_evaluation_before_it_judges():
+    """Seed 0 alone would be in the regime at its second evaluation, seed 1 alone never; their mean (FID 10.5 > 10)
+    is not, and the trend is fitted to the means."""
+    from bench.report import regime
+
+    recs = [_ladder_run("real-data", "real-data", [1.0]),
+            _ladder_run("m", "gan", [40.0, 9.0, 8.0], kls=[0.01] * 3, seed=0),
+            _ladder_run("m", "gan", [40.0, 12.0, 11.0], kls=[0.01] * 3, seed=1)]
+    points, unit = regime.evaluations([r for r in recs if r.model == "m"], ["fid"])
+    assert unit == "flops" and [p["fid"] for p in points] == [40.0, 10.5, 9.5]
+    _, _, rows = regime.regime_table(recs)
+    assert rows[0][-1] == f"yes, from {T.fmt(4e9)}"

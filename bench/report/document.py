@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.records import RunRecord
-from bench.report import FORMATS, findings, grids, plots, published, search
+from bench.report import FORMATS, findings, grids, plots, published, regime, search
 from bench.report import tables as T
 from bench.report.doc import Document, Image, Note, Para, Section, Table
 
@@ -74,6 +74,14 @@ def build_document(records: list[RunRecord], out_dir: Path, results_dir: Path, s
         doc.sections.append(s)
         for caption, headers, rows in tables:
             s.add(Table(headers, rows, caption))
+
+    # -- where along training each model entered the regime, or where its trend would --
+    s = Section("Regime")
+    table = _guard(s, "the regime table", regime.regime_table, records)
+    if table or s.blocks:
+        doc.sections.append(s)
+    if table:
+        s.add(Table(table[1], table[2], table[0]))
 
     # -- published vs measured --
     s = Section("Published vs measured")
