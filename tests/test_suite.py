@@ -235,3 +235,17 @@ def test_the_main_jobs_ladder_and_tuning_share_the_cpu_profiles_models():
     assert set(grids) == {"ddpm", "resflow"} and len(grids["ddpm"]) == len(grids["resflow"]) == 6
     assert {c["lr"] for c in grids["ddpm"]} == {c["lr"] for c in grids["resflow"]} and tune.budget == cpu.budget
     assert all(c["unet"] == "tiny" for c in grids["ddpm"])  # the cpu profile's model, not the paper's
+    # the second axis doubles the width for both families (the tiny U-Net's preset is 16 base channels)
+    assert {c["base_channels"] for c in grids["ddpm"]} == {16, 32}
+    assert {c["hidden_channels"] for c in grids["resflow"]} == {2 * cpu.models["resflow"]["hidden_channels"],
+                                                                 cpu.models["resflow"]["hidden_channels"]}
+
+
+def test_an_ema_decay_axis_would_be_void_at_the_main_jobs_cpu_budget():
+    """Why the tune grid has no EMA axis: over the cpu budget's steps the warm-up caps the decay, so 0.995 and
+    0.9995 average the same weights at every update (the first grid's two EMA points gave identical records)."""
+    from baselines.nn.ema import warmed_up_decay
+
+    steps = 556  # ddpm's steps at the cpu profile's 1.3e13 counted FLOPs (its tune records' train.steps)
+    assert all(warmed_up_decay(0.995, n) == warmed_up_decay(0.9995, n) for n in range(1, steps + 1))
+    assert warmed_up_decay(0.995, 8 * steps) != warmed_up_decay(0.9995, 8 * steps)  # the ladder's x8 would differ
