@@ -640,8 +640,8 @@ def test_the_regime_table_reads_the_crossing_off_the_evaluations_or_extrapolates
     caption, headers, rows = regime.regime_table(recs)
     verdict = {row[0]: row[-1] for row in rows}
     assert set(verdict) == {"gan", "flow", "good", "worse", "short"}  # the floors are not rows
-    assert verdict["gan"] == f"no; trend crosses at ≈ {1e13:.2g} ({1e13 / 4e9:.2g}× the last)"
-    assert verdict["flow"] == f"no; trend crosses at ≈ {1e12:.2g} ({1e12 / 4e9:.2g}× the last)"
+    assert verdict["gan"] == f"no; trend crosses at ≈ {1e13:.2g} ({1e13 / 4e9:.2g}× the last; FID last)"
+    assert verdict["flow"] == f"no; trend crosses at ≈ {1e12:.2g} ({1e12 / 4e9:.2g}× the last; bits/dim last)"
     assert verdict["good"] == f"yes, from {T.fmt(2e9)}"
     assert "not improving" in verdict["worse"] and "FID" in verdict["worse"] and "KL" in verdict["worse"]
     assert "too few" in verdict["short"]

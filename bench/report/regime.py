@@ -112,8 +112,8 @@ def regime_table(records: list[RunRecord], reference_run: str = "reference"
             elif stuck:
                 verdict = f"no; no crossing in sight: {', '.join(stuck)} not improving over the last {FIT_POINTS}"
             else:
-                x = max(at.values())
-                verdict = f"no; trend crosses at ≈ {x:.2g} ({x / last['x']:.2g}× the last)"
+                name, x = max(at.items(), key=lambda kv: kv[1])
+                verdict = f"no; trend crosses at ≈ {x:.2g} ({x / last['x']:.2g}× the last; {LABELS[name]} last)"
         cells = [f"{T.fmt(last[n])} (≤ {T.fmt(v)})" if n in last else "n/a" for n, v in own.items()]
         by_name = dict(zip(own, cells))
         rows.append([run, str(len(points)), T.fmt(last["x"])]
