@@ -307,12 +307,12 @@ SAMPLE_METRICS = {"fid", "kid", "inception_score", "precision", "recall", "densi
 UNIFORM_BITS = 8.0  # bits/dim of uniform noise over 8-bit values
 
 
-def _mean(recs: list[RunRecord], name: str) -> float | None:
+def run_mean(recs: list[RunRecord], name: str) -> float | None:
     v = T.values(T.ok(recs), T.metric(name))
     return T.mean_std(v)[0] if v else None
 
 
-def _is_floor_run(run: str, recs: list[RunRecord], reference_run: str) -> bool:
+def is_floor_run(run: str, recs: list[RunRecord], reference_run: str) -> bool:
     return run == reference_run or recs[0].family == "real-data"
 
 
@@ -320,11 +320,11 @@ def likelihood_reasons(groups: dict[str, list[RunRecord]], reference_run: str = 
     """Runs whose bits/dim say they have not learned the data: worse than uniform noise (any profile), or worse than
     the independent-pixel `reference` floor (outside smoke profiles, where nothing is expected to have learned)."""
     profile = next((r.profile for recs in groups.values() for r in recs), None)
-    floor = _mean(groups.get(reference_run, []), "bits_per_dim") if profile != "smoke" else None
+    floor = run_mean(groups.get(reference_run, []), "bits_per_dim") if profile != "smoke" else None
     out = {}
     for run, recs in groups.items():
-        v = _mean(recs, "bits_per_dim")
-        if v is None or _is_floor_run(run, recs, reference_run):
+        v = run_mean(recs, "bits_per_dim")
+        if v is None or is_floor_run(run, recs, reference_run):
             continue
         if v > UNIFORM_BITS:
             out[run] = f"{T.fmt(v)} bits/dim is worse than uniform noise over 8-bit values ({UNIFORM_BITS:g} bits/dim)"
@@ -341,10 +341,10 @@ def regime_reasons(groups: dict[str, list[RunRecord]], reference_run: str = "ref
     floor = T.mean_std(real_fid)[0] if real_fid else None
     out = {}
     for run, recs in groups.items():
-        if _is_floor_run(run, recs, reference_run):
+        if is_floor_run(run, recs, reference_run):
             continue
         reasons = []
-        kl_mean, fid_mean = _mean(recs, "coverage_kl"), _mean(recs, "fid")
+        kl_mean, fid_mean = run_mean(recs, "coverage_kl"), run_mean(recs, "fid")
         if kl_mean is not None and kl_mean > REGIME_MAX_KL:
             reasons.append(f"class-coverage KL {T.fmt(kl_mean)} > {REGIME_MAX_KL}")
         if fid_mean is not None and floor and fid_mean > REGIME_MAX_FID_FACTOR * floor:
@@ -380,10 +380,10 @@ def fence_notes(groups: dict[str, list[RunRecord]], reference_run: str = "refere
     ref = groups.get(reference_run)
     profile = next((r.profile for recs in groups.values() for r in recs), None)
     if ref and profile != "smoke":
-        f = _mean(ref, "fid")
+        f = run_mean(ref, "fid")
         for run, recs in groups.items():
-            v = _mean(recs, "fid")
-            if f is not None and v is not None and not _is_floor_run(run, recs, reference_run) and v > f:
+            v = run_mean(recs, "fid")
+            if f is not None and v is not None and not is_floor_run(run, recs, reference_run) and v > f:
                 notes.append(f"`{run}`: FID {T.fmt(v)} is worse than the independent-pixel `{reference_run}` floor "
                              f"({T.fmt(f)}): at this budget it has not learned more than per-pixel statistics.")
     return notes + (regime_notes(groups, reference_run) if profile != "smoke" else [])

@@ -27,16 +27,11 @@ LOG_FIT = {"fid": True, "coverage_kl": True, "bits_per_dim": False}
 LABELS = {"fid": "FID", "coverage_kl": "class-coverage KL", "bits_per_dim": "bits/dim"}
 
 
-def _mean(recs: list[RunRecord], name: str) -> float | None:
-    v = T.values(T.ok(recs), T.metric(name))
-    return T.mean_std(v)[0] if v else None
-
-
 def limits(groups: dict[str, list[RunRecord]], reference_run: str = "reference") -> dict[str, float]:
     """Each criterion's limit where the records let it be set: FID needs the real-data row, bits/dim the floor."""
     real = [r for recs in groups.values() for r in recs if r.family == "real-data"]
-    real_fid = _mean(real, "fid")
-    floor = _mean(groups.get(reference_run, []), "bits_per_dim")
+    real_fid = findings.run_mean(real, "fid")
+    floor = findings.run_mean(groups.get(reference_run, []), "bits_per_dim")
     out = {"coverage_kl": findings.REGIME_MAX_KL}
     if real_fid:
         out["fid"] = findings.REGIME_MAX_FID_FACTOR * real_fid
@@ -90,7 +85,7 @@ def regime_table(records: list[RunRecord], reference_run: str = "reference"
     lim = limits(groups, reference_run)
     rows, units = [], set()
     for run, recs in groups.items():
-        if not T.ok(recs) or run == reference_run or recs[0].family == "real-data":
+        if not T.ok(recs) or findings.is_floor_run(run, recs, reference_run):
             continue
         own = {n: v for n, v in lim.items() if n != "bits_per_dim" or T.has_likelihood(recs)}
         points, unit = evaluations(recs, list(own))
