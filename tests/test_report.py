@@ -664,3 +664,24 @@ def test_the_regime_averages_seeds_per_evaluation_before_it_judges():
     assert unit == "flops" and [p["fid"] for p in points] == [40.0, 10.5, 9.5]
     _, _, rows = regime.regime_table(recs)
     assert rows[0][-1] == f"yes, from {T.fmt(4e9)}"
+
+
+def test_a_search_report_judges_no_claims_across_its_grid_points(tmp_path):
+    """A tune report holds 6 points per family on one seed: judging DDPM vs the flow on every pair of points would
+    fill Findings with verdicts on configurations nobody adopted. The same two runs outside a search are judged."""
+    def write(root, searched: bool):
+        for run, family, fid in (("ddpm-lr0.003", "diffusion", 290.0), ("resflow-lr0.003", "flow", 205.0)):
+            registered = run.split("-")[0]
+            write_record({"suite": "s", "profile": "tune", "model": run if searched else registered, "seed": 0,
+                          "status": "ok", "registered": registered, "family": family,
+                          "search": {"of": registered, "point": {"lr": 3e-3}} if searched else {},
+                          "metrics": {"fid": {"value": fid}}, "finished": "2026-01-01T00:00:00.000000Z"}, root)
+        return render("s", root, tmp_path / ("rep-searched" if searched else "rep-plain"), formats=["md"])[0].read_text()
+
+    def findings(md):
+        return md.split("## Findings", 1)[1].split("## Models", 1)[0]
+
+    plain, searched = findings(write(tmp_path / "plain", False)), findings(write(tmp_path / "searched", True))
+    claim = "DDPM reaches a lower FID than the flow on MNIST"
+    assert claim in plain and "ddpm / resflow" in plain  # judged on the same records outside a search
+    assert claim not in searched and "a search: its points rank configurations" in searched

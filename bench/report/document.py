@@ -58,7 +58,12 @@ def build_document(records: list[RunRecord], out_dir: Path, results_dir: Path, s
     # -- the seeds' claims, checked --
     s = Section("Findings")
     doc.sections.append(s)
-    _guard(s, "the findings", _findings_section, s, groups, records, reference_dir or published.reference_dir())
+    if search.searched_runs(groups):
+        s.add(Note("a search: its points rank configurations of one family (the Search section), one seed each; "
+                   "the seeds' claims are judged between the points a profile adopts, in that profile's report, "
+                   "not across every pair of grid points."))
+    else:
+        _guard(s, "the findings", _findings_section, s, groups, records, reference_dir or published.reference_dir())
 
     # -- models table --
     s = Section("Models")

@@ -19,13 +19,16 @@ def _mean(recs: list[RunRecord], name: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def searched_runs(groups: dict[str, list[RunRecord]]) -> list[str]:
+    """The runs that are points of a ``[search]`` grid."""
+    return [run for run, recs in groups.items() if (recs[0].search or {}).get("of")]
+
+
 def search_tables(groups: dict[str, list[RunRecord]]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(caption, headers, rows) per searched run, its points ranked by mean FID (best first)."""
     grids: dict[str, list[str]] = {}
-    for run, recs in groups.items():
-        of = (recs[0].search or {}).get("of")
-        if of:
-            grids.setdefault(of, []).append(run)
+    for run in searched_runs(groups):
+        grids.setdefault(groups[run][0].search["of"], []).append(run)
     out = []
     for of, runs in grids.items():
         keys = list(dict.fromkeys(k for run in runs for k in groups[run][0].search.get("point", {})))
