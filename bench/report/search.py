@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from bench.records import RunRecord
 from bench.report import tables as T
+from bench.report.findings import run_mean as _mean
 
 RANK_BY = "fid"
 COLUMNS = (("FID", "fid"), ("class-coverage KL", "coverage_kl"), ("bits/dim", "bits_per_dim"))
-
-
-def _mean(recs: list[RunRecord], name: str) -> float | None:
-    vals = [v for v in (T.metric(name)(r) for r in T.ok(recs)) if v is not None]
-    return sum(vals) / len(vals) if vals else None
 
 
 def searched_runs(groups: dict[str, list[RunRecord]]) -> list[str]:
