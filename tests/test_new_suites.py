@@ -100,9 +100,14 @@ def test_the_claims_suite_measures_every_claim_of_seeds_002_to_004(tmp_path, cap
         assert verdicts and all(v.verdict != NOT_MEASURABLE for v in verdicts), (claim["id"], verdicts[0].why)
 
 
-def test_the_main_jobs_ladder_is_the_cpu_profile_at_eight_times_the_compute():
-    """One ladder run per model evaluates at x1, x2, x4 and x8 of the cpu profile's compute, with its models."""
+def test_the_main_jobs_ladder_is_the_cpu_profile_at_eight_times_the_compute_and_the_flows_at_four():
+    """One ladder run per model with the cpu profile's models, evaluated at x1, x2, x4 and x8 of its compute; the
+    residual flow's own budget stops at x4 (its x8 takes longer than a working session), evaluated at x0.5-x4."""
     cpu, ladder = load_suite("mnist-flow-vs-ddpm", "cpu"), load_suite("mnist-flow-vs-ddpm", "ladder")
-    assert ladder.models == cpu.models and ladder.budget.kind == cpu.budget.kind == "flops"
-    assert ladder.budget.value == 8 * cpu.budget.value
-    assert [f * ladder.budget.value / cpu.budget.value for f in ladder.train["eval_fractions"]] == [1, 2, 4, 8]
+    flow = dict(ladder.models["resflow"])
+    assert flow.pop("budget") == {"flops": 4 * cpu.budget.value} and flow == cpu.models["resflow"]
+    assert {k: v for k, v in ladder.models.items() if k != "resflow"} == {k: v for k, v in cpu.models.items() if k != "resflow"}
+    assert ladder.budget.kind == cpu.budget.kind == "flops" and ladder.budget.value == 8 * cpu.budget.value
+    multiples = {run: [f * ladder.budget_for(run).value / cpu.budget.value for f in ladder.train["eval_fractions"]]
+                 for run in ("ddpm", "resflow")}
+    assert multiples == {"ddpm": [1, 2, 4, 8], "resflow": [0.5, 1, 2, 4]}
