@@ -239,3 +239,27 @@ def test_an_nfe_at_quality_claim_has_all_three_verdicts(ot, ind, err, verdict, s
     whose values are within noise is inconclusive."""
     (v,) = findings.judge(FEWER, groups(nfe_run("ot-cfm", ot, err), nfe_run("cfm", ind, err)))
     assert v.verdict == verdict and v.shown().startswith(shown), (v.verdict, v.shown())
+
+
+def test_runs_of_different_budgets_are_judged_at_the_compute_both_reached():
+    """A ladder whose flow stops at x4 while DDPM goes on to x8: DDPM is read at its x4 evaluation (the curve point
+    at half its budget), so "DDPM's FID below the flow's" compares equal compute; the floor's steps budget stays."""
+    def with_budget(r, value, kind="flops", curve=()):
+        return dataclasses.replace(r, budget={"kind": kind, "value": value}, curve=list(curve))
+
+    ddpm_x4 = {"fraction": 0.5, "metrics": {"fid": {"value": 90.0}}}
+    ddpm = [with_budget(rec("ddpm", "diffusion", s, fid=20.0 + s), 8e13, curve=[ddpm_x4]) for s in (0, 1)]
+    flow = [with_budget(rec("resflow", "flow", s, fid=60.0 + s), 4e13) for s in (0, 1)]
+    floor = with_budget(rec("reference", "reference", 0, fid=400.0), 370000, kind="steps")
+    g = groups(*ddpm, *flow, floor)
+    assert findings.judge(LESS, g)[0].verdict == findings.REPRODUCED  # final records: 8e13 against 4e13 FLOPs
+    common, note = findings.at_common_compute(g)
+    assert [findings.run_mean(common[run], "fid") for run in ("ddpm", "resflow", "reference")] == [90.0, 60.5, 400.0]
+    (v,) = findings.judge(LESS, common)
+    assert v.verdict == findings.NOT_REPRODUCED and v.ratio == pytest.approx(90.0 / 60.5)
+    assert "4e+13 flops" in note and "ddpm at its evaluation at 0.5" in note
+    # a longer run without an evaluation at that compute is left out, not judged on its extra training
+    bare = groups(*[dataclasses.replace(r, curve=[]) for r in ddpm], *flow)
+    left, note = findings.at_common_compute(bare)
+    assert set(left) == {"resflow"} and "left out" in note
+    assert findings.at_common_compute(groups(*flow)) == (groups(*flow), "")

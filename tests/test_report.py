@@ -685,3 +685,21 @@ def test_a_search_report_judges_no_claims_across_its_grid_points(tmp_path):
     claim = "DDPM reaches a lower FID than the flow on MNIST"
     assert claim in plain and "ddpm / resflow" in plain  # judged on the same records outside a search
     assert claim not in searched and "a search: its points rank configurations" in searched
+
+
+def test_a_ladder_report_names_each_runs_budget_and_judges_claims_at_equal_compute(tmp_path):
+    """The main job's ladder: DDPM to x8, the flow to x4. The intro names the flow's own budget, and Findings
+    reads DDPM at its x4 evaluation, where its FID (300) is worse than the flow's, not at x8 (70), where it is not."""
+    ddpm_x4 = {"fraction": 0.5, "step": 2224, "flops": 5.2e13, "metrics": {"fid": {"value": 300.0}}}
+    for run, family, budget, fid, curve in (("ddpm", "diffusion", 1.04e14, 70.0, [ddpm_x4]),
+                                            ("resflow", "flow", 5.2e13, 150.0, [])):
+        write_record({"suite": "s", "profile": "ladder", "model": run, "seed": 0, "status": "ok", "registered": run,
+                      "family": family, "budget": {"kind": "flops", "value": budget}, "curve": curve,
+                      "metrics": {"fid": {"value": fid}}, "finished": "2026-01-01T00:00:00.000000Z"}, tmp_path / "res")
+    md = render("s", tmp_path / "res", tmp_path / "rep", formats=["md"])[0].read_text()
+    intro, rest = md.split("## Findings", 1)
+    findings = rest.split("## Models", 1)[0]
+    assert "1.04e+14 flops per run (resflow: 5.2e+13 flops)" in intro
+    row = next(line for line in findings.splitlines() if "ddpm / resflow" in line and "lower FID" in line)
+    assert "✗ not reproduced" in row  # 300 / 150; at x8 (70 / 150) it would read ✓
+    assert "claims judged at 5.2e+13 flops" in findings and "ddpm at its evaluation at 0.5" in findings

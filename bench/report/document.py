@@ -47,8 +47,7 @@ def build_document(records: list[RunRecord], out_dir: Path, results_dir: Path, s
     doc = Document(f"genbench report: {suite_name} [{profile}]")
     n_bad = sum(r.status != "ok" for r in records)
     doc.intro.append(Para(
-        f"{len(groups)} model(s), {len(records)} run(s) ({n_bad} diverged/failed). Budget {T.describe_budget(first)} "
-        f"per run, data `{first.data.get('train', first.data.get('dataset', '?'))}` → "
+        f"{len(groups)} model(s), {len(records)} run(s) ({n_bad} diverged/failed). Budget {T.describe_budgets(records)}, data `{first.data.get('train', first.data.get('dataset', '?'))}` → "
         f"evaluated on `{first.data.get('eval', '?')}`, hardware: {T.describe_hardware_of(records)}, "
         f"precision {first.train_settings.get('precision', '?')}, git `{str(first.git_commit or '?')[:12]}`."))
     doc.intro.append(Para("Rendered from the result records alone by `bench report`; mean ± std (sample std, n−1) "
@@ -128,13 +127,17 @@ def build_document(records: list[RunRecord], out_dir: Path, results_dir: Path, s
 
 
 def _findings_section(s: Section, groups, records: list[RunRecord], ref_dir) -> None:
+    groups, read_at = findings.at_common_compute(groups)
     headers, rows = findings.findings_table(groups, ref_dir)
     if not rows:
         s.add(Note(f"no claims to check: {findings.CLAIMS_FILE} not found in the reference folder."))
         return
     s.add(Table(headers, rows, "the seeds' claims (results/reference/claims.toml) judged on these records"))
+    if read_at:
+        s.add(Note(read_at))
     first = (T.ok(records) or records)[0]
-    s.add(Para(f"Judged at this report's budget ({T.describe_budget(first)}), model sizes and data "
+    budget = "the budget in the note above" if read_at else f"this report's budget ({T.describe_budget(first)})"
+    s.add(Para(f"Judged at {budget}, model sizes and data "
                f"(`{first.data.get('dataset', '?')}`), on {T.describe_hardware_of(records)}: a claim not "
                "reproduced here does not hold at this budget and scale, which is a finding about the claim's reach, "
                "not a verdict on the paper. ✓/✗ need the ratio on one side of 1 by more than 2 standard errors "

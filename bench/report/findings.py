@@ -292,6 +292,44 @@ def judge_nfe_at_quality(claim: dict[str, Any], groups: dict[str, list[RunRecord
     return out or [Verdict(claim, "", NOT_MEASURABLE, why="numerator and denominator are the same run")]
 
 
+def at_common_compute(groups: dict[str, list[RunRecord]]) -> tuple[dict[str, list[RunRecord]], str]:
+    """The records to judge claims on where runs trained to different budgets of one kind (a ladder whose rungs
+    differ per model): every longer run is read at its evaluation at the smallest budget (the curve point at the
+    matching budget fraction), so a claim compares equal compute, not one model's extra training. Runs of another
+    budget kind (the `reference` floor's steps) are left as they are. Returns the groups and a sentence saying what
+    was read where ('' when every run shares its budget)."""
+    budgets = {run: (recs[0].budget.get("kind"), T.finite(recs[0].budget.get("value"))) for run, recs in groups.items()}
+    kinds = [k for k, v in budgets.values() if v is not None]
+    if not kinds:
+        return groups, ""
+    kind = max(set(kinds), key=kinds.count)
+    values = {run: v for run, (k, v) in budgets.items() if k == kind and v is not None}
+    common = min(values.values())
+    longer = [run for run, v in values.items() if v > common]
+    if not longer:
+        return groups, ""
+    out, read, missing = dict(groups), [], []
+    for run in longer:
+        at = []
+        for r in groups[run]:
+            point = next((p for p in r.curve if math.isclose(p.get("fraction", 0) * values[run], common, rel_tol=1e-6)),
+                         None)
+            if point is not None:
+                at.append(dataclasses.replace(r, metrics=point.get("metrics") or {}))
+        if at:
+            out[run] = at
+            read.append(f"{run} at its evaluation at {T.fmt(common / values[run])} of its {T.fmt(values[run])} {kind}")
+        else:
+            del out[run]
+            missing.append(run)
+    text = f"claims judged at {T.fmt(common)} {kind}, the budget every {kind}-budget run reached"
+    if read:
+        text += f": {'; '.join(read)}"
+    if missing:
+        text += f"; left out (no evaluation at that compute): {', '.join(missing)}"
+    return out, text + "."
+
+
 def findings_table(groups: dict[str, list[RunRecord]], ref_dir: Path | None) -> tuple[list[str], list[list[str]]]:
     headers = ["claim", "source", "published", "runs (ratio = first / second)", "measured", "verdict", "how"]
     rows = []

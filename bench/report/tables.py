@@ -373,6 +373,15 @@ def describe_budget(record: RunRecord) -> str:
     return f"{int(v) if v.is_integer() else v} {b.get('kind')}"
 
 
+def describe_budgets(records: list[RunRecord]) -> str:
+    """The budget most runs share, and the runs that had their own (a floor's steps, a ladder's shorter rung)."""
+    described = {r.model: describe_budget(r) for r in records}
+    texts = list(described.values())
+    common = max(texts, key=texts.count) if texts else "unknown budget"
+    own = [f"{model}: {text}" for model, text in described.items() if text != common]
+    return f"{common} per run" + (f" ({'; '.join(own)})" if own else "")
+
+
 def describe_hardware(record: RunRecord) -> str:
     hw = record.hardware
     if hw.get("gpu"):
