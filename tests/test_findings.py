@@ -251,13 +251,15 @@ def test_runs_of_different_budgets_are_judged_at_the_compute_both_reached():
     ddpm = [with_budget(rec("ddpm", "diffusion", s, fid=20.0 + s), 8e13, curve=[ddpm_x4]) for s in (0, 1)]
     flow = [with_budget(rec("resflow", "flow", s, fid=60.0 + s), 4e13) for s in (0, 1)]
     floor = with_budget(rec("reference", "reference", 0, fid=400.0), 370000, kind="steps")
-    g = groups(*ddpm, *flow, floor)
+    real = with_budget(rec("real-data", "real-data", 0, fid=5.0), 8e13)  # trains nothing: no curve, kept as it is
+    g = groups(*ddpm, *flow, floor, real)
     assert findings.judge(LESS, g)[0].verdict == findings.REPRODUCED  # final records: 8e13 against 4e13 FLOPs
     common, note = findings.at_common_compute(g)
-    assert [findings.run_mean(common[run], "fid") for run in ("ddpm", "resflow", "reference")] == [90.0, 60.5, 400.0]
+    assert [findings.run_mean(common[run], "fid") for run in ("ddpm", "resflow", "reference", "real-data")] == \
+        [90.0, 60.5, 400.0, 5.0]
     (v,) = findings.judge(LESS, common)
     assert v.verdict == findings.NOT_REPRODUCED and v.ratio == pytest.approx(90.0 / 60.5)
-    assert "4e+13 flops" in note and "ddpm at its evaluation at 0.5" in note
+    assert "4e+13 flops" in note and "ddpm at its evaluation at 0.5" in note and "left out" not in note
     # a longer run without an evaluation at that compute is left out, not judged on its extra training
     bare = groups(*[dataclasses.replace(r, curve=[]) for r in ddpm], *flow)
     left, note = findings.at_common_compute(bare)

@@ -295,10 +295,11 @@ def judge_nfe_at_quality(claim: dict[str, Any], groups: dict[str, list[RunRecord
 def at_common_compute(groups: dict[str, list[RunRecord]]) -> tuple[dict[str, list[RunRecord]], str]:
     """The records to judge claims on where runs trained to different budgets of one kind (a ladder whose rungs
     differ per model): every longer run is read at its evaluation at the smallest budget (the curve point at the
-    matching budget fraction), so a claim compares equal compute, not one model's extra training. Runs of another
-    budget kind (the `reference` floor's steps) are left as they are. Returns the groups and a sentence saying what
-    was read where ('' when every run shares its budget)."""
-    budgets = {run: (recs[0].budget.get("kind"), T.finite(recs[0].budget.get("value"))) for run, recs in groups.items()}
+    matching budget fraction), so a claim compares equal compute, not one model's extra training. The floors (real
+    data trains nothing) and runs of another budget kind (the `reference` floor's steps) are left as they are.
+    Returns the groups and a sentence saying what was read where ('' when every run shares its budget)."""
+    budgets = {run: (recs[0].budget.get("kind"), T.finite(recs[0].budget.get("value"))) for run, recs in groups.items()
+               if not is_floor_run(run, recs, "reference")}
     kinds = [k for k, v in budgets.values() if v is not None]
     if not kinds:
         return groups, ""
