@@ -151,8 +151,13 @@ def test_array_submission_through_submitit(submission, cluster):
     assert data["suite"]["budget"] == {"steps": float(STEPS)}  # the resolved config is stored
     script = next(folder.glob("submitit/*/*_submission.sh")).read_text()
     assert "--array=0-3%2" in script  # array throttling from the cluster profile
-    acct = cluster.run("sacct", "-n", "-X", "-P", "-j", data["array_job_id"], "--format=JobID,State").stdout
-    assert f"{data['array_job_id']}_1|COMPLETED" in acct, acct + task_logs(submission, 1)
+    done, deadline = f"{data['array_job_id']}_1|COMPLETED", time.monotonic() + 60
+    while True:  # accounting (slurmdbd) can show a requeued task RUNNING for a while after it completed
+        acct = cluster.run("sacct", "-n", "-X", "-P", "-j", data["array_job_id"], "--format=JobID,State").stdout
+        if done in acct or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert done in acct, acct + task_logs(submission, 1)
     assert "COMPLETED" in submission["status"].stdout
 
 
