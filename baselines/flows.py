@@ -247,10 +247,13 @@ class ResFlow(_Flow):
         its = self.flow.last_inverse_iterations
         images = fl.postprocess(s, self.cfg.preprocessing, self.cfg.alpha)
         mean_it = sum(its) / max(len(its), 1)
-        return Samples(images, nfe=max(1, round(mean_it)),
-                       info={"temperature": temperature, "fixed_point_iterations_total": int(sum(its)),
-                             "fixed_point_iterations_mean": mean_it,
-                             "fixed_point_iterations_max": int(max(its, default=0)),
-                             "fixed_point_atol": self.cfg.fixed_point_atol,
-                             "fixed_point_rtol": self.cfg.fixed_point_rtol,
-                             "fixed_point_unconverged_blocks": self.flow.last_inverse_unconverged})
+        unconverged = self.flow.last_inverse_unconverged
+        info = {"temperature": temperature, "fixed_point_iterations_total": int(sum(its)),
+                "fixed_point_iterations_mean": mean_it, "fixed_point_iterations_max": int(max(its, default=0)),
+                "fixed_point_atol": self.cfg.fixed_point_atol, "fixed_point_rtol": self.cfg.fixed_point_rtol,
+                "fixed_point_unconverged_blocks": unconverged}
+        if unconverged:  # a block near its Lipschitz bound: the samples are approximate and the NFE is the cap's
+            info["warning"] = (f"{unconverged} of {len(its)} residual block inverse(s) stopped at the "
+                               f"{self.cfg.fixed_point_max_iters}-iteration cap above the tolerance: the samples are "
+                               "approximate inverses and the NFE is set by the cap")
+        return Samples(images, nfe=max(1, round(mean_it)), info=info)

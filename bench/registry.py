@@ -74,6 +74,8 @@ class Samples:
     images: torch.Tensor  # float [n, C, H, W] in [0, 1]
     nfe: int | None = None  # network function evaluations per sample (None: not meaningful)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. fixed-point iterations
+    # info["warning"] (a string), when set, says why these samples are not what the sampler promised (an iterative
+    # inverse stopped at its cap, ...): the record keeps it with the sampler settings and the report shows it
 
 
 @dataclasses.dataclass

@@ -262,6 +262,27 @@ def test_sample_time_column_says_it_is_scaled_from_the_timed_batch(results, tmp_
     assert "extrapolated to 128 images (seconds per image × 128) from one timed batch of 16 images" in flow["notes"]
 
 
+def test_a_sampler_warning_is_shown_with_the_seeds_it_concerns(results, report, tmp_path):
+    """A model's samples' ``info["warning"]`` (kept in the metrics' protocols) becomes a note in the Models section,
+    once per run and warning, naming its seeds; reports without one have no such note."""
+    from bench.records import load_records
+
+    warning = "1 of 6 residual block inverse(s) stopped at the 500-iteration cap"
+    assert warning not in report["md"]
+    root = tmp_path / "results"
+    for rec in load_records(results, SUITE):
+        rec = rec.to_json()
+        if rec["model"] == "resflow" and rec["seed"] in (0, 1) and rec["status"] == "ok":
+            for key in ("nfe", "sample_seconds_per_batch"):
+                rec["metrics"][key]["protocol"]["sampler_resolved"] = {"warning": warning}
+        write_record(rec, root)
+    render(SUITE, root, tmp_path / "rep", formats=["md"])
+    md = (tmp_path / "rep" / SUITE / PROFILE / "README.md").read_text()
+    models = md.split("## Models", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in models.splitlines() if warning in line]
+    assert len(lines) == 1 and f"`resflow` (seed 0, 1): {warning}." in lines[0]
+
+
 def _mnist_suite(tmp_path, name: str, metrics: list[str], extractor: str, models: list[str]):
     """A minimal MNIST suite file with a 1-step smoke and a 500-epoch paper profile."""
     path = tmp_path / f"{name}.toml"

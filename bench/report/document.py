@@ -69,6 +69,8 @@ def build_document(records: list[RunRecord], out_dir: Path, results_dir: Path, s
     doc.sections.append(s)
     for note in _guard(s, "the fences", findings.fence_notes, groups) or []:
         s.add(Note(note))
+    for note in _guard(s, "the sampler warnings", T.sampler_warnings, groups) or []:
+        s.add(Note(note))
     fes = _guard(s, "the models table", _models_section, s, groups, records, n_bad) or []
 
     # -- the points of a [search] grid, ranked --

@@ -77,6 +77,22 @@ def protocol(record: RunRecord, name: str) -> dict:
     return (m or {}).get("protocol") or {}
 
 
+def sampler_warnings(groups: dict[str, list[RunRecord]]) -> list[str]:
+    """One line per run and warning that a model put in its samples' ``info["warning"]`` (kept in the record's
+    ``sampler_resolved`` and in each sampler-dependent metric's protocol), with the seeds it concerns: a number
+    measured on such samples (NFE, FID) is not what the sampler promised."""
+    seeds_of: dict[tuple[str, str], set] = {}
+    for run, recs in groups.items():
+        for r in recs:
+            found = [r.sampler_resolved] + [(m.get("protocol") or {}).get("sampler_resolved")
+                                           for m in (r.metrics or {}).values() if isinstance(m, dict)]
+            for sr in found:
+                if isinstance(sr, dict) and sr.get("warning"):
+                    seeds_of.setdefault((run, str(sr["warning"])), set()).add(r.seed)
+    return [f"`{run}` (seed {', '.join(str(s) for s in sorted(seeds))}): {warning}."
+            for (run, warning), seeds in seeds_of.items()]
+
+
 def seconds_per_batch(batch: int) -> Getter:
     """Sampling seconds for ``batch`` images: measured directly if the protocol's batch matches, else per image × batch
     (extrapolated from the timed batch; :func:`describe_batch_scaling` says which it was)."""
