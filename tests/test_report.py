@@ -624,6 +624,30 @@ def test_nfe_plot_draws_one_line_per_trained_model_not_per_wrapper(tmp_path):
     assert [(tag, nfe) for tag, nfe, _ in plots.nfe_points(guided, "fid")] == [("euler", 10), ("w1", 10)]
 
 
+def test_nfe_plot_points_are_samplers_with_their_seeds_averaged_not_seeds(tmp_path):
+    """An adaptive solver's NFE differs by seed (resflow: 36, 36, 31): three seeds of one sampler are one point,
+    not a line; a run evaluated with two samplers is two points, each the mean over its seeds."""
+    from bench.report import plots
+    from tests.helpers import run_record
+
+    def rec(model, seed, nfe, fid, **extra):
+        return run_record(model=model, registered=model, family="x", status="ok", seed=seed, config={},
+                          metrics={"fid": {"value": fid}, "nfe": {"value": nfe}, **extra})
+
+    adaptive = [rec("resflow", 0, 36, 234.3), rec("resflow", 1, 36, 198.8), rec("resflow", 2, 31, 203.6)]
+    assert plots.nfe_quality_points(adaptive, "fid").empty
+    path, why = plots.nfe_vs_quality(adaptive, tmp_path / "a.png")
+    assert path is None and "two or more" in why
+    swept = [rec("ddpm", s, 200, fid, **{"fid@ddim-10": {"value": fid + d}, "nfe@ddim-10": {"value": 10}})
+             for s, fid, d in ((0, 70.0, 30.0), (1, 74.0, 34.0))]
+    points = plots.nfe_quality_points(swept + adaptive, "fid").set_index("point")
+    assert sorted(points.index) == ["ddpm@ddim-10", "ddpm@default"]
+    assert points.loc["ddpm@default", "mean"] == 72.0 and points.loc["ddpm@ddim-10", "mean"] == 104.0
+    assert points.loc["ddpm@default", "sd"] == statistics.stdev([70.0, 74.0]) and points.loc["ddpm@ddim-10", "seeds"] == 2
+    path, why = plots.nfe_vs_quality(swept + adaptive, tmp_path / "b.png")
+    assert path is not None and path.is_file()
+
+
 def _ladder_run(model, family, fids, kls=None, bpds=None, flops=(1e9, 2e9, 4e9), profile="ladder", seed=0):
     """A run evaluated at 1/4, 1/2 and all of its budget, its values given per evaluation (the last = the final)."""
     from tests.helpers import run_record

@@ -165,33 +165,49 @@ def nfe_points(record: RunRecord, name: str) -> list[tuple[str, float, float]]:
     return out
 
 
+def nfe_quality_points(records: list[RunRecord], name: str) -> pd.DataFrame:
+    """The NFE-vs-quality points: columns trained model, point, NFE, mean, sd, seeds. One line per trained model:
+    runs of one wrapper with the same training config (differing only in their sampler tables) share a line; runs
+    trained differently (cfm vs cfm-cfg, ddpm vs ddpm-mu) never do. A point is one sampler of one run, its seeds
+    averaged (an adaptive solver's NFE varies by seed, and seeds are not a sampler sweep). Only lines with two or
+    more points are kept."""
+    def line_key(r: RunRecord) -> tuple[str, str]:
+        return r.registered or r.model, json.dumps(r.config, sort_keys=True, default=str)
+
+    trained: dict[tuple[str, str], list[str]] = {}
+    for r in T.ok(records):
+        trained.setdefault(line_key(r), []).append(r.model)
+    names = {key: " / ".join(dict.fromkeys(runs)) for key, runs in trained.items()}
+    rows = [{"trained model": names[line_key(r)], "point": f"{r.model}@{sampler}", "NFE": nfe, "value": v}
+            for r in T.ok(records) for sampler, nfe, v in nfe_points(r, name)]
+    columns = ["trained model", "point", "NFE", "mean", "sd", "seeds"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    points = pd.DataFrame(rows).groupby(["trained model", "point"]).agg(
+        NFE=("NFE", "mean"), mean=("value", "mean"), sd=("value", "std"), seeds=("value", "size")).reset_index()
+    points["sd"] = points["sd"].fillna(0.0)
+    return points[points.groupby("trained model")["point"].transform("size") >= 2][columns]
+
+
 def nfe_vs_quality(records: list[RunRecord], path: Path) -> tuple[Path | None, str]:
     q = quality_metric(records)
     if q is None:
         return None, "NFE vs quality: no FID or bits/dim in the records"
     name, label = q
-    # one line per trained model: runs of one wrapper with the same training config (differing only in their
-    # sampler tables) share a line; runs trained differently (cfm vs cfm-cfg, ddpm vs ddpm-mu) never do
-    trained: dict[tuple[str, str], list[str]] = {}
-    for r in T.ok(records):
-        key = (r.registered or r.model, json.dumps(r.config, sort_keys=True, default=str))
-        trained.setdefault(key, []).append(r.model)
-    names = {key: " / ".join(dict.fromkeys(runs)) for key, runs in trained.items()}
-    rows = []
-    for r in T.ok(records):
-        line = names[(r.registered or r.model, json.dumps(r.config, sort_keys=True, default=str))]
-        for sampler, nfe, v in nfe_points(r, name):
-            rows.append({"trained model": line, "sampler": sampler, "NFE": nfe, label: v})
-    df = pd.DataFrame(rows)
-    if df.empty or df.groupby("trained model")["NFE"].nunique().max() < 2:
+    points = nfe_quality_points(records, name)
+    if points.empty:
         return None, ("NFE vs quality: no model was evaluated with two or more samplers/step counts "
                       "(add a sweep to a model, e.g. samplers = { ddim-5 = { steps = 5 } } in its [models.X] table, "
                       "or several runs of one wrapper with different sampler tables)")
-    df = df[df.groupby("trained model")["NFE"].transform("nunique") >= 2]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    sns.lineplot(data=df.sort_values("NFE"), x="NFE", y=label, hue="trained model", marker="o", ax=ax, errorbar="sd")
+    for line, g in points.groupby("trained model"):
+        g = g.sort_values("NFE")
+        ax.errorbar(g["NFE"], g["mean"], yerr=g["sd"], marker="o", capsize=3, label=line)
     ax.set_xscale("log")
-    ax.set_title(f"NFE vs {label} per model")
+    ax.set_xlabel("NFE (mean over seeds)")
+    ax.set_ylabel(label)
+    ax.legend(title="trained model")
+    ax.set_title(f"NFE vs {label} per model (mean ± sd over seeds)")
     return _save(fig, path), ""
 
 
