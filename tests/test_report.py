@@ -748,3 +748,25 @@ def test_a_ladder_report_names_each_runs_budget_and_judges_claims_at_equal_compu
     row = next(line for line in findings.splitlines() if "ddpm / resflow" in line and "lower FID" in line)
     assert "✗ not reproduced" in row  # 300 / 150; at x8 (70 / 150) it would read ✓
     assert "claims judged at 5.2e+13 flops" in findings and "ddpm at its evaluation at 0.5" in findings
+
+
+def test_rerender_removes_pngs_the_report_no_longer_links(results, tmp_path):
+    """A re-render after a model left the records drops that model's sample grid and any other orphan PNG,
+    and keeps every PNG the new README links to."""
+    import re
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(results, root)
+    out = tmp_path / "rep"
+    render(SUITE, root, out, profile=PROFILE)
+    img = out / SUITE / PROFILE / "img"
+    assert (img / "grid_dcgan.png").exists()
+    (img / "old_plot.png").write_bytes(b"\x89PNG old")  # a plot an earlier version drew
+    for f in root.rglob("dcgan__seed0*.json"):
+        f.unlink()
+    md = render(SUITE, root, out, profile=PROFILE)[0].read_text()
+    linked = set(re.findall(r"\(img/([^)]+\.png)\)", md))
+    assert "grid_resflow.png" in linked
+    assert {p.name for p in img.glob("*.png")} == linked
+    assert not (img / "grid_dcgan.png").exists() and not (img / "old_plot.png").exists()

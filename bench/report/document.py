@@ -273,7 +273,17 @@ def render(suite_name: str, results_dir: Path, reports_dir: Path, profile: str |
         out_dir.mkdir(parents=True, exist_ok=True)
         doc = build_document(prof_recs, out_dir, Path(results_dir), suite_name, prof, mirrors, data_root, reference_dir)
         written += write_formats(doc, out_dir, formats)
+        _remove_stale_images(out_dir / "img", doc)
     return written
+
+
+def _remove_stale_images(img_dir: Path, doc: Document) -> None:
+    """Delete the PNGs of an earlier render that this document no longer shows (a model dropped from the suite,
+    a plot now skipped), so a committed report folder holds only what its README and HTML link to."""
+    keep = {Path(i.path).resolve() for i in doc.images()}
+    for png in img_dir.glob("*.png"):
+        if png.resolve() not in keep:
+            png.unlink()
 
 
 def write_formats(doc: Document, out_dir: Path, formats: tuple[str, ...] | list[str]) -> list[Path]:
