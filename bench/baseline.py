@@ -72,6 +72,14 @@ def reference_flops(record: RunRecord) -> float | None:
     return None
 
 
+def sampler_warned(record: RunRecord) -> bool:
+    """Whether the run's sampler said its samples are not what it promised (``Samples.info["warning"]``: a residual
+    flow's fixed-point inverse stopped at its iteration cap). Records from before that field carry only the count
+    of unconverged blocks."""
+    sr = record.sampler_resolved if isinstance(record.sampler_resolved, dict) else {}
+    return bool(sr.get("warning")) or any("unconverged" in k and (_num(v) or 0) > 0 for k, v in sr.items())
+
+
 def condense(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
     """Per run name: seeds, status, hardware and per-metric mean / seed spread / stderr."""
     by_model: dict[str, list[dict]] = {}
@@ -84,18 +92,19 @@ def condense(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
         metrics: dict[str, Any] = {}
         names = dict.fromkeys(n for r in ok for n in record_values(r))
         for name in names:
-            vals, ses = [], []
+            vals, ses, seeds = [], [], []
             for r in ok:
                 v, se = record_values(r).get(name, (None, None))
                 if v is not None:
                     vals.append(v)
+                    seeds.append(r.seed)
                     if se is not None:
                         ses.append(se)
             if not vals:
                 metrics[name] = {"mean": None, "values": [], "n_seeds": 0}
                 continue
             metrics[name] = {
-                "mean": statistics.fmean(vals), "values": vals, "n_seeds": len(vals),
+                "mean": statistics.fmean(vals), "values": vals, "value_seeds": seeds, "n_seeds": len(vals),
                 "feature_space": next((f for f in (feature_space(r, name) for r in ok) if f), None),
                 "seed_std": statistics.stdev(vals) if len(vals) > 1 else None,
                 # standard error of the mean over seeds from each run's own recorded stderr
@@ -113,6 +122,7 @@ def condense(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
             "reference_flops": statistics.fmean(refs) if refs else None,
             "train_seconds": min(train_s) if train_s else None,  # the shortest seed decides (see TRAIN_THROUGHPUT_KEYS)
             "budget": recs[0].budget, "overrides": recs[0].overrides,
+            "warned_seeds": [r.seed for r in ok if sampler_warned(r)],  # see compare.set_warned_seeds_apart
             "metrics": metrics,
         }
     return runs

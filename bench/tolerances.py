@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 DEFAULT_TOLERANCES = Path(__file__).with_name("tolerances.toml")
 FALLBACK_DEFAULTS = {"direction": "none", "kind": "quality", "abs": 0.0, "rel": 0.05, "sigmas": 3.0,
-                     "cross_hardware_rel": 3.0, "cross_hardware_sigmas": 3.0}
+                     "cross_hardware_rel": 3.0, "cross_hardware_sigmas": 3.0, "warned_seed_rate": 0.0}
 FIELDS = set(FALLBACK_DEFAULTS)
 
 

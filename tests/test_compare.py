@@ -503,3 +503,58 @@ def test_the_default_output_is_condensed_and_verbose_prints_every_row(tmp_path, 
     code, verbose, _ = run_cli(["compare", "--baseline", str(base), "--results", str(res), "--verbose"], capsys)
     assert any(" bits_per_dim " in line and "held" in line for line in verbose.splitlines())
     assert len(verbose.splitlines()) > len(lines) - 2
+
+
+def _nfe_rec(seed, nfe, hw, warned=False):
+    r = rec(model="resflow", seed=seed, hw=hw, extra={"nfe": {"value": nfe, "protocol": {}}})
+    r["sampler_resolved"] = {"fixed_point_unconverged_blocks": 1 if warned else 0}
+    return r
+
+
+def test_seeds_whose_sampler_warned_are_judged_by_their_count_across_cpu_models(tmp_path, capsys):
+    """Measured on digits: resflow's NFE on the baseline's Xeon 55/51/56, on an EPYC 54/124/59, where seed 1's
+    inverse stopped at its cap in one block. Across CPU models the warned seed is set apart: NFE is judged over the
+    other seeds, and one warned seed of three holds (binomial tail 0.14 at rate 0.05); two warned seeds regress,
+    and so does an NFE shift of every seed. On the same CPU model nothing is set apart."""
+    base = make_baseline(tmp_path, capsys, [_nfe_rec(0, 55, HW_A), _nfe_rec(1, 51, HW_A), _nfe_rec(2, 56, HW_A)])
+    assert json.loads(base.read_text())["runs"]["resflow"]["warned_seeds"] == []
+    epyc = [_nfe_rec(0, 54, HW_B), _nfe_rec(1, 124, HW_B, warned=True), _nfe_rec(2, 59, HW_B)]
+    code, rows, *_ = run_compare(tmp_path / "one", capsys, base, *epyc)
+    nfe, warned = rows[("resflow", "nfe")], rows[("resflow", "nfe: seeds whose sampler warned")]
+    assert code == 0 and nfe["status"] == "held" and nfe["fresh"] == pytest.approx((54 + 59) / 2)
+    assert compare.WARNED_NOTE in nfe["note"]
+    assert warned["status"] == "held" and warned["fresh"] == 1 and "P = 0.14" in warned["note"]
+
+    two = [_nfe_rec(0, 54, HW_B), _nfe_rec(1, 124, HW_B, warned=True), _nfe_rec(2, 130, HW_B, warned=True)]
+    code, rows, *_ = run_compare(tmp_path / "two", capsys, base, *two)
+    assert code == 1 and rows[("resflow", "nfe: seeds whose sampler warned")]["status"] == "regressed"
+
+    shifted = [_nfe_rec(s, 79, HW_B) for s in range(3)]
+    code, rows, *_ = run_compare(tmp_path / "shift", capsys, base, *shifted)
+    assert code == 1 and rows[("resflow", "nfe")]["status"] == "regressed"
+
+    same_cpu = [dict(r, hardware=HW_A) for r in epyc]
+    code, rows, *_ = run_compare(tmp_path / "same", capsys, base, *same_cpu)
+    assert code == 1 and rows[("resflow", "nfe")]["status"] == "regressed"
+    assert ("resflow", "nfe: seeds whose sampler warned") not in rows
+
+    old = json.loads(base.read_text())  # a baseline written before warned_seeds: judged as before
+    del old["runs"]["resflow"]["warned_seeds"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    code, rows, *_ = run_compare(tmp_path / "old", capsys, tmp_path / "old.json", *epyc)
+    assert code == 1 and rows[("resflow", "nfe")]["status"] == "regressed"
+
+
+def test_binomial_tail_matches_enumeration_and_sampler_warned_reads_both_record_forms():
+    import itertools
+
+    for n, p in ((3, 0.05), (5, 0.3)):
+        for k in range(n + 2):
+            brute = sum(math.prod(p if x else 1 - p for x in xs)
+                        for xs in itertools.product((0, 1), repeat=n) if sum(xs) >= k)
+            assert compare.binomial_tail(k, n, p) == pytest.approx(brute)
+    mk = lambda sr: run_record(status="ok", sampler_resolved=sr)  # noqa: E731
+    assert baseline.sampler_warned(mk({"warning": "1 of 6 residual block inverse(s) stopped at the cap"}))
+    assert baseline.sampler_warned(mk({"fixed_point_unconverged_blocks": 2}))
+    assert not baseline.sampler_warned(mk({"fixed_point_unconverged_blocks": 0, "temperature": 1.0}))
+    assert not baseline.sampler_warned(mk({}))
