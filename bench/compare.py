@@ -89,10 +89,9 @@ def _fmt(v: float | None) -> str:
 
 
 def compare_metric(suite: str, model: str, metric: str, base: dict[str, Any], fresh: dict[str, Any],
-                   base_run: dict[str, Any], fresh_run: dict[str, Any], tol: Tolerances) -> Row:
+                   base_run: dict[str, Any], fresh_run: dict[str, Any], rule: dict[str, Any]) -> Row:
     """One metric of one model, judged by the first rule that applies: absent values, values that cannot be
     compared (:func:`not_comparable`), then the timing/memory rule (by a factor) or the quality rule (additive)."""
-    rule = tol.rule(suite, metric)
     b, f = base.get("mean"), fresh.get("mean")
     row = Row(suite, model, metric, "held", b, f)
     skip = absent(b, f) or not_comparable(metric, rule, base, fresh, base_run, fresh_run)
@@ -208,19 +207,31 @@ def judge_additively(row: Row, rule: dict[str, Any], base: dict[str, Any], fresh
     return row
 
 
+def restrict_to_seeds(m: dict[str, Any], keep: set, run_seeds: list[int] | None = None,
+                      keep_spread: bool = False) -> dict[str, Any] | None:
+    """The condensed metric over the seeds in ``keep``; None when its values do not say which seed each is (its
+    ``value_seeds``, or else ``run_seeds`` when every seed has a value). ``keep_spread`` keeps the seed spread of
+    all seeds as the noise, instead of the spread of those kept."""
+    values = m.get("values") or []
+    seeds = m.get("value_seeds")
+    seeds = run_seeds if seeds is None else seeds
+    if seeds is None or len(seeds) != len(values):
+        return None
+    kept = [(int(s), v) for s, v in zip(seeds, values) if int(s) in keep]
+    vals = [v for _, v in kept]
+    out = dict(m, values=vals, value_seeds=[s for s, _ in kept], n_seeds=len(vals),
+               mean=sum(vals) / len(vals) if vals else None)
+    if not keep_spread:
+        out["seed_std"] = statistics.stdev(vals) if len(vals) > 1 else m.get("seed_std")
+    return out
+
+
 def same_seeds(bm: dict[str, Any], base_seeds: list[int], fresh_seeds: list[int]) -> dict[str, Any]:
     """The baseline metric over the seeds the fresh records hold, when they are a subset: a rerun of seed 0 is
     then held to seed 0's value (the runs are deterministic), not to the mean of three seeds. The noise stays the
-    full baseline's seed spread. Unchanged where the per-seed values do not line up with the seeds."""
-    values, seeds = bm.get("values") or [], [int(x) for x in base_seeds]
-    keep = {int(x) for x in fresh_seeds}
-    shared = [v for seed, v in zip(seeds, values) if seed in keep]
-    if len(values) != len(seeds) or not shared:
-        return bm
-    out = dict(bm, mean=sum(shared) / len(shared), values=shared, n_seeds=len(shared))
-    if bm.get("value_seeds") is not None:
-        out["value_seeds"] = [seed for seed in bm["value_seeds"] if int(seed) in keep]
-    return out
+    full baseline's seed spread. Unchanged where no per-seed value lines up with a fresh seed."""
+    out = restrict_to_seeds(bm, {int(x) for x in fresh_seeds}, [int(x) for x in base_seeds], keep_spread=True)
+    return out if out is not None and out["values"] else bm
 
 
 # Seeds whose sampler warned (a residual flow's fixed-point inverse stopped at its cap) are judged by how rare that
@@ -233,18 +244,6 @@ WARNED_SEEDS_ALPHA = 0.01
 def binomial_tail(k: int, n: int, p: float) -> float:
     """P(X >= k) for X ~ Binomial(n, p)."""
     return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1))
-
-
-def without_seeds(m: dict[str, Any], drop: set) -> dict[str, Any] | None:
-    """The condensed metric over the seeds not in ``drop``; None when its values do not say which seed each is."""
-    seeds, values = m.get("value_seeds"), m.get("values") or []
-    if seeds is None or len(seeds) != len(values):
-        return None
-    kept = [(s, v) for s, v in zip(seeds, values) if s not in drop]
-    vals = [v for _, v in kept]
-    return dict(m, values=vals, value_seeds=[s for s, _ in kept], n_seeds=len(vals),
-                mean=sum(vals) / len(vals) if vals else None,
-                seed_std=statistics.stdev(vals) if len(vals) > 1 else m.get("seed_std"))
 
 
 def set_warned_seeds_apart(suite: str, model: str, metric: str, bm: dict[str, Any], fm: dict[str, Any],
@@ -263,7 +262,8 @@ def set_warned_seeds_apart(suite: str, model: str, metric: str, bm: dict[str, An
     bw = [s for s in bw if s in (bm.get("value_seeds") or [])]
     if not (bw or fw):
         return bm, fm, None
-    b2, f2 = without_seeds(bm, set(bw)), without_seeds(fm, set(fw))
+    b2 = restrict_to_seeds(bm, set(bm.get("value_seeds") or []) - set(bw))
+    f2 = restrict_to_seeds(fm, set(fresh_seeds) - set(fw))
     if b2 is None or f2 is None or b2.get("mean") is None:
         return bm, fm, None
     n, k = len(fresh_seeds), len(fw)
@@ -318,12 +318,13 @@ def compare(baseline: dict[str, Any], fresh_recs: list[dict[str, Any]], tol: Tol
                 else:
                     rows.append(Row(suite, model, metric, "missing", bm.get("mean"), note="metric absent from the fresh records"))
                 continue
-            bm, fm, warned_row = set_warned_seeds_apart(suite, model, metric, bm, fm, brun, frun, tol.rule(suite, metric))
+            rule = tol.rule(suite, metric)
+            bm, fm, warned_row = set_warned_seeds_apart(suite, model, metric, bm, fm, brun, frun, rule)
             if fm.get("mean") is None and warned_row is not None:
                 row = Row(suite, model, metric, "skipped", bm.get("mean"),
                           note="every fresh seed's sampler warned: judged by the warned-seeds row only")
             else:
-                row = compare_metric(suite, model, metric, bm, fm, brun, frun, tol)
+                row = compare_metric(suite, model, metric, bm, fm, brun, frun, rule)
                 if warned_row is not None:
                     row.note = "; ".join(x for x in (row.note, WARNED_NOTE) if x)
             if notes and row.status in ("regressed", "improved"):

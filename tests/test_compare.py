@@ -558,3 +558,18 @@ def test_binomial_tail_matches_enumeration_and_sampler_warned_reads_both_record_
     assert baseline.sampler_warned(mk({"fixed_point_unconverged_blocks": 2}))
     assert not baseline.sampler_warned(mk({"fixed_point_unconverged_blocks": 0, "temperature": 1.0}))
     assert not baseline.sampler_warned(mk({}))
+
+
+def test_restrict_to_seeds_names_each_value_by_its_seed_and_keeps_or_recomputes_the_spread():
+    """A metric that seed 1 did not record holds values for seeds 0 and 2 only: restricting it to seed 2 must pick
+    seed 2's value by its ``value_seeds``, not by position in the run's seed list. With ``keep_spread`` the noise
+    stays the full spread; without, it is the spread of the values kept (the sample sd, by hand here)."""
+    m = {"mean": 3.0, "values": [1.0, 5.0], "value_seeds": [0, 2], "n_seeds": 2, "seed_std": 2.8}
+    only_2 = compare.restrict_to_seeds(m, {2}, run_seeds=[0, 1, 2], keep_spread=True)
+    assert only_2["values"] == [5.0] and only_2["mean"] == 5.0 and only_2["seed_std"] == 2.8
+    m3 = {"mean": 2.0, "values": [1.0, 2.0, 6.0], "n_seeds": 3, "seed_std": 9.9}  # an older baseline: no value_seeds
+    two = compare.restrict_to_seeds(m3, {0, 2}, run_seeds=[0, 1, 2])
+    assert two["value_seeds"] == [0, 2] and two["mean"] == 3.5
+    assert two["seed_std"] == pytest.approx(math.sqrt(((1 - 3.5) ** 2 + (6 - 3.5) ** 2) / 1))
+    assert compare.restrict_to_seeds(m3, {0}) is None  # nothing says which value is which seed
+    assert compare.same_seeds(m, [0, 1, 2], [1]) is m  # seed 1 has no value: held to the baseline as it is
