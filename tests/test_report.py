@@ -770,3 +770,35 @@ def test_rerender_removes_pngs_the_report_no_longer_links(results, tmp_path):
     assert "grid_resflow.png" in linked
     assert {p.name for p in img.glob("*.png")} == linked
     assert not (img / "grid_dcgan.png").exists() and not (img / "old_plot.png").exists()
+
+
+def test_bits_per_dim_bars_leave_off_a_model_worse_than_uniform_noise_and_the_report_says_so(tmp_path, monkeypatch):
+    """A diverged likelihood (daf's inflated bound: thousands of bits/dim) must not squeeze the models that learned
+    against zero: it is left off the bars, the axis stays below uniform noise's 8 bits/dim, and a note under the
+    plot names it with its mean ((100 + 300) / 2 = 200)."""
+    from bench.report import document, plots
+    from bench.report.doc import Image, Note, Section
+    from tests.helpers import run_record
+
+    def rec(model, family, seed, bpd):
+        return run_record(model=model, family=family, seed=seed, status="ok",
+                          metrics={"bits_per_dim": {"value": bpd}})
+
+    groups = {"daf": [rec("daf", "hybrid", 0, 100.0), rec("daf", "hybrid", 1, 300.0)],
+              "nsf": [rec("nsf", "flow", 0, 1.7), rec("nsf", "flow", 1, 1.8)],
+              "reference": [rec("reference", "reference", 0, 2.3)]}
+    seen = {}
+    save = plots._save
+
+    def spy(fig, path):
+        ax = fig.axes[0]
+        seen["ymax"], seen["bars"] = ax.get_ylim()[1], [t.get_text() for t in ax.get_xticklabels()]
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    path, note = plots.bpd_bars(groups, tmp_path / "img" / "bpd.png")
+    assert path.is_file() and seen["bars"] == ["nsf", "reference"] and seen["ymax"] < 8
+    assert "daf (200)" in note and "uniform noise" in note
+    section = Section("plots")
+    document._add_image(section, tmp_path, (path, note), "bits/dim")
+    assert isinstance(section.blocks[0], Image) and isinstance(section.blocks[1], Note) and "daf" in section.blocks[1].text

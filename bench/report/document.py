@@ -33,6 +33,8 @@ def _add_image(section: Section, out_dir: Path, result, caption: str) -> None:
     path, note = result if result else (None, "")
     if path is not None:
         section.add(Image(path, caption, path.relative_to(out_dir).as_posix()))
+        if note:  # the plot rendered, but not everything: say what it leaves out
+            section.add(Note(note))
     elif note:
         section.add(Note(f"skipped — {note}"))
 

@@ -343,7 +343,7 @@ def findings_table(groups: dict[str, list[RunRecord]], ref_dir: Path | None) -> 
 
 LIKELIHOOD_METRICS = {"bits_per_dim"}
 SAMPLE_METRICS = {"fid", "kid", "inception_score", "precision", "recall", "density", "coverage", "coverage_kl"}
-UNIFORM_BITS = 8.0  # bits/dim of uniform noise over 8-bit values
+UNIFORM_BITS = T.UNIFORM_BITS
 
 
 def run_mean(recs: list[RunRecord], name: str) -> float | None:

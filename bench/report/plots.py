@@ -231,16 +231,24 @@ def loss_curves(records: list[RunRecord], path: Path) -> tuple[Path | None, str]
 
 
 def bpd_bars(groups: dict[str, list[RunRecord]], path: Path) -> tuple[Path | None, str]:
-    rows, floor = [], None
+    """Bars of test bits/dim (mean, ± sd over seeds) beside the reference floor. Models whose mean is worse than
+    uniform noise are left off the bars and named in the note: such a bar says only "not learned", and its height
+    would squeeze every model that did learn against zero."""
+    rows, floor, off = [], None, []
     for model, recs in groups.items():
         vals = T.values(recs, T.metric("bits_per_dim"))
+        if vals and sum(vals) / len(vals) > T.UNIFORM_BITS:
+            off.append(f"{model} ({T.fmt(sum(vals) / len(vals))})")
+            continue
         for v in vals:
             rows.append({"model": model, "bits/dim": v})
         if vals and recs[0].family == "reference":
             floor = sum(vals) / len(vals)
     df = pd.DataFrame(rows)
+    note = (f"left off the bits/dim bars, worse than uniform noise ({T.UNIFORM_BITS:g} bits/dim): {', '.join(off)}"
+            if off else "")
     if df.empty:
-        return None, "bits/dim bars: no run measured bits/dim"
+        return None, note or "bits/dim bars: no run measured bits/dim"
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * df["model"].nunique() + 2), 4))
     sns.barplot(data=df, x="model", y="bits/dim", ax=ax, errorbar="sd", color="#4c72b0")
     if floor is not None and math.isfinite(floor):
@@ -248,7 +256,7 @@ def bpd_bars(groups: dict[str, list[RunRecord]], path: Path) -> tuple[Path | Non
         ax.legend()
     ax.set_title("test bits/dim (lower is better)")
     ax.tick_params(axis="x", rotation=20)
-    return _save(fig, path), ""
+    return _save(fig, path), note
 
 
 def class_histograms(groups: dict[str, list[RunRecord]], path: Path) -> tuple[Path | None, str]:

@@ -18,6 +18,7 @@ Getter = Callable[[RunRecord], "float | None"]
 
 NA = "n/a"
 NOT_DEFINED = "not defined"
+UNIFORM_BITS = 8.0  # bits/dim of uniform noise over 8-bit values: a model above it has not learned the data
 
 
 # ---- reading one value out of a record ----------------------------------------------------------
